@@ -1,0 +1,325 @@
+//! The ban store and everything that keeps it honest over time: the expiry
+//! task (sleeps until the earliest expiry, no polling scans), the dump
+//! writer (atomic, within a second of any change) and restore.
+//!
+//! The store's mutex is a `std::sync::Mutex` that is never held across an
+//! `.await`; firewall changes are queued to the applier while holding it, so
+//! the firewall sees changes in the same order as the store.
+
+pub mod persist;
+pub mod store;
+
+use std::net::IpAddr;
+use std::path::PathBuf;
+use std::sync::{Arc, Mutex, MutexGuard};
+use std::time::Duration;
+
+use tokio::sync::Notify;
+use tokio_util::sync::CancellationToken;
+
+use crate::clock::{Clock, UnixTime};
+use crate::firewall::Firewall;
+pub use persist::{DumpEntry, DumpError};
+pub use store::{Ban, BanStore, Upsert};
+
+/// How long after a change the dump is written (kill -9 loses at most this).
+pub const DUMP_DELAY: Duration = Duration::from_millis(200);
+
+/// Why a ban ended, as written in `UNBLOCK => ip (why)`.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum UnbanReason {
+    Timeout,
+    Manual,
+}
+
+impl UnbanReason {
+    fn text(self) -> &'static str {
+        match self {
+            UnbanReason::Timeout => "Timeout Unblock",
+            UnbanReason::Manual => "Manual Unblock",
+        }
+    }
+}
+
+/// Result of a `restore`.
+#[derive(Debug, Default)]
+pub struct Restored {
+    /// Bans that are active again (newly added or re-activated).
+    pub added: Vec<Ban>,
+    /// Entries whose expiry had already passed.
+    pub expired: usize,
+    /// Entries already active (their expiry may have been extended).
+    pub present: usize,
+    /// Entries for protected addresses (white list, loopback, AMI host).
+    pub spared: Vec<(IpAddr, String)>,
+}
+
+pub struct BanManager {
+    store: Mutex<BanStore>,
+    firewall: Firewall,
+    clock: Clock,
+    ban_time: Duration,
+    dump_path: Option<PathBuf>,
+    /// Wakes the expiry task when a new earliest deadline appears.
+    expiry_changed: Notify,
+    /// Wakes the dump writer.
+    dirty: Notify,
+}
+
+impl BanManager {
+    pub fn new(
+        firewall: Firewall,
+        clock: Clock,
+        ban_time: Duration,
+        dump_path: Option<PathBuf>,
+    ) -> Arc<Self> {
+        Arc::new(BanManager {
+            store: Mutex::new(BanStore::default()),
+            firewall,
+            clock,
+            ban_time,
+            dump_path,
+            expiry_changed: Notify::new(),
+            dirty: Notify::new(),
+        })
+    }
+
+    fn lock(&self) -> MutexGuard<'_, BanStore> {
+        self.store.lock().unwrap_or_else(|p| p.into_inner())
+    }
+
+    pub fn clock(&self) -> &Clock {
+        &self.clock
+    }
+
+    pub fn firewall(&self) -> &Firewall {
+        &self.firewall
+    }
+
+    pub fn ban_time(&self) -> Duration {
+        self.ban_time
+    }
+
+    pub fn dump_path(&self) -> Option<&PathBuf> {
+        self.dump_path.as_ref()
+    }
+
+    /// Bans `ip` for the configured time (or extends its ban).
+    pub fn ban(&self, ip: IpAddr, reason: &str) -> Upsert {
+        let expires = self.clock.now() + self.ban_time.as_secs();
+        self.ban_until(ip, expires, reason, 1)
+    }
+
+    fn ban_until(&self, ip: IpAddr, expires: UnixTime, reason: &str, count: u32) -> Upsert {
+        let ip = ip.to_canonical();
+        let now = self.clock.now();
+        let (outcome, wake) = {
+            let mut store = self.lock();
+            let earliest = store.next_deadline();
+            let outcome = store.upsert(ip, expires, reason, count);
+            if outcome != Upsert::Extended {
+                let remaining = store.get(&ip).map_or(expires, |b| b.expires);
+                self.firewall
+                    .add(ip, Duration::from_secs(remaining.saturating_sub(now)));
+            }
+            (outcome, earliest != store.next_deadline())
+        };
+        match outcome {
+            Upsert::New | Upsert::Reactivated => tracing::info!("BLOCK => {ip} ({reason})"),
+            Upsert::Extended => tracing::debug!("EXTEND => {ip} ({reason})"),
+        }
+        if wake {
+            self.expiry_changed.notify_one();
+        }
+        self.dirty.notify_one();
+        outcome
+    }
+
+    /// Removes a ban at once. `false` if `ip` was not banned.
+    pub fn unban(&self, ip: IpAddr, why: UnbanReason) -> bool {
+        let ip = ip.to_canonical();
+        let removed = {
+            let mut store = self.lock();
+            let removed = store.remove(&ip);
+            if removed.as_ref().is_some_and(|b| b.active) {
+                self.firewall.delete(ip);
+            }
+            removed
+        };
+        match removed {
+            Some(_) => {
+                tracing::info!("UNBLOCK => {ip} ({})", why.text());
+                self.dirty.notify_one();
+                true
+            }
+            None => false,
+        }
+    }
+
+    /// Active bans, soonest expiry first.
+    pub fn list(&self) -> Vec<Ban> {
+        self.lock().by_expiry().into_iter().filter(|b| b.active).collect()
+    }
+
+    pub fn get(&self, ip: IpAddr) -> Option<Ban> {
+        self.lock().get(&ip.to_canonical()).cloned()
+    }
+
+    /// Every ban, active or flushed, as it would be dumped.
+    pub fn snapshot(&self) -> Vec<Ban> {
+        self.lock().by_expiry()
+    }
+
+    /// Writes the dump now.
+    pub async fn dump(&self) -> Result<usize, DumpError> {
+        let Some(path) = self.dump_path.clone() else {
+            return Ok(0);
+        };
+        let bans = self.snapshot();
+        let n = bans.len();
+        let now = self.clock.now();
+        tokio::task::spawn_blocking(move || persist::write(&path, &bans, now))
+            .await
+            .map_err(|e| DumpError::Write {
+                path: PathBuf::new(),
+                source: std::io::Error::other(e.to_string()),
+            })??;
+        Ok(n)
+    }
+
+    /// The original's `flush`: dump, then take every ban out of the firewall.
+    /// The bans stay in the dump so `restore` (or a restart) brings them back.
+    pub async fn flush(&self) -> Result<usize, DumpError> {
+        self.dump().await?;
+        let flushed = {
+            let mut store = self.lock();
+            let flushed = store.deactivate_all();
+            for ban in &flushed {
+                self.firewall.delete(ban.ip);
+            }
+            flushed
+        };
+        for ban in &flushed {
+            tracing::info!("UNBLOCK => {} (Flush)", ban.ip);
+        }
+        if let Some(path) = &self.dump_path {
+            tracing::info!("DUMP => {} ({} bans)", path.display(), flushed.len());
+        }
+        self.dirty.notify_one();
+        Ok(flushed.len())
+    }
+
+    /// Loads the dump and bans every unexpired entry; entries for protected
+    /// addresses are reported, not banned. `Ok(None)`: no dump file.
+    pub async fn restore(
+        &self,
+        protected: impl Fn(IpAddr) -> Option<String>,
+    ) -> Result<Option<Restored>, DumpError> {
+        let Some(path) = self.dump_path.clone() else {
+            return Ok(None);
+        };
+        let entries = tokio::task::spawn_blocking(move || persist::read(&path))
+            .await
+            .map_err(|e| DumpError::Read {
+                path: PathBuf::new(),
+                source: std::io::Error::other(e.to_string()),
+            })??;
+        let Some(entries) = entries else {
+            return Ok(None);
+        };
+        Ok(Some(self.restore_entries(entries, protected)))
+    }
+
+    pub fn restore_entries(
+        &self,
+        entries: Vec<DumpEntry>,
+        protected: impl Fn(IpAddr) -> Option<String>,
+    ) -> Restored {
+        let now = self.clock.now();
+        let mut report = Restored::default();
+        for e in entries {
+            if e.expiry <= now {
+                report.expired += 1;
+                continue;
+            }
+            if let Some(why) = protected(e.ip) {
+                tracing::warn!("RESTORE => {} not restored: {why}", e.ip);
+                report.spared.push((e.ip, why));
+                continue;
+            }
+            match self.ban_until(e.ip, e.expiry, &e.reason, e.count) {
+                Upsert::Extended => report.present += 1,
+                _ => {
+                    if let Some(ban) = self.get(e.ip) {
+                        report.added.push(ban);
+                    }
+                }
+            }
+        }
+        tracing::info!(
+            "RESTORE => {} bans restored, {} expired, {} already present",
+            report.added.len(),
+            report.expired,
+            report.present
+        );
+        report
+    }
+
+    /// Removes bans as they expire. Sleeps until the earliest expiry or
+    /// until an earlier one is added.
+    pub async fn run_expiry(self: Arc<Self>, shutdown: CancellationToken) {
+        loop {
+            let next = self.lock().next_deadline();
+            let wait = async {
+                match next {
+                    Some(t) => self.clock.sleep_until(t).await,
+                    None => std::future::pending().await,
+                }
+            };
+            tokio::select! {
+                _ = wait => self.expire_due(),
+                _ = self.expiry_changed.notified() => {}
+                _ = shutdown.cancelled() => return,
+            }
+        }
+    }
+
+    /// Removes every ban whose time has come.
+    pub fn expire_due(&self) {
+        let now = self.clock.now();
+        let expired = {
+            let mut store = self.lock();
+            let expired = store.pop_expired(now);
+            for ban in expired.iter().filter(|b| b.active) {
+                self.firewall.delete(ban.ip);
+            }
+            expired
+        };
+        for ban in &expired {
+            if ban.active {
+                tracing::info!("UNBLOCK => {} ({})", ban.ip, UnbanReason::Timeout.text());
+            }
+        }
+        if !expired.is_empty() {
+            self.dirty.notify_one();
+        }
+    }
+
+    /// Writes the dump shortly after changes until shutdown.
+    pub async fn run_dump_writer(self: Arc<Self>, shutdown: CancellationToken) {
+        if self.dump_path.is_none() {
+            return;
+        }
+        loop {
+            tokio::select! {
+                _ = self.dirty.notified() => {}
+                _ = shutdown.cancelled() => return,
+            }
+            // Coalesce a burst of changes into one write.
+            tokio::time::sleep(DUMP_DELAY).await;
+            if let Err(e) = self.dump().await {
+                tracing::error!("DUMP => {e}");
+            }
+        }
+    }
+}

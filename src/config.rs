@@ -1,0 +1,426 @@
+//! `/etc/sipban.conf`, the original SIPban's format unchanged: INI sections,
+//! values optionally in double quotes, `#` comments. Every key is optional
+//! and defaults to the original's shipped value. A bad value is an error
+//! naming file:line, section, key and value; an unknown key is a warning.
+
+use std::fmt;
+use std::net::IpAddr;
+use std::path::{Path, PathBuf};
+use std::time::Duration;
+
+use configparser::ini::{Ini, IniDefault};
+use thiserror::Error;
+
+use crate::ami::Secret;
+use crate::firewall::{Action, Scope};
+
+#[derive(Debug, Error)]
+pub enum ConfigError {
+    #[error("cannot read config {path}: {source}")]
+    Io {
+        path: PathBuf,
+        #[source]
+        source: std::io::Error,
+    },
+    #[error("{path}: {detail}")]
+    Syntax { path: PathBuf, detail: String },
+    #[error("{path}:{line}: [{section}] {key} = {value:?}: {why}")]
+    Value {
+        path: PathBuf,
+        line: usize,
+        section: String,
+        key: String,
+        value: String,
+        why: String,
+    },
+}
+
+#[derive(Clone, Debug)]
+pub struct AmiConfig {
+    pub host: String,
+    pub port: u16,
+    pub user: String,
+    pub secret: Secret,
+    /// `None`: no periodic ping (`ping = 0`).
+    pub ping: Option<Duration>,
+}
+
+#[derive(Clone, Debug)]
+pub struct ControlConfig {
+    pub address: IpAddr,
+    pub port: u16,
+}
+
+#[derive(Clone, Debug)]
+pub struct IptablesConfig {
+    pub path: String,
+    pub chain: String,
+    pub scope: Scope,
+    pub rule: Action,
+    pub rule6: Action,
+    pub white_list: PathBuf,
+    pub dump: PathBuf,
+}
+
+#[derive(Clone, Debug)]
+pub struct Config {
+    /// The file this came from (`None`: built-in defaults).
+    pub source: Option<PathBuf>,
+    pub ami: AmiConfig,
+    pub control: ControlConfig,
+    pub ban_time: Duration,
+    pub iptables: IptablesConfig,
+    pub log_file: PathBuf,
+}
+
+impl Default for Config {
+    fn default() -> Self {
+        Config {
+            source: None,
+            ami: AmiConfig {
+                host: "127.0.0.1".into(),
+                port: 5038,
+                user: "sipban".into(),
+                secret: Secret::new("getout"),
+                ping: Some(Duration::from_secs(600)),
+            },
+            control: ControlConfig {
+                address: IpAddr::from([127, 0, 0, 1]),
+                port: 4451,
+            },
+            ban_time: Duration::from_secs(86400),
+            iptables: IptablesConfig {
+                path: "/sbin/".into(),
+                chain: "sipban-udp".into(),
+                scope: Scope::default(),
+                rule: Action::Reject(Some("icmp-port-unreachable".into())),
+                rule6: Action::Reject(Some("icmp6-port-unreachable".into())),
+                white_list: "/etc/sipban.wl".into(),
+                dump: "/etc/sipban.dump".into(),
+            },
+            log_file: "/var/log/sipban.log".into(),
+        }
+    }
+}
+
+/// Keys we know, per section. `[flood]` is the newer SIPban's ChallengeSent
+/// flood rule: accepted so such configs load, reported as not yet applied.
+const KNOWN: &[(&str, &[&str])] = &[
+    ("ami", &["host", "port", "user", "pass", "ping"]),
+    ("control", &["port", "address"]),
+    ("timer", &["ban"]),
+    (
+        "iptables",
+        &["path", "chain", "scope", "rule", "rule6", "white_list", "dump"],
+    ),
+    ("log", &["file"]),
+    ("flood", &["count", "interval"]),
+];
+
+/// A loaded config plus the warnings met while reading it.
+#[derive(Debug)]
+pub struct Loaded {
+    pub config: Config,
+    pub warnings: Vec<String>,
+}
+
+impl Config {
+    pub fn load(path: &Path) -> Result<Loaded, ConfigError> {
+        let text = std::fs::read_to_string(path).map_err(|source| ConfigError::Io {
+            path: path.to_path_buf(),
+            source,
+        })?;
+        Self::parse(&text, path)
+    }
+
+    pub fn parse(text: &str, path: &Path) -> Result<Loaded, ConfigError> {
+        let mut defaults = IniDefault::default();
+        // Quotes and '#' inside values are handled below; configparser would
+        // cut a secret like "ab#cd" at the '#'.
+        defaults.enable_inline_comments = false;
+        defaults.comment_symbols = vec!['#', ';'];
+        defaults.delimiters = vec!['='];
+        let mut ini = Ini::new_from_defaults(defaults);
+        let map = ini.read(text.to_string()).map_err(|detail| ConfigError::Syntax {
+            path: path.to_path_buf(),
+            detail,
+        })?;
+        let reader = Reader { text, path };
+        let mut warnings = Vec::new();
+
+        for (section, keys) in &map {
+            let known = KNOWN.iter().find(|(s, _)| s == section).map(|(_, k)| *k);
+            match known {
+                None if section == "default" => {
+                    for key in keys.keys() {
+                        warnings.push(format!(
+                            "{}:{}: key {key:?} outside any section is ignored",
+                            path.display(),
+                            reader.line(section, key)
+                        ));
+                    }
+                }
+                None => warnings.push(format!(
+                    "{}:{}: unknown section [{section}] is ignored",
+                    path.display(),
+                    reader.section_line(section)
+                )),
+                Some(known) => {
+                    for key in keys.keys().filter(|k| !known.contains(&k.as_str())) {
+                        warnings.push(format!(
+                            "{}:{}: unknown key [{section}] {key} is ignored",
+                            path.display(),
+                            reader.line(section, key)
+                        ));
+                    }
+                }
+            }
+        }
+        if map.contains_key("flood") {
+            warnings.push(format!(
+                "{}:{}: [flood] is accepted for compatibility but not applied yet: ChallengeSent never bans in this version",
+                path.display(),
+                reader.section_line("flood")
+            ));
+        }
+
+        let get = |section: &str, key: &str| -> Option<(String, String)> {
+            let raw = map.get(section)?.get(key)?.clone().unwrap_or_default();
+            Some((raw.clone(), unquote(&raw)))
+        };
+        let mut c = Config {
+            source: Some(path.to_path_buf()),
+            ..Config::default()
+        };
+        // Parse one key with `f`; on error, name where it is.
+        macro_rules! set {
+            ($section:literal, $key:literal, $field:expr, $f:expr) => {
+                if let Some((raw, value)) = get($section, $key) {
+                    $field = $f(value.as_str()).map_err(|why: String| ConfigError::Value {
+                        path: path.to_path_buf(),
+                        line: reader.line($section, $key),
+                        section: $section.into(),
+                        key: $key.into(),
+                        value: raw.clone(),
+                        why,
+                    })?;
+                }
+            };
+        }
+        set!("ami", "host", c.ami.host, parse_host);
+        set!("ami", "port", c.ami.port, parse_port);
+        set!("ami", "user", c.ami.user, |v: &str| parse_field(v, false));
+        set!("ami", "pass", c.ami.secret, |v: &str| parse_field(v, true)
+            .map(Secret::new));
+        set!("ami", "ping", c.ami.ping, |v: &str| parse_duration(v)
+            .map(|d| Some(d).filter(|d| !d.is_zero())));
+        set!("control", "port", c.control.port, parse_port);
+        set!("control", "address", c.control.address, |v: &str| v
+            .parse::<IpAddr>()
+            .map_err(|_| "not an IP address".to_string()));
+        set!("timer", "ban", c.ban_time, |v: &str| parse_duration(v).and_then(|d| {
+            if d.is_zero() {
+                Err("a ban must last at least one second".to_string())
+            } else {
+                Ok(d)
+            }
+        }));
+        set!("iptables", "path", c.iptables.path, |v: &str| Ok::<_, String>(v.to_string()));
+        set!("iptables", "chain", c.iptables.chain, parse_chain);
+        set!("iptables", "scope", c.iptables.scope, |v: &str| Scope::parse(v)
+            .map_err(|e| e.0));
+        set!("iptables", "rule", c.iptables.rule, |v: &str| Action::parse(v, false)
+            .map_err(|e| e.0));
+        c.iptables.rule6 = c.iptables.rule.to_ipv6();
+        set!("iptables", "rule6", c.iptables.rule6, |v: &str| Action::parse(v, true)
+            .map_err(|e| e.0));
+        set!("iptables", "white_list", c.iptables.white_list, parse_path);
+        set!("iptables", "dump", c.iptables.dump, parse_path);
+        set!("log", "file", c.log_file, parse_path);
+        Ok(Loaded {
+            config: c,
+            warnings,
+        })
+    }
+}
+
+/// Finds where a key is in the file, for error messages.
+struct Reader<'a> {
+    text: &'a str,
+    path: &'a Path,
+}
+
+impl Reader<'_> {
+    fn section_line(&self, section: &str) -> usize {
+        self.text
+            .lines()
+            .position(|l| section_name(l).is_some_and(|s| s.eq_ignore_ascii_case(section)))
+            .map_or(0, |i| i + 1)
+    }
+
+    fn line(&self, section: &str, key: &str) -> usize {
+        let _ = self.path;
+        let mut current = "default".to_string();
+        let mut found = 0;
+        for (i, l) in self.text.lines().enumerate() {
+            if let Some(s) = section_name(l) {
+                current = s.to_lowercase();
+                continue;
+            }
+            let t = l.trim();
+            if t.starts_with('#') || t.starts_with(';') {
+                continue;
+            }
+            if current == section
+                && t.split_once('=')
+                    .is_some_and(|(k, _)| k.trim().eq_ignore_ascii_case(key))
+            {
+                // The last occurrence wins, as in configparser.
+                found = i + 1;
+            }
+        }
+        found
+    }
+}
+
+fn section_name(line: &str) -> Option<&str> {
+    let t = line.trim();
+    t.strip_prefix('[')?.split(']').next().map(str::trim)
+}
+
+/// `"value"` -> `value`; an unquoted value loses a trailing ` # comment`.
+fn unquote(raw: &str) -> String {
+    let raw = raw.trim();
+    if let Some(rest) = raw.strip_prefix('"')
+        && let Some(end) = rest.find('"')
+    {
+        return rest[..end].to_string();
+    }
+    match raw.find(" #") {
+        Some(i) => raw[..i].trim_end().to_string(),
+        None => raw.to_string(),
+    }
+}
+
+fn parse_port(v: &str) -> Result<u16, String> {
+    match v.parse::<u16>() {
+        Ok(0) | Err(_) => Err("not a port number (1-65535)".into()),
+        Ok(p) => Ok(p),
+    }
+}
+
+fn parse_host(v: &str) -> Result<String, String> {
+    if v.is_empty() || v.contains(char::is_whitespace) {
+        return Err("not a host name or address".into());
+    }
+    Ok(v.to_string())
+}
+
+fn parse_field(v: &str, may_be_empty: bool) -> Result<String, String> {
+    if !may_be_empty && v.is_empty() {
+        return Err("must not be empty".into());
+    }
+    if v.contains(['\r', '\n']) {
+        return Err("must not contain line breaks".into());
+    }
+    Ok(v.to_string())
+}
+
+fn parse_path(v: &str) -> Result<PathBuf, String> {
+    if v.is_empty() {
+        return Err("empty path".into());
+    }
+    Ok(PathBuf::from(v))
+}
+
+/// iptables chain names: up to 28 characters of letters, digits, `-`, `_`.
+fn parse_chain(v: &str) -> Result<String, String> {
+    let ok = !v.is_empty()
+        && v.len() <= 28
+        && v.chars().all(|c| c.is_ascii_alphanumeric() || c == '-' || c == '_')
+        && !v.starts_with('-');
+    if ok {
+        Ok(v.to_string())
+    } else {
+        Err("a chain name is 1-28 letters, digits, '-' or '_'".into())
+    }
+}
+
+/// `600`, `600s`, `10m`, `1h`, `1d`, `1w`.
+pub fn parse_duration(v: &str) -> Result<Duration, String> {
+    let v = v.trim();
+    let (num, unit) = match v.find(|c: char| !c.is_ascii_digit()) {
+        Some(i) => v.split_at(i),
+        None => (v, ""),
+    };
+    let n: u64 = num
+        .parse()
+        .map_err(|_| "not a duration (e.g. 600, 10m, 1h, 1d)".to_string())?;
+    let mult = match unit.trim() {
+        "" | "s" => 1,
+        "m" => 60,
+        "h" => 3600,
+        "d" => 86400,
+        "w" => 7 * 86400,
+        _ => return Err("unknown unit (use s, m, h, d or w)".into()),
+    };
+    n.checked_mul(mult)
+        .map(Duration::from_secs)
+        .ok_or_else(|| "duration too large".to_string())
+}
+
+fn secs(d: Duration) -> u64 {
+    d.as_secs()
+}
+
+impl fmt::Display for Config {
+    /// The effective settings, secret masked, in the file's own format.
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        let c = self;
+        writeln!(f, "[ami]")?;
+        writeln!(f, "host = \"{}\"", c.ami.host)?;
+        writeln!(f, "port = \"{}\"", c.ami.port)?;
+        writeln!(f, "user = \"{}\"", c.ami.user)?;
+        writeln!(f, "pass = \"{}\"", c.ami.secret)?;
+        writeln!(f, "ping = {}", c.ami.ping.map_or(0, secs))?;
+        writeln!(f, "\n[control]")?;
+        writeln!(f, "address = \"{}\"", c.control.address)?;
+        writeln!(f, "port = \"{}\"", c.control.port)?;
+        writeln!(f, "\n[timer]")?;
+        writeln!(f, "ban = {}", secs(c.ban_time))?;
+        writeln!(f, "\n[iptables]")?;
+        writeln!(f, "path = \"{}\"", c.iptables.path)?;
+        writeln!(f, "chain = \"{}\"", c.iptables.chain)?;
+        writeln!(f, "scope = \"{}\"", c.iptables.scope)?;
+        writeln!(f, "rule = \"{}\"", c.iptables.rule)?;
+        writeln!(f, "rule6 = \"{}\"", c.iptables.rule6)?;
+        writeln!(f, "white_list = \"{}\"", c.iptables.white_list.display())?;
+        writeln!(f, "dump = \"{}\"", c.iptables.dump.display())?;
+        writeln!(f, "\n[log]")?;
+        writeln!(f, "file = \"{}\"", c.log_file.display())
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn durations() {
+        assert_eq!(parse_duration("600"), Ok(Duration::from_secs(600)));
+        assert_eq!(parse_duration("10m"), Ok(Duration::from_secs(600)));
+        assert_eq!(parse_duration("1h"), Ok(Duration::from_secs(3600)));
+        assert_eq!(parse_duration("1d"), Ok(Duration::from_secs(86400)));
+        assert!(parse_duration("ten").is_err());
+        assert!(parse_duration("5y").is_err());
+        assert!(parse_duration("-5").is_err());
+    }
+
+    #[test]
+    fn quotes_and_hashes_in_values() {
+        assert_eq!(unquote("\"get#out\""), "get#out");
+        assert_eq!(unquote("\"a b\" # note"), "a b");
+        assert_eq!(unquote("600 # ten minutes"), "600");
+        assert_eq!(unquote("plain"), "plain");
+    }
+}

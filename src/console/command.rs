@@ -1,0 +1,129 @@
+//! Console commands as types. Parsing never fails the session: anything
+//! unrecognised becomes a reply naming the offending text.
+
+use std::net::IpAddr;
+
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub enum Command {
+    /// `block`: list active bans.
+    List,
+    Block(IpAddr),
+    Unblock(IpAddr),
+    Flush,
+    Restore,
+    Ping,
+    Uptime,
+    Wl,
+    Help,
+    Quit,
+    /// An empty line: just a new prompt.
+    Nothing,
+    /// A line we could not accept; the text is the reply.
+    Error(String),
+}
+
+impl Command {
+    pub fn parse(line: &str) -> Command {
+        let mut words = line.split_whitespace();
+        let Some(name) = words.next() else {
+            return Command::Nothing;
+        };
+        let args: Vec<&str> = words.collect();
+        let name_lc = name.to_ascii_lowercase();
+        let no_args = |cmd: Command| {
+            if args.is_empty() {
+                cmd
+            } else {
+                Command::Error(format!("{name} takes no argument (got {:?})", args.join(" ")))
+            }
+        };
+        match name_lc.as_str() {
+            "block" if args.is_empty() => Command::List,
+            "block" => one_ip(&args).map_or_else(Command::Error, Command::Block),
+            "unblock" if args.is_empty() => Command::Error("ip address missing".into()),
+            "unblock" => one_ip(&args).map_or_else(Command::Error, Command::Unblock),
+            "flush" => no_args(Command::Flush),
+            "restore" => no_args(Command::Restore),
+            "ping" => no_args(Command::Ping),
+            "uptime" => no_args(Command::Uptime),
+            "wl" => no_args(Command::Wl),
+            "help" => Command::Help,
+            "exit" | "quit" => Command::Quit,
+            _ => Command::Error(format!("Invalid command: {}", line.trim())),
+        }
+    }
+}
+
+/// Exactly one IPv4 or IPv6 address; the original's wording on failure.
+fn one_ip(args: &[&str]) -> Result<IpAddr, String> {
+    match args {
+        [one] => one
+            .parse::<IpAddr>()
+            .map(|ip| ip.to_canonical())
+            .map_err(|_| format!("{one} don't seems like a valid address")),
+        _ => Err(format!(
+            "expected one address, got {:?}",
+            args.join(" ")
+        )),
+    }
+}
+
+/// `Uptime` wording of the original: `1 day 02:03:04`, `2 days ...`.
+pub fn uptime_text(secs: u64) -> String {
+    let days = secs / 86400;
+    let rest = secs % 86400;
+    let prefix = match days {
+        0 => String::new(),
+        1 => "1 day ".to_string(),
+        n => format!("{n} days "),
+    };
+    format!(
+        "{prefix}{:02}:{:02}:{:02}",
+        rest / 3600,
+        (rest % 3600) / 60,
+        rest % 60
+    )
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn parses_the_original_commands() {
+        assert_eq!(Command::parse("block"), Command::List);
+        assert_eq!(
+            Command::parse("block 203.0.113.5"),
+            Command::Block("203.0.113.5".parse().unwrap())
+        );
+        assert_eq!(
+            Command::parse("  unblock   2001:db8::1  "),
+            Command::Unblock("2001:db8::1".parse().unwrap())
+        );
+        assert_eq!(Command::parse("QUIT"), Command::Quit);
+        assert_eq!(Command::parse(""), Command::Nothing);
+        assert_eq!(Command::parse("wl"), Command::Wl);
+    }
+
+    #[test]
+    fn errors_name_the_offending_text() {
+        assert_eq!(
+            Command::parse("block 300.1.1.1"),
+            Command::Error("300.1.1.1 don't seems like a valid address".into())
+        );
+        assert_eq!(Command::parse("unblock"), Command::Error("ip address missing".into()));
+        assert_eq!(
+            Command::parse("frobnicate now"),
+            Command::Error("Invalid command: frobnicate now".into())
+        );
+        assert!(matches!(Command::parse("flush all"), Command::Error(e) if e.contains("all")));
+        assert!(matches!(Command::parse("block 1.2.3.4 5.6.7.8"), Command::Error(_)));
+    }
+
+    #[test]
+    fn uptime_wording() {
+        assert_eq!(uptime_text(5), "00:00:05");
+        assert_eq!(uptime_text(86400 + 3723), "1 day 01:02:03");
+        assert_eq!(uptime_text(3 * 86400), "3 days 00:00:00");
+    }
+}

@@ -1,0 +1,300 @@
+//! The line console on `[control] address:port`: accept loop, one task per
+//! session, replies worded as the original SIPban's. Lines end in `\n` or
+//! `\r\n` (so `nc` works); a line over the cap gets an error and the session
+//! goes on.
+
+use std::sync::Arc;
+use std::time::Instant;
+
+use bytes::{Buf, BytesMut};
+use futures::StreamExt;
+use tokio::io::AsyncWriteExt;
+use tokio::net::{TcpListener, TcpStream};
+use tokio::sync::Semaphore;
+use tokio_util::codec::{Decoder, FramedRead};
+use tokio_util::sync::CancellationToken;
+
+use super::command::{Command, uptime_text};
+use crate::ami::AmiHandle;
+use crate::bans::{BanManager, UnbanReason};
+use crate::clock::stamp;
+use crate::policy::Policy;
+
+pub const MAX_LINE: usize = 1024;
+pub const MAX_SESSIONS: usize = 64;
+pub const PROMPT: &str = "sipban>";
+
+/// What the console works on: a view of the bans plus the AMI link.
+pub struct ConsoleContext {
+    pub bans: Arc<BanManager>,
+    pub policy: Arc<Policy>,
+    pub ami: Option<AmiHandle>,
+    pub chain: String,
+    pub started: Instant,
+}
+
+#[derive(Debug, PartialEq, Eq)]
+enum Line {
+    Text(String),
+    TooLong,
+}
+
+/// Lines capped at `MAX_LINE` bytes; an over-long line is reported once and
+/// skipped up to its end.
+#[derive(Default)]
+struct LineCodec {
+    discarding: bool,
+}
+
+impl Decoder for LineCodec {
+    type Item = Line;
+    type Error = std::io::Error;
+
+    fn decode(&mut self, buf: &mut BytesMut) -> Result<Option<Line>, std::io::Error> {
+        loop {
+            let nl = buf.iter().position(|&b| b == b'\n');
+            if self.discarding {
+                match nl {
+                    Some(i) => {
+                        buf.advance(i + 1);
+                        self.discarding = false;
+                        continue;
+                    }
+                    None => {
+                        buf.clear();
+                        return Ok(None);
+                    }
+                }
+            }
+            return Ok(match nl {
+                Some(i) if i > MAX_LINE => {
+                    buf.advance(i + 1);
+                    Some(Line::TooLong)
+                }
+                Some(i) => {
+                    let raw = buf.split_to(i + 1);
+                    let text = String::from_utf8_lossy(&raw[..i]);
+                    let text: String = text.chars().filter(|c| !c.is_control() || *c == '\t').collect();
+                    Some(Line::Text(text))
+                }
+                None if buf.len() > MAX_LINE => {
+                    buf.clear();
+                    self.discarding = true;
+                    Some(Line::TooLong)
+                }
+                None => None,
+            });
+        }
+    }
+
+    fn decode_eof(&mut self, buf: &mut BytesMut) -> Result<Option<Line>, std::io::Error> {
+        if let Some(line) = self.decode(buf)? {
+            return Ok(Some(line));
+        }
+        if buf.is_empty() || self.discarding {
+            buf.clear();
+            return Ok(None);
+        }
+        // A last command without a newline still counts.
+        let raw = buf.split();
+        Ok(Some(Line::Text(String::from_utf8_lossy(&raw).trim().to_string())))
+    }
+}
+
+pub async fn serve(listener: TcpListener, ctx: Arc<ConsoleContext>, shutdown: CancellationToken) {
+    let limit = Arc::new(Semaphore::new(MAX_SESSIONS));
+    loop {
+        let accepted = tokio::select! {
+            a = listener.accept() => a,
+            _ = shutdown.cancelled() => return,
+        };
+        let (mut socket, peer) = match accepted {
+            Ok(a) => a,
+            Err(e) => {
+                tracing::warn!("CONSOLE => accept failed: {e}");
+                tokio::time::sleep(std::time::Duration::from_millis(100)).await;
+                continue;
+            }
+        };
+        let Ok(permit) = Arc::clone(&limit).try_acquire_owned() else {
+            let _ = socket.write_all(b"too many console sessions\n").await;
+            continue;
+        };
+        let ctx = Arc::clone(&ctx);
+        let shutdown = shutdown.clone();
+        tokio::spawn(async move {
+            tracing::debug!("CONSOLE => session from {peer}");
+            if let Err(e) = session(socket, &ctx, shutdown).await {
+                tracing::debug!("CONSOLE => session from {peer} ended: {e}");
+            }
+            drop(permit);
+        });
+    }
+}
+
+async fn session(
+    socket: TcpStream,
+    ctx: &ConsoleContext,
+    shutdown: CancellationToken,
+) -> std::io::Result<()> {
+    let (read, mut write) = socket.into_split();
+    let mut lines = FramedRead::new(read, LineCodec::default());
+    let banner = format!(
+        "\nSipban {} (sipban-rs)\nuse 'help' for more commands\n{PROMPT}",
+        env!("CARGO_PKG_VERSION")
+    );
+    write.write_all(banner.as_bytes()).await?;
+    loop {
+        let line = tokio::select! {
+            l = lines.next() => l,
+            _ = shutdown.cancelled() => return Ok(()),
+        };
+        let reply = match line {
+            None => return Ok(()),
+            Some(Err(e)) => return Err(e),
+            Some(Ok(Line::TooLong)) => {
+                format!("line too long (over {MAX_LINE} bytes), ignored\n")
+            }
+            Some(Ok(Line::Text(text))) => match execute(ctx, Command::parse(&text)).await {
+                Some(reply) => reply,
+                None => return Ok(()),
+            },
+        };
+        let out = if reply.is_empty() {
+            PROMPT.to_string()
+        } else {
+            format!("{reply}\n{PROMPT}")
+        };
+        write.write_all(out.as_bytes()).await?;
+    }
+}
+
+/// Runs one command; `None` ends the session.
+pub async fn execute(ctx: &ConsoleContext, cmd: Command) -> Option<String> {
+    let reply = match cmd {
+        Command::Quit => return None,
+        Command::Nothing => String::new(),
+        Command::Error(text) => format!("{text}\n"),
+        Command::List => ctx
+            .bans
+            .list()
+            .iter()
+            .map(|b| format!("{} {}\n", stamp(b.expires), b.ip))
+            .collect(),
+        Command::Block(ip) => {
+            if let Some(p) = ctx.policy.protection(ip) {
+                format!("{ip} is protected ({p}), not blocked\n")
+            } else if ctx.bans.get(ip).is_some_and(|b| b.active) {
+                format!("{ip} previously blocked\n")
+            } else {
+                ctx.bans.ban(ip, "Manual block");
+                format!("{ip} block\n")
+            }
+        }
+        Command::Unblock(ip) => {
+            if ctx.bans.unban(ip, UnbanReason::Manual) {
+                format!("{ip} unblocked\n")
+            } else {
+                format!("{ip} is not previously blocked\n")
+            }
+        }
+        Command::Flush => match ctx.bans.flush().await {
+            Ok(_) => format!("iptables rules from chain {} removed\n", ctx.chain),
+            Err(e) => format!("flush refused, nothing removed: {e}\n"),
+        },
+        Command::Restore => {
+            let policy = Arc::clone(&ctx.policy);
+            match ctx
+                .bans
+                .restore(move |ip| policy.protection(ip).map(|p| p.to_string()))
+                .await
+            {
+                Ok(None) => "no dump file to restore rules\n".to_string(),
+                Ok(Some(report)) => {
+                    let mut out = format!("Restore rules {}\n", ctx.chain);
+                    for ban in &report.added {
+                        out.push_str(&format!("{} {}\n", stamp(ban.expires), ban.ip));
+                    }
+                    for (ip, why) in &report.spared {
+                        out.push_str(&format!("{ip} not restored: {why}\n"));
+                    }
+                    out.push_str("End restore rules\n");
+                    out
+                }
+                Err(e) => format!("restore failed, nothing changed: {e}\n"),
+            }
+        }
+        Command::Ping => match &ctx.ami {
+            None => "Ping not sent: no AMI connection in this mode\n".to_string(),
+            Some(ami) => match ami.ping().await {
+                Ok(rtt) => format!("Ping sent\nPong from Asterisk in {} ms\n", rtt.as_millis()),
+                Err(e) => format!("Ping sent\nNo answer from Asterisk: {e}\n"),
+            },
+        },
+        Command::Uptime => format!("Uptime {}\n", uptime_text(ctx.started.elapsed().as_secs())),
+        Command::Wl => ctx
+            .policy
+            .whitelist()
+            .entries()
+            .iter()
+            .map(|net| match net.prefix_len() == net.max_prefix_len() {
+                true => format!("{}\n", net.addr()),
+                false => format!("{net}\n"),
+            })
+            .collect(),
+        Command::Help => help(&ctx.chain),
+    };
+    Some(reply)
+}
+
+fn help(chain: &str) -> String {
+    format!(
+        "\nCommands:\n\n\
+         block                => List blocked ip address\n\
+         block {{ip address}}   => block ip address\n\
+         unblock [ip address] => unblock ip address\n\
+         flush                => Dump the blocked IP's and clear rules on chain {chain}\n\
+         restore              => If exists a dump file restore the rules from it\n\
+         ping                 => Send ping to Asterisk AMI\n\
+         uptime               => show the program uptime\n\
+         wl                   => show white list ip address\n\
+         exit/quit            => exit console session\n"
+    )
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn decode_all(input: &[u8]) -> Vec<Line> {
+        let mut codec = LineCodec::default();
+        let mut buf = BytesMut::from(input);
+        let mut out = Vec::new();
+        while let Some(l) = codec.decode(&mut buf).unwrap() {
+            out.push(l);
+        }
+        while let Some(l) = codec.decode_eof(&mut buf).unwrap() {
+            out.push(l);
+        }
+        out
+    }
+
+    #[test]
+    fn crlf_and_lf_lines() {
+        assert_eq!(
+            decode_all(b"block\r\nwl\nuptime"),
+            vec![
+                Line::Text("block".into()),
+                Line::Text("wl".into()),
+                Line::Text("uptime".into())
+            ]
+        );
+    }
+
+    #[test]
+    fn long_line_is_reported_once_and_session_continues() {
+        let mut input = vec![b'x'; 5000];
+        input.extend_from_slice(b"\nhelp\n");
+        assert_eq!(decode_all(&input), vec![Line::TooLong, Line::Text("help".into())]);
+    }
+}

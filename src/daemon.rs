@@ -1,0 +1,240 @@
+//! Wiring: AMI events -> policy -> ban store -> firewall applier, plus the
+//! expiry task, the dump writer and the console. The binary and the tests
+//! both start the daemon through [`Daemon::start`].
+
+use std::net::{IpAddr, SocketAddr};
+use std::path::PathBuf;
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use thiserror::Error;
+use tokio::net::TcpListener;
+use tokio::sync::mpsc;
+use tokio::task::JoinHandle;
+use tokio_util::sync::CancellationToken;
+
+use crate::ami::{self, AmiHandle, AmiSettings, Backoff};
+use crate::bans::{BanManager, DumpError};
+use crate::clock::Clock;
+use crate::config::Config;
+use crate::console::{self, ConsoleContext};
+use crate::event::SecurityEvent;
+use crate::firewall::{Backend, Firewall, FirewallError};
+use crate::policy::{Policy, Verdict, Whitelist};
+
+/// Everything the daemon needs, already validated.
+#[derive(Clone, Debug)]
+pub struct Settings {
+    pub ami: AmiSettings,
+    pub console: SocketAddr,
+    pub ban_time: Duration,
+    pub dump: Option<PathBuf>,
+    pub whitelist: Whitelist,
+    /// Re-read on SIGHUP.
+    pub whitelist_path: Option<PathBuf>,
+    /// Addresses of the AMI host: never banned.
+    pub ami_hosts: Vec<IpAddr>,
+    pub chain: String,
+}
+
+impl Settings {
+    pub fn from_config(c: &Config, whitelist: Whitelist, ami_hosts: Vec<IpAddr>) -> Settings {
+        Settings {
+            ami: AmiSettings {
+                host: c.ami.host.clone(),
+                port: c.ami.port,
+                username: c.ami.user.clone(),
+                secret: c.ami.secret.clone(),
+                ping_interval: c.ami.ping,
+                reply_timeout: Duration::from_secs(10),
+                backoff: Backoff::default(),
+            },
+            console: SocketAddr::new(c.control.address, c.control.port),
+            ban_time: c.ban_time,
+            dump: Some(c.iptables.dump.clone()),
+            whitelist,
+            whitelist_path: Some(c.iptables.white_list.clone()),
+            ami_hosts,
+            chain: c.iptables.chain.clone(),
+        }
+    }
+}
+
+#[derive(Debug, Error)]
+pub enum StartError {
+    #[error("firewall: {0}")]
+    Firewall(#[from] FirewallError),
+    #[error("cannot listen on {addr} for the console: {source}")]
+    Console {
+        addr: SocketAddr,
+        #[source]
+        source: std::io::Error,
+    },
+}
+
+pub struct Daemon {
+    pub bans: Arc<BanManager>,
+    pub policy: Arc<Policy>,
+    pub ami: AmiHandle,
+    pub console_addr: SocketAddr,
+    shutdown: CancellationToken,
+    tasks: Vec<JoinHandle<()>>,
+    whitelist_path: Option<PathBuf>,
+}
+
+/// Resolves the AMI host so its addresses can be protected from bans.
+pub async fn resolve_ami_host(host: &str, port: u16) -> Vec<IpAddr> {
+    if let Ok(ip) = host.parse::<IpAddr>() {
+        return vec![ip];
+    }
+    match tokio::net::lookup_host((host, port)).await {
+        Ok(addrs) => addrs.map(|a| a.ip()).collect(),
+        Err(e) => {
+            tracing::warn!("cannot resolve AMI host {host}: {e}; it is not protected by address");
+            Vec::new()
+        }
+    }
+}
+
+impl Daemon {
+    pub async fn start(
+        settings: Settings,
+        backend: Box<dyn Backend>,
+        clock: Clock,
+    ) -> Result<Daemon, StartError> {
+        tracing::info!("SipBan Start");
+        for net in settings.whitelist.entries() {
+            tracing::info!("WHITE LIST => {net}");
+        }
+        let listener = TcpListener::bind(settings.console)
+            .await
+            .map_err(|source| StartError::Console {
+                addr: settings.console,
+                source,
+            })?;
+        let console_addr = listener.local_addr().map_err(|source| StartError::Console {
+            addr: settings.console,
+            source,
+        })?;
+        let firewall = Firewall::start(backend).await?;
+        let bans = BanManager::new(firewall, clock, settings.ban_time, settings.dump.clone());
+        let policy = Arc::new(Policy::new(settings.whitelist.clone(), settings.ami_hosts.clone()));
+        restore_at_start(&bans, &policy).await;
+
+        let shutdown = CancellationToken::new();
+        let mut tasks = Vec::new();
+        tasks.push(tokio::spawn(Arc::clone(&bans).run_expiry(shutdown.clone())));
+        tasks.push(tokio::spawn(Arc::clone(&bans).run_dump_writer(shutdown.clone())));
+
+        let (events_tx, events_rx) = mpsc::channel(10_000);
+        let (ami, ami_task) = ami::client::spawn(settings.ami.clone(), events_tx, shutdown.clone());
+        tasks.push(ami_task);
+        tasks.push(tokio::spawn(judge_events(
+            events_rx,
+            Arc::clone(&policy),
+            Arc::clone(&bans),
+        )));
+
+        let ctx = Arc::new(ConsoleContext {
+            bans: Arc::clone(&bans),
+            policy: Arc::clone(&policy),
+            ami: Some(ami.clone()),
+            chain: settings.chain.clone(),
+            started: Instant::now(),
+        });
+        tasks.push(tokio::spawn(console::serve(listener, ctx, shutdown.clone())));
+        tracing::info!("CONSOLE => listening on {console_addr}");
+
+        Ok(Daemon {
+            bans,
+            policy,
+            ami,
+            console_addr,
+            shutdown,
+            tasks,
+            whitelist_path: settings.whitelist_path,
+        })
+    }
+
+    /// Re-reads the white list; on error the old list stays in force.
+    pub fn reload_whitelist(&self) -> Result<usize, crate::policy::ListError> {
+        let Some(path) = &self.whitelist_path else {
+            return Ok(self.policy.whitelist().entries().len());
+        };
+        let (wl, _) = Whitelist::load(path)?;
+        let n = wl.entries().len();
+        self.policy.set_whitelist(wl);
+        tracing::info!("WHITE LIST => reloaded {} ({n} entries)", path.display());
+        Ok(n)
+    }
+
+    /// Stops sources and console, writes the final dump, then removes our
+    /// firewall objects (the firewall is left as we found it).
+    pub async fn stop(self) -> Result<(), DumpError> {
+        self.shutdown.cancel();
+        for task in self.tasks {
+            let _ = task.await;
+        }
+        let dumped = self.bans.dump().await;
+        match (&dumped, self.bans.dump_path()) {
+            (Ok(n), Some(path)) => tracing::info!("DUMP => {} ({n} bans)", path.display()),
+            (Err(e), _) => tracing::error!("DUMP => {e}"),
+            _ => {}
+        }
+        if let Err(e) = self.bans.firewall().shutdown().await {
+            tracing::error!("FIREWALL => cleanup incomplete: {e}");
+        }
+        tracing::info!("SipBan Stop");
+        dumped.map(|_| ())
+    }
+}
+
+/// Restores the dump at start. A dump that cannot be parsed is moved aside
+/// (never overwritten) and the daemon starts without it.
+async fn restore_at_start(bans: &Arc<BanManager>, policy: &Arc<Policy>) {
+    let p = Arc::clone(policy);
+    match bans
+        .restore(move |ip| p.protection(ip).map(|pr| pr.to_string()))
+        .await
+    {
+        Ok(_) => {}
+        Err(e) => {
+            tracing::error!("RESTORE => {e}");
+            if let Some(path) = bans.dump_path() {
+                let aside = path.with_extension(format!("bad-{}", bans.clock().now()));
+                match std::fs::rename(path, &aside) {
+                    Ok(()) => tracing::error!(
+                        "RESTORE => unreadable dump kept as {} for inspection",
+                        aside.display()
+                    ),
+                    Err(e) => tracing::error!(
+                        "RESTORE => could not move the unreadable dump aside: {e}"
+                    ),
+                }
+            }
+        }
+    }
+}
+
+/// Applies policy to each event as it arrives.
+async fn judge_events(
+    mut events: mpsc::Receiver<SecurityEvent>,
+    policy: Arc<Policy>,
+    bans: Arc<BanManager>,
+) {
+    while let Some(event) = events.recv().await {
+        match policy.judge(&event) {
+            Verdict::Ban { reason } => {
+                bans.ban(event.source, &reason);
+            }
+            Verdict::Spared(why) => tracing::info!(
+                "WHITE LIST => {} not blocked ({}, {} account {:?}; {why})",
+                event.source,
+                event.kind.reason(),
+                event.service,
+                event.account
+            ),
+            Verdict::Ignore => {}
+        }
+    }
+}

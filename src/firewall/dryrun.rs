@@ -1,0 +1,117 @@
+//! A backend that touches nothing: it logs what it would do and records the
+//! calls, for `--dry-run`, `replay` and the daemon's integration tests.
+
+use std::collections::BTreeSet;
+use std::net::IpAddr;
+use std::sync::{Arc, Mutex};
+use std::time::Duration;
+
+use super::{Backend, FirewallError};
+
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub enum DryRunOp {
+    Init,
+    Add(IpAddr),
+    Delete(IpAddr),
+    Shutdown,
+}
+
+/// Shared view of what the dry-run backend was asked to do.
+#[derive(Clone, Debug, Default)]
+pub struct DryRunLog(Arc<Mutex<(Vec<DryRunOp>, BTreeSet<IpAddr>)>>);
+
+impl DryRunLog {
+    pub fn ops(&self) -> Vec<DryRunOp> {
+        self.lock().0.clone()
+    }
+
+    /// What the "kernel" would hold now.
+    pub fn banned(&self) -> Vec<IpAddr> {
+        self.lock().1.iter().copied().collect()
+    }
+
+    fn lock(&self) -> std::sync::MutexGuard<'_, (Vec<DryRunOp>, BTreeSet<IpAddr>)> {
+        self.0.lock().unwrap_or_else(|p| p.into_inner())
+    }
+}
+
+#[derive(Debug, Default)]
+pub struct DryRun {
+    log: DryRunLog,
+    pending: Vec<DryRunOp>,
+    /// Log each call (off for `replay`, which prints its own report).
+    quiet: bool,
+}
+
+impl DryRun {
+    pub fn new() -> Self {
+        Self::default()
+    }
+
+    pub fn quiet() -> Self {
+        DryRun {
+            quiet: true,
+            ..Self::default()
+        }
+    }
+
+    pub fn log(&self) -> DryRunLog {
+        self.log.clone()
+    }
+}
+
+impl Backend for DryRun {
+    fn name(&self) -> &'static str {
+        "dry-run"
+    }
+
+    fn init(&mut self) -> Result<(), FirewallError> {
+        if !self.quiet {
+            tracing::info!("DRY-RUN => firewall untouched; bans are only logged");
+        }
+        self.log.lock().0.push(DryRunOp::Init);
+        Ok(())
+    }
+
+    fn add(&mut self, ip: IpAddr, timeout: Duration) {
+        if !self.quiet {
+            tracing::info!("DRY-RUN => would ban {ip} for {}s", timeout.as_secs());
+        }
+        self.pending.push(DryRunOp::Add(ip));
+    }
+
+    fn delete(&mut self, ip: IpAddr) {
+        if !self.quiet {
+            tracing::info!("DRY-RUN => would unban {ip}");
+        }
+        self.pending.push(DryRunOp::Delete(ip));
+    }
+
+    fn commit(&mut self) -> Result<(), FirewallError> {
+        let mut log = self.log.lock();
+        for op in self.pending.drain(..) {
+            match &op {
+                DryRunOp::Add(ip) => {
+                    log.1.insert(*ip);
+                }
+                DryRunOp::Delete(ip) => {
+                    log.1.remove(ip);
+                }
+                _ => {}
+            }
+            log.0.push(op);
+        }
+        Ok(())
+    }
+
+    fn list(&mut self) -> Result<Vec<IpAddr>, FirewallError> {
+        Ok(self.log.banned())
+    }
+
+    fn shutdown(&mut self) -> Result<(), FirewallError> {
+        let mut log = self.log.lock();
+        log.1.clear();
+        log.0.push(DryRunOp::Shutdown);
+        Ok(())
+    }
+}

@@ -1,0 +1,34 @@
+//! # sipban
+//!
+//! Bans SIP brute-force attackers the moment Asterisk reports them, as a
+//! drop-in replacement for the original SIPban (same config file, console
+//! and log format).
+//!
+//! # Layout
+//! Data flows one way, and the modules follow it:
+//!
+//! - [`ami`]: source. Codec, security-event mapping, the client that keeps
+//!   the manager connection alive (login, ping, reconnect).
+//! - [`event`]: what sources produce: one security event about one address.
+//! - [`policy`]: what an event means: never-ban rules (white list,
+//!   loopback, the AMI host) first, then the event rules.
+//! - [`bans`]: the ban store, its expiry task, dump and restore.
+//! - [`firewall`]: one backend per firewall type behind one trait, and the
+//!   single applier thread that batches changes.
+//! - [`console`]: the telnet console, a view of and commands on the bans.
+//! - [`daemon`]: wires the above together; [`replay`] runs a capture
+//!   through the same pieces with the dry-run firewall.
+//! - [`config`], [`logging`], [`clock`]: settings, the original's log line
+//!   format, and injectable time.
+
+pub mod ami;
+pub mod bans;
+pub mod clock;
+pub mod config;
+pub mod console;
+pub mod daemon;
+pub mod event;
+pub mod firewall;
+pub mod logging;
+pub mod policy;
+pub mod replay;
