@@ -24,15 +24,20 @@ pub enum ConfigError {
     },
     #[error("{path}: {detail}")]
     Syntax { path: PathBuf, detail: String },
-    #[error("{path}:{line}: [{section}] {key} = {value:?}: {why}")]
-    Value {
-        path: PathBuf,
-        line: usize,
-        section: String,
-        key: String,
-        value: String,
-        why: String,
-    },
+    #[error(transparent)]
+    Value(Box<BadValue>),
+}
+
+/// A value that does not parse, and where it is.
+#[derive(Debug, Error)]
+#[error("{path}:{line}: [{section}] {key} = {value:?}: {why}")]
+pub struct BadValue {
+    pub path: PathBuf,
+    pub line: usize,
+    pub section: String,
+    pub key: String,
+    pub value: String,
+    pub why: String,
 }
 
 #[derive(Clone, Debug)]
@@ -111,7 +116,15 @@ const KNOWN: &[(&str, &[&str])] = &[
     ("timer", &["ban"]),
     (
         "iptables",
-        &["path", "chain", "scope", "rule", "rule6", "white_list", "dump"],
+        &[
+            "path",
+            "chain",
+            "scope",
+            "rule",
+            "rule6",
+            "white_list",
+            "dump",
+        ],
     ),
     ("log", &["file"]),
     ("flood", &["count", "interval"]),
@@ -141,10 +154,12 @@ impl Config {
         defaults.comment_symbols = vec!['#', ';'];
         defaults.delimiters = vec!['='];
         let mut ini = Ini::new_from_defaults(defaults);
-        let map = ini.read(text.to_string()).map_err(|detail| ConfigError::Syntax {
-            path: path.to_path_buf(),
-            detail,
-        })?;
+        let map = ini
+            .read(text.to_string())
+            .map_err(|detail| ConfigError::Syntax {
+                path: path.to_path_buf(),
+                detail,
+            })?;
         let reader = Reader { text, path };
         let mut warnings = Vec::new();
 
@@ -196,13 +211,15 @@ impl Config {
         macro_rules! set {
             ($section:literal, $key:literal, $field:expr, $f:expr) => {
                 if let Some((raw, value)) = get($section, $key) {
-                    $field = $f(value.as_str()).map_err(|why: String| ConfigError::Value {
-                        path: path.to_path_buf(),
-                        line: reader.line($section, $key),
-                        section: $section.into(),
-                        key: $key.into(),
-                        value: raw.clone(),
-                        why,
+                    $field = $f(value.as_str()).map_err(|why: String| {
+                        ConfigError::Value(Box::new(BadValue {
+                            path: path.to_path_buf(),
+                            line: reader.line($section, $key),
+                            section: $section.into(),
+                            key: $key.into(),
+                            value: raw.clone(),
+                            why,
+                        }))
                     })?;
                 }
             };
@@ -218,22 +235,31 @@ impl Config {
         set!("control", "address", c.control.address, |v: &str| v
             .parse::<IpAddr>()
             .map_err(|_| "not an IP address".to_string()));
-        set!("timer", "ban", c.ban_time, |v: &str| parse_duration(v).and_then(|d| {
-            if d.is_zero() {
-                Err("a ban must last at least one second".to_string())
-            } else {
-                Ok(d)
-            }
-        }));
-        set!("iptables", "path", c.iptables.path, |v: &str| Ok::<_, String>(v.to_string()));
+        set!("timer", "ban", c.ban_time, |v: &str| parse_duration(v)
+            .and_then(|d| {
+                if d.is_zero() {
+                    Err("a ban must last at least one second".to_string())
+                } else {
+                    Ok(d)
+                }
+            }));
+        set!(
+            "iptables",
+            "path",
+            c.iptables.path,
+            |v: &str| Ok::<_, String>(v.to_string())
+        );
         set!("iptables", "chain", c.iptables.chain, parse_chain);
-        set!("iptables", "scope", c.iptables.scope, |v: &str| Scope::parse(v)
-            .map_err(|e| e.0));
-        set!("iptables", "rule", c.iptables.rule, |v: &str| Action::parse(v, false)
-            .map_err(|e| e.0));
+        set!("iptables", "scope", c.iptables.scope, |v: &str| {
+            Scope::parse(v).map_err(|e| e.0)
+        });
+        set!("iptables", "rule", c.iptables.rule, |v: &str| {
+            Action::parse(v, false).map_err(|e| e.0)
+        });
         c.iptables.rule6 = c.iptables.rule.to_ipv6();
-        set!("iptables", "rule6", c.iptables.rule6, |v: &str| Action::parse(v, true)
-            .map_err(|e| e.0));
+        set!("iptables", "rule6", c.iptables.rule6, |v: &str| {
+            Action::parse(v, true).map_err(|e| e.0)
+        });
         set!("iptables", "white_list", c.iptables.white_list, parse_path);
         set!("iptables", "dump", c.iptables.dump, parse_path);
         set!("log", "file", c.log_file, parse_path);
@@ -337,7 +363,8 @@ fn parse_path(v: &str) -> Result<PathBuf, String> {
 fn parse_chain(v: &str) -> Result<String, String> {
     let ok = !v.is_empty()
         && v.len() <= 28
-        && v.chars().all(|c| c.is_ascii_alphanumeric() || c == '-' || c == '_')
+        && v.chars()
+            .all(|c| c.is_ascii_alphanumeric() || c == '-' || c == '_')
         && !v.starts_with('-');
     if ok {
         Ok(v.to_string())

@@ -112,19 +112,26 @@ impl Daemon {
                 addr: settings.console,
                 source,
             })?;
-        let console_addr = listener.local_addr().map_err(|source| StartError::Console {
-            addr: settings.console,
-            source,
-        })?;
+        let console_addr = listener
+            .local_addr()
+            .map_err(|source| StartError::Console {
+                addr: settings.console,
+                source,
+            })?;
         let firewall = Firewall::start(backend).await?;
         let bans = BanManager::new(firewall, clock, settings.ban_time, settings.dump.clone());
-        let policy = Arc::new(Policy::new(settings.whitelist.clone(), settings.ami_hosts.clone()));
+        let policy = Arc::new(Policy::new(
+            settings.whitelist.clone(),
+            settings.ami_hosts.clone(),
+        ));
         restore_at_start(&bans, &policy).await;
 
         let shutdown = CancellationToken::new();
         let mut tasks = Vec::new();
         tasks.push(tokio::spawn(Arc::clone(&bans).run_expiry(shutdown.clone())));
-        tasks.push(tokio::spawn(Arc::clone(&bans).run_dump_writer(shutdown.clone())));
+        tasks.push(tokio::spawn(
+            Arc::clone(&bans).run_dump_writer(shutdown.clone()),
+        ));
 
         let (events_tx, events_rx) = mpsc::channel(10_000);
         let (ami, ami_task) = ami::client::spawn(settings.ami.clone(), events_tx, shutdown.clone());
@@ -142,7 +149,11 @@ impl Daemon {
             chain: settings.chain.clone(),
             started: Instant::now(),
         });
-        tasks.push(tokio::spawn(console::serve(listener, ctx, shutdown.clone())));
+        tasks.push(tokio::spawn(console::serve(
+            listener,
+            ctx,
+            shutdown.clone(),
+        )));
         tracing::info!("CONSOLE => listening on {console_addr}");
 
         Ok(Daemon {
@@ -207,9 +218,9 @@ async fn restore_at_start(bans: &Arc<BanManager>, policy: &Arc<Policy>) {
                         "RESTORE => unreadable dump kept as {} for inspection",
                         aside.display()
                     ),
-                    Err(e) => tracing::error!(
-                        "RESTORE => could not move the unreadable dump aside: {e}"
-                    ),
+                    Err(e) => {
+                        tracing::error!("RESTORE => could not move the unreadable dump aside: {e}")
+                    }
                 }
             }
         }

@@ -43,7 +43,11 @@ where
         mut writer: Writer<'_>,
         event: &Event<'_>,
     ) -> fmt::Result {
-        write!(writer, "{} ", chrono::Local::now().format("[%Y-%m-%d %H:%M:%S]"))?;
+        write!(
+            writer,
+            "{} ",
+            chrono::Local::now().format("[%Y-%m-%d %H:%M:%S]")
+        )?;
         match *event.metadata().level() {
             Level::ERROR => writer.write_str("ERROR: ")?,
             Level::WARN => writer.write_str("WARNING: ")?,

@@ -85,7 +85,9 @@ fn load_config(cli: &Cli, defaults_if_missing: bool) -> Result<Loaded> {
     if cli.config.is_none() && defaults_if_missing && !path.exists() {
         return Ok(Loaded {
             config: Config::default(),
-            warnings: vec![format!("{DEFAULT_CONFIG} not found: using built-in defaults")],
+            warnings: vec![format!(
+                "{DEFAULT_CONFIG} not found: using built-in defaults"
+            )],
         });
     }
     Ok(Config::load(&path)?)

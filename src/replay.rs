@@ -58,16 +58,22 @@ pub async fn replay(
     let mut report = ReplayReport::default();
     let mut decoded = decode_all(bytes);
     if let Err(e) = &decoded {
-        report.warnings.push(format!("capture ends mid-message: {e}"));
+        report
+            .warnings
+            .push(format!("capture ends mid-message: {e}"));
         // Keep what decoded before the truncation.
-        decoded = Ok(crate::ami::codec::decode_all(&bytes[..last_boundary(bytes)])?);
+        decoded = Ok(crate::ami::codec::decode_all(
+            &bytes[..last_boundary(bytes)],
+        )?);
     }
     for frame in decoded? {
         let msg = match frame {
             AmiFrame::Message(m) => m,
             AmiFrame::Banner(_) => continue,
             AmiFrame::Oversized { bytes } => {
-                report.warnings.push(format!("oversized message dropped ({bytes} bytes)"));
+                report
+                    .warnings
+                    .push(format!("oversized message dropped ({bytes} bytes)"));
                 continue;
             }
         };
@@ -76,7 +82,9 @@ pub async fn replay(
             Ok(Some(ev)) => ev,
             Ok(None) => continue,
             Err(e) => {
-                report.warnings.push(format!("message #{}: {e}", report.messages));
+                report
+                    .warnings
+                    .push(format!("message #{}: {e}", report.messages));
                 continue;
             }
         };
@@ -104,7 +112,11 @@ pub async fn replay(
                 }
             }
             Verdict::Spared(p) => {
-                report.spared.entry(event.source).or_insert((p.to_string(), 0)).1 += 1;
+                report
+                    .spared
+                    .entry(event.source)
+                    .or_insert((p.to_string(), 0))
+                    .1 += 1;
             }
             Verdict::Ignore => {
                 if bans.get(event.source).is_none() && !report.spared.contains_key(&event.source) {

@@ -23,7 +23,9 @@ pub enum AmiFrame {
     Banner(String),
     Message(AmiMessage),
     /// A message over the cap was skipped; `bytes` were discarded.
-    Oversized { bytes: usize },
+    Oversized {
+        bytes: usize,
+    },
 }
 
 #[derive(Debug, Error)]
@@ -91,7 +93,9 @@ impl AmiCodec {
         let line = buf.split_to(nl + 1);
         self.expect_banner = false;
         let text = String::from_utf8_lossy(&line);
-        Some(AmiFrame::Banner(text.trim_end_matches(['\r', '\n']).to_string()))
+        Some(AmiFrame::Banner(
+            text.trim_end_matches(['\r', '\n']).to_string(),
+        ))
     }
 
     /// In discard mode: drop whole lines until an empty one ends the message.
@@ -248,10 +252,14 @@ mod tests {
 
     #[test]
     fn banner_then_messages_crlf_and_lf() {
-        let frames =
-            decode_all(b"Asterisk Call Manager/9.0.0\r\nResponse: Success\r\n\r\nEvent: A\nX: 1\n\n")
-                .unwrap();
-        assert_eq!(frames[0], AmiFrame::Banner("Asterisk Call Manager/9.0.0".into()));
+        let frames = decode_all(
+            b"Asterisk Call Manager/9.0.0\r\nResponse: Success\r\n\r\nEvent: A\nX: 1\n\n",
+        )
+        .unwrap();
+        assert_eq!(
+            frames[0],
+            AmiFrame::Banner("Asterisk Call Manager/9.0.0".into())
+        );
         let AmiFrame::Message(m) = &frames[1] else {
             panic!()
         };

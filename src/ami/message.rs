@@ -82,7 +82,9 @@ mod tests {
 
     #[test]
     fn display_is_wire_form() {
-        let m = AmiMessage::new().with("Action", "Ping").with("ActionID", "7");
+        let m = AmiMessage::new()
+            .with("Action", "Ping")
+            .with("ActionID", "7");
         assert_eq!(m.to_string(), "Action: Ping\r\nActionID: 7\r\n\r\n");
     }
 }

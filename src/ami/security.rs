@@ -24,16 +24,19 @@ pub fn from_message(msg: &AmiMessage) -> Result<Option<SecurityEvent>, EventErro
     let Some(name) = msg.get("Event") else {
         return Ok(None);
     };
-    let security = msg
-        .get("Privilege")
-        .is_some_and(|p| p.split(',').any(|c| c.trim().eq_ignore_ascii_case("security")));
+    let security = msg.get("Privilege").is_some_and(|p| {
+        p.split(',')
+            .any(|c| c.trim().eq_ignore_ascii_case("security"))
+    });
     if !security {
         return Ok(None);
     }
     let kind = EventKind::from_name(name);
-    let raw = msg.get("RemoteAddress").ok_or_else(|| EventError::MissingAddress {
-        event: name.to_string(),
-    })?;
+    let raw = msg
+        .get("RemoteAddress")
+        .ok_or_else(|| EventError::MissingAddress {
+            event: name.to_string(),
+        })?;
     let addr: RemoteAddress = raw.parse().map_err(|source| EventError::BadAddress {
         event: name.to_string(),
         source,

@@ -158,7 +158,11 @@ impl BanManager {
 
     /// Active bans, soonest expiry first.
     pub fn list(&self) -> Vec<Ban> {
-        self.lock().by_expiry().into_iter().filter(|b| b.active).collect()
+        self.lock()
+            .by_expiry()
+            .into_iter()
+            .filter(|b| b.active)
+            .collect()
     }
 
     pub fn get(&self, ip: IpAddr) -> Option<Ban> {

@@ -92,7 +92,10 @@ pub fn write(path: &Path, bans: &[Ban], now: UnixTime) -> Result<(), DumpError> 
         Some(d) if !d.as_os_str().is_empty() => d.to_path_buf(),
         _ => PathBuf::from("."),
     };
-    let file_name = path.file_name().map(|n| n.to_string_lossy()).unwrap_or_default();
+    let file_name = path
+        .file_name()
+        .map(|n| n.to_string_lossy())
+        .unwrap_or_default();
     let tmp = dir.join(format!(".{file_name}.tmp"));
     let result = (|| {
         let mut f = File::create(&tmp)?;
@@ -155,7 +158,9 @@ fn parse_legacy(text: &str, path: &Path) -> Result<Vec<DumpEntry>, DumpError> {
             text: line.to_string(),
             why,
         };
-        let (ip, expiry) = line.split_once(',').ok_or_else(|| bad("expected ip,expiry"))?;
+        let (ip, expiry) = line
+            .split_once(',')
+            .ok_or_else(|| bad("expected ip,expiry"))?;
         let ip: IpAddr = ip.trim().parse().map_err(|_| bad("not an IP address"))?;
         let expiry: UnixTime = expiry
             .trim()
@@ -218,6 +223,9 @@ mod tests {
         let err = parse("1.2.3.4,soon\n", Path::new("/d")).unwrap_err();
         assert!(err.to_string().contains("/d:1:"), "{err}");
         let err = parse("{\"version\":1,", Path::new("/d")).unwrap_err();
-        assert!(err.to_string().starts_with("/d: not a valid sipban dump"), "{err}");
+        assert!(
+            err.to_string().starts_with("/d: not a valid sipban dump"),
+            "{err}"
+        );
     }
 }

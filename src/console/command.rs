@@ -34,7 +34,10 @@ impl Command {
             if args.is_empty() {
                 cmd
             } else {
-                Command::Error(format!("{name} takes no argument (got {:?})", args.join(" ")))
+                Command::Error(format!(
+                    "{name} takes no argument (got {:?})",
+                    args.join(" ")
+                ))
             }
         };
         match name_lc.as_str() {
@@ -61,10 +64,7 @@ fn one_ip(args: &[&str]) -> Result<IpAddr, String> {
             .parse::<IpAddr>()
             .map(|ip| ip.to_canonical())
             .map_err(|_| format!("{one} don't seems like a valid address")),
-        _ => Err(format!(
-            "expected one address, got {:?}",
-            args.join(" ")
-        )),
+        _ => Err(format!("expected one address, got {:?}", args.join(" "))),
     }
 }
 
@@ -111,13 +111,19 @@ mod tests {
             Command::parse("block 300.1.1.1"),
             Command::Error("300.1.1.1 don't seems like a valid address".into())
         );
-        assert_eq!(Command::parse("unblock"), Command::Error("ip address missing".into()));
+        assert_eq!(
+            Command::parse("unblock"),
+            Command::Error("ip address missing".into())
+        );
         assert_eq!(
             Command::parse("frobnicate now"),
             Command::Error("Invalid command: frobnicate now".into())
         );
         assert!(matches!(Command::parse("flush all"), Command::Error(e) if e.contains("all")));
-        assert!(matches!(Command::parse("block 1.2.3.4 5.6.7.8"), Command::Error(_)));
+        assert!(matches!(
+            Command::parse("block 1.2.3.4 5.6.7.8"),
+            Command::Error(_)
+        ));
     }
 
     #[test]

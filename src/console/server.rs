@@ -74,7 +74,10 @@ impl Decoder for LineCodec {
                 Some(i) => {
                     let raw = buf.split_to(i + 1);
                     let text = String::from_utf8_lossy(&raw[..i]);
-                    let text: String = text.chars().filter(|c| !c.is_control() || *c == '\t').collect();
+                    let text: String = text
+                        .chars()
+                        .filter(|c| !c.is_control() || *c == '\t')
+                        .collect();
                     Some(Line::Text(text))
                 }
                 None if buf.len() > MAX_LINE => {
@@ -97,7 +100,9 @@ impl Decoder for LineCodec {
         }
         // A last command without a newline still counts.
         let raw = buf.split();
-        Ok(Some(Line::Text(String::from_utf8_lossy(&raw).trim().to_string())))
+        Ok(Some(Line::Text(
+            String::from_utf8_lossy(&raw).trim().to_string(),
+        )))
     }
 }
 
@@ -295,6 +300,9 @@ mod tests {
     fn long_line_is_reported_once_and_session_continues() {
         let mut input = vec![b'x'; 5000];
         input.extend_from_slice(b"\nhelp\n");
-        assert_eq!(decode_all(&input), vec![Line::TooLong, Line::Text("help".into())]);
+        assert_eq!(
+            decode_all(&input),
+            vec![Line::TooLong, Line::Text("help".into())]
+        );
     }
 }

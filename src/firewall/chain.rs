@@ -14,6 +14,9 @@ use super::rule::{Action, Scope};
 use super::{Backend, FirewallError};
 
 const TABLE: &str = "filter";
+
+/// What the iptables crate returns.
+type IptResult = Result<(), Box<dyn std::error::Error>>;
 const HOOK: &str = "INPUT";
 
 #[derive(Clone, Debug)]
@@ -65,7 +68,9 @@ fn open(dir: &str, name: &str) -> Result<IPTables, FirewallError> {
         .output()
         .map_err(|e| unavailable(e.to_string()))?;
     if !out.status.success() {
-        return Err(unavailable(String::from_utf8_lossy(&out.stderr).trim().to_string()));
+        return Err(unavailable(
+            String::from_utf8_lossy(&out.stderr).trim().to_string(),
+        ));
     }
     // The crate wants a 'static command name; one per family per run.
     let cmd: &'static str = Box::leak(cmd.into_boxed_str());
@@ -94,7 +99,11 @@ impl ChainBackend {
     }
 
     fn family(&mut self, ip: &IpAddr) -> &mut Family {
-        if ip.is_ipv4() { &mut self.v4 } else { &mut self.v6 }
+        if ip.is_ipv4() {
+            &mut self.v4
+        } else {
+            &mut self.v6
+        }
     }
 
     fn jump_rule(&self) -> String {
@@ -155,14 +164,20 @@ impl ChainBackend {
             let pos = fam.known.len() as i32 + 1;
             ipt.insert(TABLE, &chain, &rule, pos)
                 .or_else(|_| ipt.insert(TABLE, &chain, &rule, 1))
-                .map_err(|e| format!("{} -I {chain} {rule}: {}", fam.label, e.to_string().trim()))?;
+                .map_err(|e| {
+                    format!("{} -I {chain} {rule}: {}", fam.label, e.to_string().trim())
+                })?;
             fam.known.insert(ip);
         } else {
             let was_known = fam.known.remove(&ip);
             if let Err(e) = ipt.delete(TABLE, &chain, &rule)
                 && was_known
             {
-                return Err(format!("{} -D {chain} {rule}: {}", fam.label, e.to_string().trim()));
+                return Err(format!(
+                    "{} -D {chain} {rule}: {}",
+                    fam.label,
+                    e.to_string().trim()
+                ));
             }
         }
         Ok(())
@@ -175,21 +190,27 @@ impl Backend for ChainBackend {
     }
 
     fn init(&mut self) -> Result<(), FirewallError> {
-        let mut v4 = std::mem::replace(&mut self.v4, Family {
-            label: "iptables",
-            ipt: None,
-            action: Action::Drop,
-            known: HashSet::new(),
-        });
+        let mut v4 = std::mem::replace(
+            &mut self.v4,
+            Family {
+                label: "iptables",
+                ipt: None,
+                action: Action::Drop,
+                known: HashSet::new(),
+            },
+        );
         let r4 = self.init_family(&mut v4);
         self.v4 = v4;
         r4?;
-        let mut v6 = std::mem::replace(&mut self.v6, Family {
-            label: "ip6tables",
-            ipt: None,
-            action: Action::Drop,
-            known: HashSet::new(),
-        });
+        let mut v6 = std::mem::replace(
+            &mut self.v6,
+            Family {
+                label: "ip6tables",
+                ipt: None,
+                action: Action::Drop,
+                known: HashSet::new(),
+            },
+        );
         if let Err(e) = self.init_family(&mut v6) {
             tracing::warn!("CHAIN => IPv6 bans disabled: {e}");
         }
@@ -242,7 +263,7 @@ impl Backend for ChainBackend {
             let Some(ipt) = fam.ipt.take() else {
                 continue;
             };
-            let steps: [(&str, Result<(), Box<dyn std::error::Error>>); 3] = [
+            let steps: [(&str, IptResult); 3] = [
                 ("-D INPUT jump", ipt.delete_all(TABLE, HOOK, &jump)),
                 ("-F", ipt.flush_chain(TABLE, &chain)),
                 ("-X", ipt.delete_chain(TABLE, &chain)),
@@ -280,7 +301,9 @@ mod tests {
     #[test]
     fn source_of_listed_rules() {
         assert_eq!(
-            parse_source("-A sipban-udp -s 203.0.113.7/32 -j REJECT --reject-with icmp-port-unreachable"),
+            parse_source(
+                "-A sipban-udp -s 203.0.113.7/32 -j REJECT --reject-with icmp-port-unreachable"
+            ),
             Some("203.0.113.7".parse().unwrap())
         );
         assert_eq!(

@@ -129,7 +129,12 @@ impl Scope {
 
 impl Default for Scope {
     fn default() -> Self {
-        Scope(vec!["-p".into(), "udp".into(), "--dport".into(), "5060".into()])
+        Scope(vec![
+            "-p".into(),
+            "udp".into(),
+            "--dport".into(),
+            "5060".into(),
+        ])
     }
 }
 
@@ -148,7 +153,10 @@ mod tests {
         assert_eq!(Action::parse("DROP", false), Ok(Action::Drop));
         let r = Action::parse("REJECT --reject-with icmp-port-unreachable", false).unwrap();
         assert_eq!(r.to_string(), "REJECT --reject-with icmp-port-unreachable");
-        assert_eq!(r.to_ipv6().to_string(), "REJECT --reject-with icmp6-port-unreachable");
+        assert_eq!(
+            r.to_ipv6().to_string(),
+            "REJECT --reject-with icmp6-port-unreachable"
+        );
         assert!(Action::parse("ACCEPT", false).is_err());
         assert!(Action::parse("REJECT --reject-with icmp-port-unreachable", true).is_err());
         assert!(Action::parse("DROP; rm -rf /", false).is_err());
@@ -156,7 +164,10 @@ mod tests {
 
     #[test]
     fn scopes() {
-        assert_eq!(Scope::parse("-p udp --dport 5060").unwrap(), Scope::default());
+        assert_eq!(
+            Scope::parse("-p udp --dport 5060").unwrap(),
+            Scope::default()
+        );
         assert!(Scope::parse("-p udp -m multiport --dports 5060,5061").is_ok());
         assert!(Scope::parse("-p udp -j ACCEPT").is_err());
         assert!(Scope::parse("-p udp $(reboot)").is_err());

@@ -34,7 +34,9 @@ impl std::fmt::Display for Protected {
 
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub enum Verdict {
-    Ban { reason: String },
+    Ban {
+        reason: String,
+    },
     /// Would have been banned, but the source is protected.
     Spared(Protected),
     /// Not an attack (e.g. ChallengeSent, SuccessfulAuth).
@@ -106,7 +108,9 @@ impl Policy {
 fn bans_on_first_event(kind: &EventKind) -> bool {
     matches!(
         kind,
-        EventKind::InvalidAccountId | EventKind::InvalidPassword | EventKind::ChallengeResponseFailed
+        EventKind::InvalidAccountId
+            | EventKind::InvalidPassword
+            | EventKind::ChallengeResponseFailed
     )
 }
 
@@ -139,7 +143,10 @@ mod tests {
             EventKind::InvalidPassword,
             EventKind::ChallengeResponseFailed,
         ] {
-            assert!(matches!(p.judge(&event(kind, "203.0.113.5")), Verdict::Ban { .. }));
+            assert!(matches!(
+                p.judge(&event(kind, "203.0.113.5")),
+                Verdict::Ban { .. }
+            ));
         }
     }
 
@@ -158,8 +165,14 @@ mod tests {
         assert_eq!(judge("127.0.0.1"), Verdict::Spared(Protected::Loopback));
         assert_eq!(judge("::1"), Verdict::Spared(Protected::Loopback));
         assert_eq!(judge("192.0.2.1"), Verdict::Spared(Protected::AmiHost));
-        assert!(matches!(judge("198.51.100.9"), Verdict::Spared(Protected::WhiteList(_))));
-        assert!(matches!(judge("2001:db8:1::9"), Verdict::Spared(Protected::WhiteList(_))));
+        assert!(matches!(
+            judge("198.51.100.9"),
+            Verdict::Spared(Protected::WhiteList(_))
+        ));
+        assert!(matches!(
+            judge("2001:db8:1::9"),
+            Verdict::Spared(Protected::WhiteList(_))
+        ));
         assert!(matches!(judge("2001:db8:2::9"), Verdict::Ban { .. }));
     }
 }

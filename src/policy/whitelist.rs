@@ -81,7 +81,9 @@ pub fn parse_net(s: &str) -> Option<IpNet> {
     if let Ok(net) = s.parse::<IpNet>() {
         return Some(net.trunc());
     }
-    s.parse::<IpAddr>().ok().map(|ip| IpNet::from(ip.to_canonical()))
+    s.parse::<IpAddr>()
+        .ok()
+        .map(|ip| IpNet::from(ip.to_canonical()))
 }
 
 #[cfg(test)]
@@ -94,13 +96,17 @@ mod tests {
 
     #[test]
     fn cidr_v4_and_v6_and_single_addresses() {
-        let w = wl("# office\n198.51.100.0/24\n\n192.0.2.10   # pbx\n2001:db8:1::/48\n2001:db8::7\n");
+        let w =
+            wl("# office\n198.51.100.0/24\n\n192.0.2.10   # pbx\n2001:db8:1::/48\n2001:db8::7\n");
         assert_eq!(w.entries().len(), 4);
         let hit = |s: &str| w.find(s.parse().unwrap());
         assert_eq!(hit("198.51.100.77").unwrap().to_string(), "198.51.100.0/24");
         assert_eq!(hit("192.0.2.10").unwrap().to_string(), "192.0.2.10/32");
         assert!(hit("192.0.2.11").is_none());
-        assert_eq!(hit("2001:db8:1:ffff::1").unwrap().to_string(), "2001:db8:1::/48");
+        assert_eq!(
+            hit("2001:db8:1:ffff::1").unwrap().to_string(),
+            "2001:db8:1::/48"
+        );
         assert!(hit("2001:db8::7").is_some());
         assert!(hit("2001:db8::8").is_none());
         // IPv4-mapped IPv6 is the IPv4 host.
@@ -115,8 +121,8 @@ mod tests {
 
     #[test]
     fn bad_line_names_file_and_line() {
-        let err = Whitelist::parse("10.0.0.1\n\n10.0.0.300\n", Path::new("/etc/sipban.wl"))
-            .unwrap_err();
+        let err =
+            Whitelist::parse("10.0.0.1\n\n10.0.0.300\n", Path::new("/etc/sipban.wl")).unwrap_err();
         assert_eq!(
             err.to_string(),
             "/etc/sipban.wl:3: \"10.0.0.300\" is not an IP address or CIDR"

@@ -1,0 +1,395 @@
+//! `/etc/sipban.conf` and the white list, read from fixture files: the
+//! original SIPban's format loads unchanged, missing keys take the original's
+//! defaults, and every bad value is an error naming file:line.
+
+use std::net::IpAddr;
+use std::path::{Path, PathBuf};
+use std::time::Duration;
+
+use sipban::config::{Config, Loaded};
+use sipban::firewall::{Action, Scope};
+use sipban::policy::Whitelist;
+
+fn fixture(name: &str) -> PathBuf {
+    Path::new(env!("CARGO_MANIFEST_DIR"))
+        .join("tests/fixtures/config")
+        .join(name)
+}
+
+fn load(name: &str) -> Loaded {
+    let path = fixture(name);
+    Config::load(&path).unwrap_or_else(|e| panic!("{name} must load: {e}"))
+}
+
+/// The full error message for an invalid fixture.
+fn error(name: &str) -> String {
+    match Config::load(&fixture(name)) {
+        Ok(loaded) => panic!("{name} must not load, got {:?}", loaded.config),
+        Err(e) => e.to_string(),
+    }
+}
+
+/// Same settings (the source file aside), secret included.
+fn assert_same_settings(a: &Config, b: &Config) {
+    let strip = |c: &Config| {
+        Config {
+            source: None,
+            ..c.clone()
+        }
+    };
+    assert_eq!(format!("{:?}", strip(a)), format!("{:?}", strip(b)));
+    assert_eq!(a.ami.secret.expose(), b.ami.secret.expose());
+}
+
+fn ip(s: &str) -> IpAddr {
+    s.parse().unwrap()
+}
+
+#[test]
+fn defaults_are_the_original_shipped_values() {
+    let c = Config::default();
+    assert_eq!(c.source, None);
+    assert_eq!(c.ami.host, "127.0.0.1");
+    assert_eq!(c.ami.port, 5038);
+    assert_eq!(c.ami.user, "sipban");
+    assert_eq!(c.ami.secret.expose(), "getout");
+    assert_eq!(c.ami.ping, Some(Duration::from_secs(600)));
+    assert_eq!(c.control.address, ip("127.0.0.1"));
+    assert_eq!(c.control.port, 4451);
+    assert_eq!(c.ban_time, Duration::from_secs(86400));
+    assert_eq!(c.iptables.path, "/sbin/");
+    assert_eq!(c.iptables.chain, "sipban-udp");
+    assert_eq!(c.iptables.scope, Scope::default());
+    assert_eq!(c.iptables.scope.to_string(), "-p udp --dport 5060");
+    assert_eq!(
+        c.iptables.rule,
+        Action::Reject(Some("icmp-port-unreachable".into()))
+    );
+    assert_eq!(
+        c.iptables.rule.to_string(),
+        "REJECT --reject-with icmp-port-unreachable"
+    );
+    assert_eq!(
+        c.iptables.rule6.to_string(),
+        "REJECT --reject-with icmp6-port-unreachable"
+    );
+    assert_eq!(c.iptables.white_list, Path::new("/etc/sipban.wl"));
+    assert_eq!(c.iptables.dump, Path::new("/etc/sipban.dump"));
+    assert_eq!(c.log_file, Path::new("/var/log/sipban.log"));
+}
+
+#[test]
+fn original_readme_example_loads_as_the_defaults() {
+    let loaded = load("original.conf");
+    assert_eq!(loaded.warnings, Vec::<String>::new());
+    let c = &loaded.config;
+    assert_eq!(c.source.as_deref(), Some(fixture("original.conf").as_path()));
+    // Quotes are stripped, "#rule = DROP" is a comment.
+    assert_eq!(c.ami.port, 5038);
+    assert_eq!(c.ami.secret.expose(), "getout");
+    assert_eq!(c.control.port, 4451);
+    assert_eq!(
+        c.iptables.rule.to_string(),
+        "REJECT --reject-with icmp-port-unreachable"
+    );
+    assert_same_settings(c, &Config::default());
+}
+
+#[test]
+fn newer_original_loads_with_scope_drop_and_a_flood_warning() {
+    let loaded = load("newer-original.conf");
+    let c = &loaded.config;
+    assert_eq!(c.ami.host, "192.0.2.5");
+    assert_eq!(c.ami.port, 5039);
+    assert_eq!(c.ami.user, "sipban-pbx");
+    assert_eq!(c.ami.secret.expose(), "n3w-s3cret");
+    assert_eq!(c.ami.ping, Some(Duration::from_secs(300)));
+    assert_eq!(c.control.port, 4452);
+    assert_eq!(c.control.address, ip("127.0.0.1"));
+    assert_eq!(c.ban_time, Duration::from_secs(3600));
+    assert_eq!(c.iptables.path, "/usr/sbin/");
+    assert_eq!(c.iptables.chain, "sipban-all");
+    assert_eq!(c.iptables.scope, Scope::parse("-p udp --dport 5060").unwrap());
+    assert_eq!(c.iptables.rule, Action::Drop);
+    assert_eq!(c.iptables.rule6, Action::Drop);
+    assert_eq!(c.iptables.white_list, Path::new("/etc/sipban/white.wl"));
+    assert_eq!(c.iptables.dump, Path::new("/var/lib/sipban/sipban.dump"));
+    assert_eq!(c.log_file, Path::new("/var/log/sipban/sipban.log"));
+
+    let path = fixture("newer-original.conf");
+    assert_eq!(
+        loaded.warnings,
+        vec![format!(
+            "{}:30: [flood] is accepted for compatibility but not applied yet: \
+             ChallengeSent never bans in this version",
+            path.display()
+        )]
+    );
+}
+
+#[test]
+fn minimal_keeps_a_hash_inside_quotes_and_defaults_the_rest() {
+    let loaded = load("minimal.conf");
+    assert_eq!(loaded.warnings, Vec::<String>::new());
+    let c = &loaded.config;
+    assert_eq!(c.ami.secret.expose(), "s3cr#t");
+    let expected = Config {
+        ami: sipban::config::AmiConfig {
+            secret: sipban::ami::Secret::new("s3cr#t"),
+            ..Config::default().ami
+        },
+        ..Config::default()
+    };
+    assert_same_settings(c, &expected);
+}
+
+#[test]
+fn empty_file_is_all_defaults() {
+    let loaded = load("empty.conf");
+    assert_eq!(loaded.warnings, Vec::<String>::new());
+    assert_eq!(
+        loaded.config.source.as_deref(),
+        Some(fixture("empty.conf").as_path())
+    );
+    assert_same_settings(&loaded.config, &Config::default());
+}
+
+#[test]
+fn derived_rule6_follows_rule() {
+    let parse = |text: &str| Config::parse(text, Path::new("t.conf")).unwrap().config;
+    let c = parse("[iptables]\nrule = \"DROP\"\n");
+    assert_eq!(c.iptables.rule6, Action::Drop);
+    let c = parse("[iptables]\nrule = \"REJECT --reject-with tcp-reset\"\n");
+    assert_eq!(
+        c.iptables.rule6.to_string(),
+        "REJECT --reject-with tcp-reset"
+    );
+    // An explicit rule6 wins over the derived one.
+    let c = parse("[iptables]\nrule = \"REJECT\"\nrule6 = \"DROP\"\n");
+    assert_eq!(c.iptables.rule, Action::Reject(None));
+    assert_eq!(c.iptables.rule6, Action::Drop);
+}
+
+#[test]
+fn unknown_keys_and_sections_are_warnings_naming_file_and_line() {
+    let loaded = load("unknown-keys.conf");
+    let p = fixture("unknown-keys.conf").display().to_string();
+    let mut warnings = loaded.warnings.clone();
+    warnings.sort();
+    let mut expected = vec![
+        format!("{p}:1: key \"verbose\" outside any section is ignored"),
+        format!("{p}:4: unknown key [ami] colour is ignored"),
+        format!("{p}:6: unknown section [extra] is ignored"),
+        format!("{p}:11: unknown key [log] level is ignored"),
+    ];
+    expected.sort();
+    assert_eq!(warnings, expected);
+    // The known keys around them still apply.
+    assert_eq!(loaded.config.log_file, Path::new("/tmp/sipban.log"));
+}
+
+#[test]
+fn invalid_values_name_file_line_section_key_and_value() {
+    let cases = [
+        (
+            "bad-ami-port.conf",
+            r#"4: [ami] port = "\"abc\"": not a port number (1-65535)"#,
+        ),
+        (
+            "bad-control-port.conf",
+            r#"6: [control] port = "70000": not a port number (1-65535)"#,
+        ),
+        (
+            "bad-rule.conf",
+            r#"4: [iptables] rule = "\"ACCEPT\"": expected DROP, REJECT or REJECT --reject-with TYPE"#,
+        ),
+        (
+            "bad-ban-word.conf",
+            r#"3: [timer] ban = "\"soon\"": not a duration (e.g. 600, 10m, 1h, 1d)"#,
+        ),
+        (
+            "bad-ban-zero.conf",
+            r#"6: [timer] ban = "0": a ban must last at least one second"#,
+        ),
+        (
+            "bad-chain-space.conf",
+            r#"2: [iptables] chain = "\"sipban udp\"": a chain name is 1-28 letters, digits, '-' or '_'"#,
+        ),
+        (
+            "bad-chain-long.conf",
+            r#"4: [iptables] chain = "\"sipban-udp-chain-name-too-long\"": a chain name is 1-28 letters, digits, '-' or '_'"#,
+        ),
+        (
+            "bad-control-address.conf",
+            r#"3: [control] address = "\"localhost\"": not an IP address"#,
+        ),
+        (
+            "bad-scope.conf",
+            r#"3: [iptables] scope = "\"-p udp --dport 5060 -j ACCEPT\"": -j is not allowed in a scope: sipban adds the jump itself"#,
+        ),
+    ];
+    for (name, tail) in cases {
+        let expected = format!("{}:{tail}", fixture(name).display());
+        assert_eq!(error(name), expected, "{name}");
+    }
+}
+
+#[test]
+fn section_header_without_bracket_is_a_syntax_error_with_its_line() {
+    assert_eq!(
+        error("bad-section.conf"),
+        format!(
+            "{}: line 5: Found opening bracket for section name but no closing bracket",
+            fixture("bad-section.conf").display()
+        )
+    );
+}
+
+#[test]
+fn key_without_equals_sign_is_reported_on_its_own_line() {
+    // `port` alone on line 3: an empty value, which is not a port. The
+    // message must point at line 3, not line 0.
+    assert_eq!(
+        error("bad-key-without-value.conf"),
+        format!(
+            "{}:3: [ami] port = \"\": not a port number (1-65535)",
+            fixture("bad-key-without-value.conf").display()
+        )
+    );
+}
+
+#[test]
+fn chain_name_of_exactly_28_characters_is_accepted() {
+    let name = "a".repeat(28);
+    let text = format!("[iptables]\nchain = \"{name}\"\n");
+    let c = Config::parse(&text, Path::new("t.conf")).unwrap().config;
+    assert_eq!(c.iptables.chain, name);
+}
+
+#[test]
+fn missing_config_file_is_an_io_error_naming_the_path() {
+    let err = Config::load(Path::new("/nonexistent/sipban.conf")).unwrap_err();
+    let msg = err.to_string();
+    assert!(
+        msg.starts_with("cannot read config /nonexistent/sipban.conf: "),
+        "{msg}"
+    );
+}
+
+#[test]
+fn debug_output_never_contains_the_secret() {
+    for (name, secret) in [
+        ("original.conf", "getout"),
+        ("newer-original.conf", "n3w-s3cret"),
+        ("minimal.conf", "s3cr#t"),
+    ] {
+        let loaded = load(name);
+        assert_eq!(loaded.config.ami.secret.expose(), secret);
+        for text in [
+            format!("{:?}", loaded.config),
+            format!("{:#?}", loaded.config),
+            format!("{:?}", loaded),
+            format!("{:?}", loaded.config.ami),
+        ] {
+            assert!(!text.contains(secret), "{name}: secret in {text}");
+            assert!(text.contains("MASKED"), "{name}: {text}");
+        }
+        // The effective-settings listing masks it too.
+        let shown = loaded.config.to_string();
+        assert!(!shown.contains(secret), "{name}: secret in {shown}");
+        assert!(shown.contains("pass = \"********\""), "{shown}");
+    }
+}
+
+#[test]
+fn shipped_sample_config_is_the_defaults_without_warnings() {
+    let path = Path::new(env!("CARGO_MANIFEST_DIR")).join("etc/sipban.conf");
+    let loaded = Config::load(&path).unwrap();
+    assert_eq!(loaded.warnings, Vec::<String>::new());
+    assert_eq!(loaded.config.source.as_deref(), Some(path.as_path()));
+    assert_same_settings(&loaded.config, &Config::default());
+}
+
+#[test]
+fn effective_settings_listing_reloads_to_the_same_config() {
+    let loaded = load("newer-original.conf");
+    let listing = loaded.config.to_string();
+    let again = Config::parse(&listing, Path::new("listing.conf")).unwrap();
+    assert_eq!(again.warnings, Vec::<String>::new());
+    // Everything but the masked secret round-trips.
+    let expected = Config {
+        ami: sipban::config::AmiConfig {
+            secret: sipban::ami::Secret::new("********"),
+            ..loaded.config.ami.clone()
+        },
+        ..loaded.config.clone()
+    };
+    assert_same_settings(&again.config, &expected);
+}
+
+#[test]
+fn good_white_list_entries_and_lookups() {
+    let path = fixture("whitelist/good.wl");
+    let (wl, found) = Whitelist::load(&path).unwrap();
+    assert!(found);
+    let entries: Vec<String> = wl.entries().iter().map(|n| n.to_string()).collect();
+    assert_eq!(
+        entries,
+        [
+            "192.0.2.10/32",
+            "198.51.100.0/24",
+            "2001:db8::7/128",
+            "2001:db8:1::/48",
+            "10.1.0.0/16",
+        ]
+    );
+    let find = |s: &str| wl.find(ip(s)).map(|n| n.to_string());
+    assert_eq!(find("192.0.2.10").as_deref(), Some("192.0.2.10/32"));
+    assert_eq!(find("192.0.2.11"), None);
+    assert_eq!(find("198.51.100.200").as_deref(), Some("198.51.100.0/24"));
+    assert_eq!(find("198.51.101.1"), None);
+    assert_eq!(find("2001:db8::7").as_deref(), Some("2001:db8::7/128"));
+    assert_eq!(find("2001:db8::8"), None);
+    assert_eq!(find("2001:db8:1:abcd::1").as_deref(), Some("2001:db8:1::/48"));
+    assert_eq!(find("2001:db8:2::1"), None);
+    // Host bits in the CIDR are cleared: 10.1.2.3/16 covers 10.1.0.0/16.
+    assert_eq!(find("10.1.255.255").as_deref(), Some("10.1.0.0/16"));
+    assert_eq!(find("10.2.0.1"), None);
+    // An IPv4-mapped IPv6 source is its IPv4 host.
+    assert_eq!(
+        find("::ffff:198.51.100.9").as_deref(),
+        Some("198.51.100.0/24")
+    );
+    assert_eq!(find("203.0.113.50"), None);
+}
+
+#[test]
+fn bad_white_list_names_file_and_line() {
+    let path = fixture("whitelist/bad.wl");
+    let err = Whitelist::load(&path).unwrap_err();
+    assert_eq!(
+        err.to_string(),
+        format!(
+            "{}:5: \"192.0.2.300   # typo\" is not an IP address or CIDR",
+            path.display()
+        )
+    );
+}
+
+#[test]
+fn missing_white_list_is_empty_and_reported() {
+    let (wl, found) = Whitelist::load(&fixture("whitelist/none.wl")).unwrap();
+    assert!(!found);
+    assert!(wl.entries().is_empty());
+}
+
+#[test]
+fn shipped_sample_white_list_parses() {
+    let path = Path::new(env!("CARGO_MANIFEST_DIR")).join("etc/sipban.wl");
+    let (wl, found) = Whitelist::load(&path).unwrap();
+    assert!(found);
+    let entries: Vec<String> = wl.entries().iter().map(|n| n.to_string()).collect();
+    assert_eq!(entries, ["127.0.0.1/32"]);
+    // The commented examples are not entries.
+    assert_eq!(wl.find(ip("192.0.2.10")), None);
+}

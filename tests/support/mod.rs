@@ -1,0 +1,342 @@
+//! Test support: a fake Asterisk manager (banner, login, ping, event
+//! streaming, dropping connections on demand) on an ephemeral port.
+#![allow(dead_code)]
+
+use std::net::SocketAddr;
+use std::sync::Arc;
+use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
+use std::time::Duration;
+
+use tokio::io::{AsyncBufReadExt, AsyncWriteExt, BufReader};
+use tokio::net::{TcpListener, TcpStream};
+use tokio::sync::{Notify, broadcast};
+use tokio::task::JoinHandle;
+
+#[derive(Default)]
+struct Shared {
+    login_ok: AtomicBool,
+    answer_pings: AtomicBool,
+    logins: AtomicUsize,
+    failed_logins: AtomicUsize,
+    pings: AtomicUsize,
+    connections: AtomicUsize,
+    /// Clients currently logged in.
+    live: AtomicUsize,
+    changed: Notify,
+}
+
+pub struct FakeAmi {
+    pub addr: SocketAddr,
+    shared: Arc<Shared>,
+    events: broadcast::Sender<Arc<Vec<u8>>>,
+    kill: broadcast::Sender<()>,
+    accept_task: JoinHandle<()>,
+}
+
+impl FakeAmi {
+    pub async fn start() -> FakeAmi {
+        Self::start_on("127.0.0.1:0".parse().unwrap()).await
+    }
+
+    /// Listens on `addr` (port 0 for an ephemeral one). Used again with the
+    /// old address to simulate an Asterisk restart.
+    pub async fn start_on(addr: SocketAddr) -> FakeAmi {
+        let listener = bind_retry(addr).await;
+        let addr = listener.local_addr().unwrap();
+        let shared = Arc::new(Shared::default());
+        shared.login_ok.store(true, Ordering::SeqCst);
+        shared.answer_pings.store(true, Ordering::SeqCst);
+        let (events, _) = broadcast::channel(100_000);
+        let (kill, _) = broadcast::channel(4);
+        let accept_task = {
+            let shared = Arc::clone(&shared);
+            let events = events.clone();
+            let kill = kill.clone();
+            tokio::spawn(async move {
+                while let Ok((sock, _)) = listener.accept().await {
+                    shared.connections.fetch_add(1, Ordering::SeqCst);
+                    tokio::spawn(serve(
+                        sock,
+                        Arc::clone(&shared),
+                        events.subscribe(),
+                        kill.subscribe(),
+                    ));
+                }
+            })
+        };
+        FakeAmi {
+            addr,
+            shared,
+            events,
+            kill,
+            accept_task,
+        }
+    }
+
+    pub fn set_login_ok(&self, ok: bool) {
+        self.shared.login_ok.store(ok, Ordering::SeqCst);
+    }
+
+    pub fn set_answer_pings(&self, yes: bool) {
+        self.shared.answer_pings.store(yes, Ordering::SeqCst);
+    }
+
+    pub fn logins(&self) -> usize {
+        self.shared.logins.load(Ordering::SeqCst)
+    }
+
+    pub fn failed_logins(&self) -> usize {
+        self.shared.failed_logins.load(Ordering::SeqCst)
+    }
+
+    pub fn pings(&self) -> usize {
+        self.shared.pings.load(Ordering::SeqCst)
+    }
+
+    pub fn connections(&self) -> usize {
+        self.shared.connections.load(Ordering::SeqCst)
+    }
+
+    /// Waits (up to 10 s) until `f` holds; panics otherwise.
+    pub async fn wait(&self, what: &str, f: impl Fn(&FakeAmi) -> bool) {
+        let deadline = tokio::time::Instant::now() + Duration::from_secs(10);
+        while !f(self) {
+            let notified = self.shared.changed.notified();
+            if tokio::time::timeout_at(deadline, notified).await.is_err() && !f(self) {
+                panic!("fake AMI: timed out waiting for {what}");
+            }
+        }
+    }
+
+    /// Waits until at least `n` logins succeeded in total.
+    pub async fn wait_logins(&self, n: usize) {
+        self.wait(&format!("{n} logins"), |a| a.logins() >= n && a.live() > 0)
+            .await;
+    }
+
+    pub fn live(&self) -> usize {
+        self.shared.live.load(Ordering::SeqCst)
+    }
+
+    /// Sends raw bytes to every logged-in client.
+    pub fn send_raw(&self, bytes: &[u8]) {
+        let _ = self.events.send(Arc::new(bytes.to_vec()));
+    }
+
+    /// Sends one security event in Asterisk 20's exact layout.
+    pub fn send_event(&self, event: &str, service: &str, account: &str, remote: &str) {
+        self.send_raw(security_event(event, service, account, remote).as_bytes());
+    }
+
+    /// Closes every client connection (Asterisk crash or restart).
+    pub fn drop_clients(&self) {
+        let _ = self.kill.send(());
+    }
+
+    /// Stops listening and drops every client.
+    pub fn stop(self) -> SocketAddr {
+        self.drop_clients();
+        self.accept_task.abort();
+        self.addr
+    }
+}
+
+async fn bind_retry(addr: SocketAddr) -> TcpListener {
+    for _ in 0..50 {
+        match TcpListener::bind(addr).await {
+            Ok(l) => return l,
+            Err(_) => tokio::time::sleep(Duration::from_millis(100)).await,
+        }
+    }
+    panic!("fake AMI: cannot bind {addr}");
+}
+
+/// One security event as Asterisk 20 writes it (CRLF, empty values kept).
+pub fn security_event(event: &str, service: &str, account: &str, remote: &str) -> String {
+    let family = if remote.contains(':') { "IPV6" } else { "IPV4" };
+    let severity = match event {
+        "ChallengeSent" | "SuccessfulAuth" => "Informational",
+        _ => "Error",
+    };
+    format!(
+        "Event: {event}\r\nPrivilege: security,all\r\nEventTV: 2026-11-21T12:53:39.022+0000\r\n\
+         Severity: {severity}\r\nService: {service}\r\nEventVersion: 1\r\nAccountID: {account}\r\n\
+         SessionID: 0x7fd1a0001810\r\nLocalAddress: {family}/UDP/192.0.2.1/5060\r\n\
+         RemoteAddress: {family}/UDP/{remote}/5060\r\n\r\n"
+    )
+}
+
+async fn read_action(
+    reader: &mut BufReader<tokio::net::tcp::OwnedReadHalf>,
+) -> Option<Vec<(String, String)>> {
+    let mut fields = Vec::new();
+    loop {
+        let mut line = String::new();
+        if reader.read_line(&mut line).await.ok()? == 0 {
+            return None;
+        }
+        let line = line.trim_end_matches(['\r', '\n']);
+        if line.is_empty() {
+            if fields.is_empty() {
+                continue;
+            }
+            return Some(fields);
+        }
+        if let Some((k, v)) = line.split_once(':') {
+            fields.push((k.trim().to_ascii_lowercase(), v.trim().to_string()));
+        }
+    }
+}
+
+fn field<'a>(fields: &'a [(String, String)], key: &str) -> Option<&'a str> {
+    fields
+        .iter()
+        .find(|(k, _)| k == key)
+        .map(|(_, v)| v.as_str())
+}
+
+async fn serve(
+    sock: TcpStream,
+    shared: Arc<Shared>,
+    mut events: broadcast::Receiver<Arc<Vec<u8>>>,
+    mut kill: broadcast::Receiver<()>,
+) {
+    let (read, mut write) = sock.into_split();
+    let mut reader = BufReader::new(read);
+    if write
+        .write_all(b"Asterisk Call Manager/9.0.0\r\n")
+        .await
+        .is_err()
+    {
+        return;
+    }
+    let mut logged_in = false;
+    let result: Option<()> = async {
+        loop {
+            tokio::select! {
+                action = read_action(&mut reader) => {
+                    let action = action?;
+                    let id = field(&action, "actionid").map(|id| format!("ActionID: {id}\r\n")).unwrap_or_default();
+                    match field(&action, "action").map(str::to_ascii_lowercase).as_deref() {
+                        Some("login") => {
+                            if shared.login_ok.load(Ordering::SeqCst) {
+                                write.write_all(format!("Response: Success\r\n{id}Message: Authentication accepted\r\n\r\n").as_bytes()).await.ok()?;
+                                logged_in = true;
+                                shared.logins.fetch_add(1, Ordering::SeqCst);
+                                shared.live.fetch_add(1, Ordering::SeqCst);
+                            } else {
+                                write.write_all(format!("Response: Error\r\n{id}Message: Authentication failed\r\n\r\n").as_bytes()).await.ok()?;
+                                shared.failed_logins.fetch_add(1, Ordering::SeqCst);
+                                shared.changed.notify_waiters();
+                                return None;
+                            }
+                        }
+                        Some("ping") => {
+                            shared.pings.fetch_add(1, Ordering::SeqCst);
+                            if shared.answer_pings.load(Ordering::SeqCst) {
+                                write.write_all(format!("Response: Success\r\n{id}Ping: Pong\r\nTimestamp: 1763729616.458000\r\n\r\n").as_bytes()).await.ok()?;
+                            }
+                        }
+                        Some("logoff") => {
+                            write.write_all(format!("Response: Goodbye\r\n{id}Message: Thanks for all the fish.\r\n\r\n").as_bytes()).await.ok()?;
+                            return None;
+                        }
+                        _ => {
+                            write.write_all(format!("Response: Error\r\n{id}Message: Invalid/unknown command\r\n\r\n").as_bytes()).await.ok()?;
+                        }
+                    }
+                    shared.changed.notify_waiters();
+                }
+                ev = events.recv(), if logged_in => {
+                    match ev {
+                        Ok(bytes) => write.write_all(&bytes).await.ok()?,
+                        Err(broadcast::error::RecvError::Lagged(_)) => {}
+                        Err(_) => return None,
+                    }
+                }
+                _ = kill.recv() => return None,
+            }
+        }
+    }
+    .await;
+    let _ = result;
+    if logged_in {
+        shared.live.fetch_sub(1, Ordering::SeqCst);
+    }
+    shared.changed.notify_waiters();
+}
+
+/// A console client speaking raw lines, as telnet or nc would.
+pub struct ConsoleClient {
+    reader: BufReader<tokio::net::tcp::OwnedReadHalf>,
+    writer: tokio::net::tcp::OwnedWriteHalf,
+}
+
+impl ConsoleClient {
+    pub async fn connect(addr: SocketAddr) -> (ConsoleClient, String) {
+        let sock = TcpStream::connect(addr).await.expect("console connect");
+        let (r, w) = sock.into_split();
+        let mut c = ConsoleClient {
+            reader: BufReader::new(r),
+            writer: w,
+        };
+        let banner = c.read_to_prompt().await;
+        (c, banner)
+    }
+
+    /// Everything up to and including the next `sipban>` prompt.
+    pub async fn read_to_prompt(&mut self) -> String {
+        let mut out = Vec::new();
+        let fut = async {
+            loop {
+                let mut byte = [0u8; 1];
+                let n = tokio::io::AsyncReadExt::read(&mut self.reader, &mut byte)
+                    .await
+                    .expect("console read");
+                if n == 0 {
+                    break;
+                }
+                out.push(byte[0]);
+                if out.ends_with(b"sipban>") {
+                    break;
+                }
+            }
+        };
+        tokio::time::timeout(Duration::from_secs(15), fut)
+            .await
+            .expect("console: no prompt within 15 s");
+        String::from_utf8_lossy(&out).into_owned()
+    }
+
+    /// Sends `line` with the given terminator and returns the reply without
+    /// the prompt.
+    pub async fn command_with(&mut self, line: &str, eol: &str) -> String {
+        self.writer
+            .write_all(format!("{line}{eol}").as_bytes())
+            .await
+            .expect("console write");
+        let reply = self.read_to_prompt().await;
+        reply.trim_end_matches("sipban>").trim_end().to_string()
+    }
+
+    pub async fn command(&mut self, line: &str) -> String {
+        self.command_with(line, "\r\n").await
+    }
+
+    pub async fn send_raw(&mut self, bytes: &[u8]) {
+        self.writer.write_all(bytes).await.expect("console write");
+    }
+
+    /// True once the server closed the session.
+    pub async fn is_closed(&mut self) -> bool {
+        let mut buf = [0u8; 64];
+        matches!(
+            tokio::time::timeout(
+                Duration::from_secs(5),
+                tokio::io::AsyncReadExt::read(&mut self.reader, &mut buf)
+            )
+            .await,
+            Ok(Ok(0)) | Ok(Err(_))
+        )
+    }
+}
