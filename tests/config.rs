@@ -31,11 +31,9 @@ fn error(name: &str) -> String {
 
 /// Same settings (the source file aside), secret included.
 fn assert_same_settings(a: &Config, b: &Config) {
-    let strip = |c: &Config| {
-        Config {
-            source: None,
-            ..c.clone()
-        }
+    let strip = |c: &Config| Config {
+        source: None,
+        ..c.clone()
     };
     assert_eq!(format!("{:?}", strip(a)), format!("{:?}", strip(b)));
     assert_eq!(a.ami.secret.expose(), b.ami.secret.expose());
@@ -83,7 +81,10 @@ fn original_readme_example_loads_as_the_defaults() {
     let loaded = load("original.conf");
     assert_eq!(loaded.warnings, Vec::<String>::new());
     let c = &loaded.config;
-    assert_eq!(c.source.as_deref(), Some(fixture("original.conf").as_path()));
+    assert_eq!(
+        c.source.as_deref(),
+        Some(fixture("original.conf").as_path())
+    );
     // Quotes are stripped, "#rule = DROP" is a comment.
     assert_eq!(c.ami.port, 5038);
     assert_eq!(c.ami.secret.expose(), "getout");
@@ -109,7 +110,10 @@ fn newer_original_loads_with_scope_drop_and_a_flood_warning() {
     assert_eq!(c.ban_time, Duration::from_secs(3600));
     assert_eq!(c.iptables.path, "/usr/sbin/");
     assert_eq!(c.iptables.chain, "sipban-all");
-    assert_eq!(c.iptables.scope, Scope::parse("-p udp --dport 5060").unwrap());
+    assert_eq!(
+        c.iptables.scope,
+        Scope::parse("-p udp --dport 5060").unwrap()
+    );
     assert_eq!(c.iptables.rule, Action::Drop);
     assert_eq!(c.iptables.rule6, Action::Drop);
     assert_eq!(c.iptables.white_list, Path::new("/etc/sipban/white.wl"));
@@ -259,6 +263,16 @@ fn key_without_equals_sign_is_reported_on_its_own_line() {
 }
 
 #[test]
+fn unknown_key_without_equals_sign_warns_on_its_own_line() {
+    // A common slip: `key: value` instead of `key = value`.
+    let loaded = Config::parse("[ami]\ncolour: blue\n", Path::new("t.conf")).unwrap();
+    assert_eq!(
+        loaded.warnings,
+        vec!["t.conf:2: unknown key [ami] colour: blue is ignored".to_string()]
+    );
+}
+
+#[test]
 fn chain_name_of_exactly_28_characters_is_accepted() {
     let name = "a".repeat(28);
     let text = format!("[iptables]\nchain = \"{name}\"\n");
@@ -350,7 +364,10 @@ fn good_white_list_entries_and_lookups() {
     assert_eq!(find("198.51.101.1"), None);
     assert_eq!(find("2001:db8::7").as_deref(), Some("2001:db8::7/128"));
     assert_eq!(find("2001:db8::8"), None);
-    assert_eq!(find("2001:db8:1:abcd::1").as_deref(), Some("2001:db8:1::/48"));
+    assert_eq!(
+        find("2001:db8:1:abcd::1").as_deref(),
+        Some("2001:db8:1::/48")
+    );
     assert_eq!(find("2001:db8:2::1"), None);
     // Host bits in the CIDR are cleared: 10.1.2.3/16 covers 10.1.0.0/16.
     assert_eq!(find("10.1.255.255").as_deref(), Some("10.1.0.0/16"));

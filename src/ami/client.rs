@@ -62,6 +62,22 @@ impl Default for Backoff {
     }
 }
 
+impl Backoff {
+    /// The wait before the next attempt: back to `min` if the session that
+    /// just ended stayed logged in for `stable`.
+    pub fn current(&self, wait: Duration, logged_in_for: Option<Duration>) -> Duration {
+        match logged_in_for {
+            Some(up) if up >= self.stable => self.min,
+            _ => wait,
+        }
+    }
+
+    /// Doubles the wait, up to `max`.
+    pub fn after_wait(&self, wait: Duration) -> Duration {
+        (wait * 2).clamp(self.min, self.max)
+    }
+}
+
 #[derive(Clone, Debug)]
 pub struct AmiSettings {
     pub host: String,
@@ -197,11 +213,9 @@ impl Client {
                     error,
                     logged_in_for,
                 } => {
-                    if let Some(up) = logged_in_for {
+                    backoff = self.settings.backoff.current(backoff, logged_in_for);
+                    if logged_in_for.is_some() {
                         tracing::warn!("AMI => disconnected from {target}: {error}");
-                        if up >= self.settings.backoff.stable {
-                            backoff = self.settings.backoff.min;
-                        }
                     } else {
                         match &error {
                             AmiError::LoginFailed(_) => tracing::error!("{error}"),
@@ -222,7 +236,7 @@ impl Client {
                     }
                 }
             }
-            backoff = (backoff * 2).min(self.settings.backoff.max);
+            backoff = self.settings.backoff.after_wait(backoff);
         }
     }
 
@@ -379,5 +393,41 @@ async fn sleep_until_opt(at: Option<Instant>) {
     match at {
         Some(at) => tokio::time::sleep_until(at).await,
         None => std::future::pending().await,
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn backoff_doubles_to_the_cap_and_resets_after_a_stable_minute() {
+        let b = Backoff::default();
+        let mut wait = b.min;
+        let mut seen = vec![];
+        for _ in 0..7 {
+            wait = b.current(wait, None);
+            seen.push(wait.as_secs());
+            wait = b.after_wait(wait);
+        }
+        assert_eq!(seen, vec![1, 2, 4, 8, 16, 30, 30]);
+        // A short-lived session does not reset; a stable one does.
+        assert_eq!(
+            b.current(Duration::from_secs(30), Some(Duration::from_secs(5)))
+                .as_secs(),
+            30
+        );
+        assert_eq!(
+            b.current(Duration::from_secs(30), Some(Duration::from_secs(60)))
+                .as_secs(),
+            1
+        );
+    }
+
+    #[test]
+    fn secret_never_prints() {
+        let s = Secret::new("getout");
+        assert_eq!(format!("{s:?}"), "MASKED");
+        assert!(!format!("{s}").contains("getout"));
     }
 }

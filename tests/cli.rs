@@ -1,0 +1,448 @@
+//! The `sipban` binary as an admin runs it: `--version`, `--check-config`
+//! and `replay`. Configs that name files point into a private temp dir, so
+//! nothing here reads or writes /etc or /var.
+
+use std::path::{Path, PathBuf};
+use std::process::{Command, Output};
+use std::sync::atomic::{AtomicUsize, Ordering};
+
+use sipban::config::Config;
+
+fn manifest_dir() -> &'static Path {
+    Path::new(env!("CARGO_MANIFEST_DIR"))
+}
+
+fn fixture(name: &str) -> PathBuf {
+    manifest_dir().join("tests/fixtures/config").join(name)
+}
+
+fn capture(name: &str) -> PathBuf {
+    manifest_dir().join("tests/fixtures/ami").join(name)
+}
+
+/// A directory of its own under the system temp dir, removed on drop.
+struct TempDir(PathBuf);
+
+impl TempDir {
+    fn new(tag: &str) -> Self {
+        static NEXT: AtomicUsize = AtomicUsize::new(0);
+        let n = NEXT.fetch_add(1, Ordering::Relaxed);
+        let dir = std::env::temp_dir().join(format!("sipban-cli-{}-{n}-{tag}", std::process::id()));
+        let _ = std::fs::remove_dir_all(&dir);
+        std::fs::create_dir_all(&dir).unwrap();
+        TempDir(dir)
+    }
+
+    fn path(&self, name: &str) -> PathBuf {
+        self.0.join(name)
+    }
+
+    fn write(&self, name: &str, text: &str) -> PathBuf {
+        let path = self.path(name);
+        std::fs::write(&path, text).unwrap();
+        path
+    }
+
+    /// A config whose white list, dump and log all live in this dir (the
+    /// white list only if `white_list` is given; else a missing file here).
+    fn config(&self, white_list: Option<&Path>, extra: &str) -> PathBuf {
+        let wl = white_list.map_or_else(|| self.path("missing.wl"), Path::to_path_buf);
+        let text = format!(
+            "{extra}\n[iptables]\nwhite_list = \"{}\"\ndump = \"{}\"\n\n[log]\nfile = \"{}\"\n",
+            wl.display(),
+            self.path("sipban.dump").display(),
+            self.path("sipban.log").display()
+        );
+        self.write("sipban.conf", &text)
+    }
+
+    /// `fixture` with its white list, dump and log moved into this dir.
+    /// Appended, so the fixture's own line numbers stay the same.
+    fn fixture_copy(&self, name: &str) -> PathBuf {
+        let text = std::fs::read_to_string(fixture(name)).unwrap();
+        let text = format!(
+            "{text}\n[iptables]\nwhite_list = \"{}\"\ndump = \"{}\"\n\n[log]\nfile = \"{}\"\n",
+            self.path("missing.wl").display(),
+            self.path("sipban.dump").display(),
+            self.path("sipban.log").display()
+        );
+        self.write(name, &text)
+    }
+}
+
+impl Drop for TempDir {
+    fn drop(&mut self) {
+        let _ = std::fs::remove_dir_all(&self.0);
+    }
+}
+
+struct Run {
+    code: Option<i32>,
+    stdout: String,
+    stderr: String,
+}
+
+fn sipban(args: &[&str]) -> Run {
+    let Output {
+        status,
+        stdout,
+        stderr,
+    } = Command::new(env!("CARGO_BIN_EXE_sipban"))
+        .args(args)
+        .current_dir(manifest_dir())
+        .env_remove("RUST_LOG")
+        .output()
+        .expect("run sipban");
+    Run {
+        code: status.code(),
+        stdout: String::from_utf8_lossy(&stdout).into_owned(),
+        stderr: String::from_utf8_lossy(&stderr).into_owned(),
+    }
+}
+
+fn s(p: &Path) -> &str {
+    p.to_str().unwrap()
+}
+
+impl Run {
+    fn assert_ok(&self) -> &Self {
+        assert_eq!(
+            self.code,
+            Some(0),
+            "stdout:\n{}\nstderr:\n{}",
+            self.stdout,
+            self.stderr
+        );
+        self
+    }
+
+    /// Failed cleanly: exit status 1, no panic.
+    fn assert_failed(&self) -> &Self {
+        assert_eq!(
+            self.code,
+            Some(1),
+            "stdout:\n{}\nstderr:\n{}",
+            self.stdout,
+            self.stderr
+        );
+        assert!(!self.stderr.contains("panicked"), "{}", self.stderr);
+        self
+    }
+
+    /// The `BLOCK => ip (...)` lines for `ip`.
+    fn blocks(&self, ip: &str) -> usize {
+        let prefix = format!("BLOCK => {ip} ");
+        self.stdout.lines().filter(|l| l.starts_with(&prefix)).count()
+    }
+
+    fn block_lines(&self) -> Vec<&str> {
+        self.stdout
+            .lines()
+            .filter(|l| l.starts_with("BLOCK => "))
+            .collect()
+    }
+
+    fn spared_lines(&self) -> Vec<&str> {
+        self.stdout
+            .lines()
+            .filter(|l| l.starts_with("SPARED => "))
+            .collect()
+    }
+}
+
+const ATTACKERS: [&str; 5] = [
+    "203.0.113.11",
+    "203.0.113.12",
+    "203.0.113.13",
+    "203.0.113.14",
+    "2001:db8:113::11",
+];
+const OFFICE_PHONE: &str = "203.0.113.50";
+
+#[test]
+fn version_prints_the_crate_version() {
+    let run = sipban(&["--version"]);
+    run.assert_ok();
+    assert_eq!(
+        run.stdout.trim(),
+        format!("sipban {}", env!("CARGO_PKG_VERSION"))
+    );
+}
+
+#[test]
+fn check_config_prints_effective_settings_with_the_secret_masked() {
+    let tmp = TempDir::new("check-newer");
+    let conf = tmp.fixture_copy("newer-original.conf");
+    let run = sipban(&["--check-config", "-c", s(&conf)]);
+    run.assert_ok();
+    let out = &run.stdout;
+    assert!(
+        out.starts_with(&format!("# effective settings of {}\n", conf.display())),
+        "{out}"
+    );
+    for line in [
+        "[ami]",
+        "host = \"192.0.2.5\"",
+        "port = \"5039\"",
+        "user = \"sipban-pbx\"",
+        "pass = \"********\"",
+        "ping = 300",
+        "port = \"4452\"",
+        "ban = 3600",
+        "path = \"/usr/sbin/\"",
+        "chain = \"sipban-all\"",
+        "scope = \"-p udp --dport 5060\"",
+        "rule = \"DROP\"",
+        "rule6 = \"DROP\"",
+        "# white list: 0 entries",
+    ] {
+        assert!(out.lines().any(|l| l == line), "{line:?} missing in\n{out}");
+    }
+    assert!(out.ends_with("# config OK\n"), "{out}");
+    assert!(!out.contains("n3w-s3cret"), "{out}");
+    assert!(!run.stderr.contains("n3w-s3cret"), "{}", run.stderr);
+    // [flood] and the missing white list are warnings, not errors.
+    assert!(
+        run.stderr.contains(&format!(
+            "warning: {}:30: [flood] is accepted for compatibility",
+            conf.display()
+        )),
+        "{}",
+        run.stderr
+    );
+    assert!(
+        run.stderr
+            .contains(&format!("white list {} not found", tmp.path("missing.wl").display())),
+        "{}",
+        run.stderr
+    );
+}
+
+#[test]
+fn check_config_accepts_every_valid_fixture() {
+    for (name, secret) in [
+        ("original.conf", "getout"),
+        ("newer-original.conf", "n3w-s3cret"),
+        ("minimal.conf", "s3cr#t"),
+        ("empty.conf", "getout"),
+        ("unknown-keys.conf", "getout"),
+    ] {
+        let tmp = TempDir::new("check-valid");
+        let conf = tmp.fixture_copy(name);
+        let run = sipban(&["--check-config", "-c", s(&conf)]);
+        run.assert_ok();
+        assert!(run.stdout.ends_with("# config OK\n"), "{name}: {}", run.stdout);
+        assert!(
+            run.stdout.lines().any(|l| l == "pass = \"********\""),
+            "{name}: {}",
+            run.stdout
+        );
+        for text in [&run.stdout, &run.stderr] {
+            assert!(!text.contains(secret), "{name}: secret shown in\n{text}");
+        }
+    }
+}
+
+#[test]
+fn check_config_with_the_real_white_list_counts_its_entries() {
+    let tmp = TempDir::new("check-good-wl");
+    let conf = tmp.config(Some(&fixture("whitelist/good.wl")), "");
+    let run = sipban(&["--check-config", "-c", s(&conf)]);
+    run.assert_ok();
+    assert!(
+        run.stdout.lines().any(|l| l == "# white list: 5 entries"),
+        "{}",
+        run.stdout
+    );
+    assert_eq!(run.stderr, "");
+}
+
+#[test]
+fn check_config_rejects_each_invalid_fixture_with_a_one_line_error() {
+    for (name, line) in [
+        ("bad-ami-port.conf", 4),
+        ("bad-control-port.conf", 6),
+        ("bad-rule.conf", 4),
+        ("bad-ban-word.conf", 3),
+        ("bad-ban-zero.conf", 6),
+        ("bad-chain-space.conf", 2),
+        ("bad-chain-long.conf", 4),
+        ("bad-control-address.conf", 3),
+        ("bad-scope.conf", 3),
+    ] {
+        let path = fixture(name);
+        let run = sipban(&["--check-config", "-c", s(&path)]);
+        run.assert_failed();
+        let expected = Config::load(&path).unwrap_err().to_string();
+        assert!(
+            expected.starts_with(&format!("{}:{line}: [", path.display())),
+            "{expected}"
+        );
+        assert_eq!(run.stderr, format!("sipban: {expected}\n"), "{name}");
+        assert_eq!(run.stdout, "", "{name}");
+    }
+}
+
+#[test]
+fn check_config_rejects_a_section_header_without_bracket() {
+    let path = fixture("bad-section.conf");
+    let run = sipban(&["--check-config", "-c", s(&path)]);
+    run.assert_failed();
+    assert_eq!(
+        run.stderr,
+        format!(
+            "sipban: {}: line 5: Found opening bracket for section name but no closing bracket\n",
+            path.display()
+        )
+    );
+}
+
+#[test]
+fn check_config_fails_on_a_bad_white_list_naming_its_line() {
+    let tmp = TempDir::new("check-bad-wl");
+    let wl = fixture("whitelist/bad.wl");
+    let conf = tmp.config(Some(&wl), "[ami]\npass = \"getout\"\n");
+    let run = sipban(&["--check-config", "-c", s(&conf)]);
+    run.assert_failed();
+    assert_eq!(
+        run.stderr,
+        format!(
+            "sipban: {}:5: \"192.0.2.300   # typo\" is not an IP address or CIDR\n",
+            wl.display()
+        )
+    );
+    assert!(!run.stdout.contains("# config OK"), "{}", run.stdout);
+}
+
+#[test]
+fn check_config_fails_clearly_on_a_missing_config() {
+    let run = sipban(&["--check-config", "-c", "/nonexistent.conf"]);
+    run.assert_failed();
+    assert!(
+        run.stderr
+            .starts_with("sipban: cannot read config /nonexistent.conf: "),
+        "{}",
+        run.stderr
+    );
+    assert!(run.stderr.contains("No such file"), "{}", run.stderr);
+    assert_eq!(run.stderr.lines().count(), 1, "{}", run.stderr);
+}
+
+#[test]
+fn replay_blocks_each_attacker_once_and_never_the_office_phone() {
+    let tmp = TempDir::new("replay-mixed");
+    let conf = tmp.config(None, "");
+    let cap = capture("mixed-doc-range.ami");
+    let run = sipban(&["-c", s(&conf), "replay", s(&cap)]);
+    run.assert_ok();
+    for ip in ATTACKERS {
+        assert_eq!(run.blocks(ip), 1, "{ip} in\n{}", run.stdout);
+    }
+    assert_eq!(run.blocks(OFFICE_PHONE), 0, "{}", run.stdout);
+    assert_eq!(run.block_lines().len(), ATTACKERS.len(), "{}", run.stdout);
+    assert!(
+        run.stdout
+            .contains("5 addresses would be banned (dry run: firewall untouched)"),
+        "{}",
+        run.stdout
+    );
+    // A replay is a dry run: no dump and no log written.
+    assert!(!tmp.path("sipban.dump").exists());
+    assert!(!tmp.path("sipban.log").exists());
+}
+
+#[test]
+fn replay_of_only_good_registrations_blocks_nothing() {
+    let tmp = TempDir::new("replay-office");
+    let conf = tmp.config(None, "");
+    let cap = capture("office-legit.ami");
+    let run = sipban(&["-c", s(&conf), "replay", s(&cap)]);
+    run.assert_ok();
+    assert_eq!(run.block_lines(), Vec::<&str>::new(), "{}", run.stdout);
+    assert!(
+        run.stdout.contains("0 addresses would be banned"),
+        "{}",
+        run.stdout
+    );
+}
+
+#[test]
+fn replay_spares_white_listed_attackers_and_still_blocks_the_rest() {
+    let tmp = TempDir::new("replay-wl");
+    let wl = tmp.write("office.wl", "# the office network\n203.0.113.0/24\n");
+    let conf = tmp.config(Some(&wl), "");
+    let cap = capture("mixed-doc-range.ami");
+    let run = sipban(&["-c", s(&conf), "replay", s(&cap)]);
+    run.assert_ok();
+    assert_eq!(
+        run.block_lines()
+            .iter()
+            .filter(|l| l.starts_with("BLOCK => 203.0.113."))
+            .count(),
+        0,
+        "{}",
+        run.stdout
+    );
+    assert_eq!(run.blocks("2001:db8:113::11"), 1, "{}", run.stdout);
+    assert_eq!(run.block_lines().len(), 1, "{}", run.stdout);
+    let spared = run.spared_lines();
+    for ip in &ATTACKERS[..4] {
+        let prefix = format!("SPARED => {ip} (white list 203.0.113.0/24; ");
+        assert_eq!(
+            spared.iter().filter(|l| l.starts_with(&prefix)).count(),
+            1,
+            "{ip} in\n{}",
+            run.stdout
+        );
+    }
+    // The office phone sent no attack, so it has nothing to be spared from.
+    assert_eq!(spared.len(), 4, "{}", run.stdout);
+    assert!(
+        run.stdout.contains("1 addresses would be banned"),
+        "{}",
+        run.stdout
+    );
+}
+
+#[test]
+fn replay_of_a_missing_capture_fails_naming_it() {
+    let tmp = TempDir::new("replay-missing");
+    let conf = tmp.config(None, "");
+    let cap = tmp.path("no-such-capture.ami");
+    let run = sipban(&["-c", s(&conf), "replay", s(&cap)]);
+    run.assert_failed();
+    assert!(
+        run.stderr
+            .contains(&format!("sipban: cannot read {}: ", cap.display())),
+        "{}",
+        run.stderr
+    );
+    assert_eq!(run.block_lines(), Vec::<&str>::new());
+}
+
+#[test]
+fn replay_with_a_huge_ban_time_does_not_panic() {
+    // `ban` is any number of seconds the config accepts; the largest must
+    // either be refused with a config error or work, never crash.
+    let tmp = TempDir::new("replay-huge-ban");
+    let conf = tmp.config(None, "[timer]\nban = 18446744073709551615\n");
+    let cap = capture("mixed-doc-range.ami");
+    let run = sipban(&["-c", s(&conf), "replay", s(&cap)]);
+    assert!(!run.stderr.contains("panicked"), "{}", run.stderr);
+    match run.code {
+        Some(0) => {
+            for ip in ATTACKERS {
+                assert_eq!(run.blocks(ip), 1, "{ip} in\n{}", run.stdout);
+            }
+        }
+        _ => {
+            run.assert_failed();
+            assert!(
+                run.stderr
+                    .starts_with(&format!("sipban: {}:2: [timer] ban = ", conf.display())),
+                "{}",
+                run.stderr
+            );
+        }
+    }
+}
