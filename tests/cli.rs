@@ -132,7 +132,10 @@ impl Run {
     /// The `BLOCK => ip (...)` lines for `ip`.
     fn blocks(&self, ip: &str) -> usize {
         let prefix = format!("BLOCK => {ip} ");
-        self.stdout.lines().filter(|l| l.starts_with(&prefix)).count()
+        self.stdout
+            .lines()
+            .filter(|l| l.starts_with(&prefix))
+            .count()
     }
 
     fn block_lines(&self) -> Vec<&str> {
@@ -211,8 +214,10 @@ fn check_config_prints_effective_settings_with_the_secret_masked() {
         run.stderr
     );
     assert!(
-        run.stderr
-            .contains(&format!("white list {} not found", tmp.path("missing.wl").display())),
+        run.stderr.contains(&format!(
+            "white list {} not found",
+            tmp.path("missing.wl").display()
+        )),
         "{}",
         run.stderr
     );
@@ -231,7 +236,11 @@ fn check_config_accepts_every_valid_fixture() {
         let conf = tmp.fixture_copy(name);
         let run = sipban(&["--check-config", "-c", s(&conf)]);
         run.assert_ok();
-        assert!(run.stdout.ends_with("# config OK\n"), "{name}: {}", run.stdout);
+        assert!(
+            run.stdout.ends_with("# config OK\n"),
+            "{name}: {}",
+            run.stdout
+        );
         assert!(
             run.stdout.lines().any(|l| l == "pass = \"********\""),
             "{name}: {}",

@@ -72,13 +72,55 @@ fn tmp() -> (tempfile::TempDir, PathBuf) {
     (dir, dump)
 }
 
+/// A fake AMI and a daemon (dry-run firewall, manual clock at `T0`).
+struct Harness {
+    ami: FakeAmi,
+    _dir: tempfile::TempDir,
+    dump: PathBuf,
+    clock: Clock,
+    daemon: Daemon,
+    fw: DryRunLog,
+}
+
+impl Harness {
+    /// White list `wl`; returns once the daemon is logged in.
+    async fn new(wl: &str) -> Harness {
+        let h = Self::with(wl, |_, _| {}).await;
+        h.ami.wait_logins(1).await;
+        h
+    }
+
+    /// Lets the test adjust the fake AMI and the settings first; does not
+    /// wait for the login.
+    async fn with(wl: &str, tweak: impl FnOnce(&FakeAmi, &mut Settings)) -> Harness {
+        let ami = FakeAmi::start().await;
+        let (dir, dump) = tmp();
+        let clock = Clock::manual(T0);
+        let wl = Whitelist::parse(wl, "wl".as_ref()).unwrap();
+        let mut s = settings(&ami, &dump, wl);
+        tweak(&ami, &mut s);
+        let (daemon, fw) = start(s, &clock).await;
+        Harness {
+            ami,
+            _dir: dir,
+            dump,
+            clock,
+            daemon,
+            fw,
+        }
+    }
+}
+
 #[tokio::test]
 async fn attack_events_become_bans_good_logins_never_do() {
-    let ami = FakeAmi::start().await;
-    let (_dir, dump) = tmp();
-    let clock = Clock::manual(T0);
-    let (daemon, fw) = start(settings(&ami, &dump, Whitelist::default()), &clock).await;
-    ami.wait_logins(1).await;
+    let Harness {
+        ami,
+        _dir,
+        clock,
+        daemon,
+        fw,
+        ..
+    } = Harness::new("").await;
 
     // The office phone's normal registration: ChallengeSent + SuccessfulAuth.
     for _ in 0..5 {
@@ -168,11 +210,14 @@ async fn whitelisted_loopback_and_ami_host_are_never_banned() {
 
 #[tokio::test]
 async fn bans_expire_on_time_with_an_advanced_clock() {
-    let ami = FakeAmi::start().await;
-    let (_dir, dump) = tmp();
-    let clock = Clock::manual(T0);
-    let (daemon, fw) = start(settings(&ami, &dump, Whitelist::default()), &clock).await;
-    ami.wait_logins(1).await;
+    let Harness {
+        ami,
+        _dir,
+        clock,
+        daemon,
+        fw,
+        ..
+    } = Harness::new("").await;
     ami.send_event("InvalidPassword", "SIP", "2001", "203.0.113.20");
     eventually("ban", || daemon.bans.get(ip("203.0.113.20")).is_some()).await;
     clock.advance(10);
@@ -330,14 +375,13 @@ async fn every_console_command_over_tcp() {
 
 #[tokio::test]
 async fn restore_without_dump_and_ping_without_asterisk() {
-    let ami = FakeAmi::start().await;
-    let (_dir, dump) = tmp();
-    let (daemon, _fw) = start(
-        settings(&ami, &dump, Whitelist::default()),
-        &Clock::manual(T0),
-    )
-    .await;
-    ami.wait_logins(1).await;
+    let Harness {
+        ami,
+        _dir,
+        dump,
+        daemon,
+        ..
+    } = Harness::new("").await;
     let (mut c, _) = ConsoleClient::connect(daemon.console_addr).await;
     assert_eq!(c.command("restore").await, "no dump file to restore rules");
     // A corrupt dump is refused and changes nothing.
@@ -359,14 +403,9 @@ async fn restore_without_dump_and_ping_without_asterisk() {
 
 #[tokio::test]
 async fn reconnects_after_asterisk_restarts() {
-    let ami = FakeAmi::start().await;
-    let (_dir, dump) = tmp();
-    let (daemon, _fw) = start(
-        settings(&ami, &dump, Whitelist::default()),
-        &Clock::manual(T0),
-    )
-    .await;
-    ami.wait_logins(1).await;
+    let Harness {
+        ami, _dir, daemon, ..
+    } = Harness::new("").await;
     let addr = ami.stop();
     tokio::time::sleep(Duration::from_millis(100)).await;
     let ami = FakeAmi::start_on(addr).await;
@@ -425,14 +464,9 @@ async fn a_hung_asterisk_without_pong_is_detected() {
 
 #[tokio::test]
 async fn oversized_and_malformed_messages_do_not_derail_the_stream() {
-    let ami = FakeAmi::start().await;
-    let (_dir, dump) = tmp();
-    let (daemon, _fw) = start(
-        settings(&ami, &dump, Whitelist::default()),
-        &Clock::manual(T0),
-    )
-    .await;
-    ami.wait_logins(1).await;
+    let Harness {
+        ami, _dir, daemon, ..
+    } = Harness::new("").await;
     let mut big = b"Event: Huge\r\nPrivilege: security,all\r\n".to_vec();
     for i in 0..2000 {
         big.extend_from_slice(format!("Field{i}: {}\r\n", "x".repeat(40)).as_bytes());
