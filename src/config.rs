@@ -199,9 +199,9 @@ impl Config {
             ));
         }
 
-        let get = |section: &str, key: &str| -> Option<(String, String)> {
+        let get = |section: &str, key: &str| -> Option<String> {
             let raw = map.get(section)?.get(key)?.clone().unwrap_or_default();
-            Some((raw.clone(), unquote(&raw)))
+            Some(unquote(&raw))
         };
         let mut c = Config {
             source: Some(path.to_path_buf()),
@@ -210,14 +210,14 @@ impl Config {
         // Parse one key with `f`; on error, name where it is.
         macro_rules! set {
             ($section:literal, $key:literal, $field:expr, $f:expr) => {
-                if let Some((raw, value)) = get($section, $key) {
+                if let Some(value) = get($section, $key) {
                     $field = $f(value.as_str()).map_err(|why: String| {
                         ConfigError::Value(Box::new(BadValue {
                             path: path.to_path_buf(),
                             line: reader.line($section, $key),
                             section: $section.into(),
                             key: $key.into(),
-                            value: raw.clone(),
+                            value: value.clone(),
                             why,
                         }))
                     })?;
@@ -297,10 +297,9 @@ impl Reader<'_> {
             if t.starts_with('#') || t.starts_with(';') {
                 continue;
             }
-            if current == section
-                && t.split_once('=')
-                    .is_some_and(|(k, _)| k.trim().eq_ignore_ascii_case(key))
-            {
+            // configparser also takes a line without '=' as a key.
+            let k = t.split_once('=').map_or(t, |(k, _)| k).trim();
+            if current == section && !t.is_empty() && k.eq_ignore_ascii_case(key) {
                 // The last occurrence wins, as in configparser.
                 found = i + 1;
             }
@@ -373,7 +372,10 @@ fn parse_chain(v: &str) -> Result<String, String> {
     }
 }
 
-/// `600`, `600s`, `10m`, `1h`, `1d`, `1w`.
+/// Longest accepted duration: keeps every `now + duration` far from overflow.
+pub const MAX_DURATION: u64 = 100 * 365 * 86400;
+
+/// `600`, `600s`, `10m`, `1h`, `1d`, `1w`, at most [`MAX_DURATION`].
 pub fn parse_duration(v: &str) -> Result<Duration, String> {
     let v = v.trim();
     let (num, unit) = match v.find(|c: char| !c.is_ascii_digit()) {
@@ -391,9 +393,10 @@ pub fn parse_duration(v: &str) -> Result<Duration, String> {
         "w" => 7 * 86400,
         _ => return Err("unknown unit (use s, m, h, d or w)".into()),
     };
-    n.checked_mul(mult)
-        .map(Duration::from_secs)
-        .ok_or_else(|| "duration too large".to_string())
+    match n.checked_mul(mult) {
+        Some(secs) if secs <= MAX_DURATION => Ok(Duration::from_secs(secs)),
+        _ => Err("duration too large (at most 100 years)".to_string()),
+    }
 }
 
 fn secs(d: Duration) -> u64 {
@@ -441,6 +444,9 @@ mod tests {
         assert!(parse_duration("ten").is_err());
         assert!(parse_duration("5y").is_err());
         assert!(parse_duration("-5").is_err());
+        assert!(parse_duration("18446744073709551615").is_err());
+        assert!(parse_duration("99999999999999w").is_err());
+        assert!(parse_duration("100y").is_err());
     }
 
     #[test]

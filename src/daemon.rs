@@ -74,6 +74,10 @@ pub enum StartError {
 
 pub struct Daemon {
     pub bans: Arc<BanManager>,
+    /// Cancelled when a core task ends on its own (a bug): the binary then
+    /// exits non-zero so the service manager restarts it, rather than
+    /// running deaf.
+    died: CancellationToken,
     pub policy: Arc<Policy>,
     pub ami: AmiHandle,
     pub console_addr: SocketAddr,
@@ -127,16 +131,25 @@ impl Daemon {
         restore_at_start(&bans, &policy).await;
 
         let shutdown = CancellationToken::new();
-        let mut tasks = Vec::new();
-        tasks.push(tokio::spawn(Arc::clone(&bans).run_expiry(shutdown.clone())));
-        tasks.push(tokio::spawn(
-            Arc::clone(&bans).run_dump_writer(shutdown.clone()),
-        ));
+        let died = CancellationToken::new();
+        let watch = |name| Watch {
+            name,
+            shutdown: shutdown.clone(),
+            died: died.clone(),
+        };
+        let mut tasks = vec![
+            watch("expiry").spawn(Arc::clone(&bans).run_expiry(shutdown.clone())),
+            watch("dump writer").spawn(Arc::clone(&bans).run_dump_writer(shutdown.clone())),
+        ];
 
         let (events_tx, events_rx) = mpsc::channel(10_000);
         let (ami, ami_task) = ami::client::spawn(settings.ami.clone(), events_tx, shutdown.clone());
-        tasks.push(ami_task);
-        tasks.push(tokio::spawn(judge_events(
+        tasks.push(watch("AMI client").spawn(async move {
+            if let Err(e) = ami_task.await {
+                tracing::error!("AMI client failed: {e}");
+            }
+        }));
+        tasks.push(watch("event judge").spawn(judge_events(
             events_rx,
             Arc::clone(&policy),
             Arc::clone(&bans),
@@ -149,15 +162,12 @@ impl Daemon {
             chain: settings.chain.clone(),
             started: Instant::now(),
         });
-        tasks.push(tokio::spawn(console::serve(
-            listener,
-            ctx,
-            shutdown.clone(),
-        )));
+        tasks.push(watch("console").spawn(console::serve(listener, ctx, shutdown.clone())));
         tracing::info!("CONSOLE => listening on {console_addr}");
 
         Ok(Daemon {
             bans,
+            died,
             policy,
             ami,
             console_addr,
@@ -165,6 +175,11 @@ impl Daemon {
             tasks,
             whitelist_path: settings.whitelist_path,
         })
+    }
+
+    /// Completes if a core task stopped on its own; see `died`.
+    pub async fn failed(&self) {
+        self.died.cancelled().await
     }
 
     /// Re-reads the white list; on error the old list stays in force.
@@ -246,6 +261,31 @@ async fn judge_events(
                 event.account
             ),
             Verdict::Ignore => {}
+        }
+    }
+}
+
+/// Marks a core task: if it ends (or panics) before shutdown, `died` fires.
+struct Watch {
+    name: &'static str,
+    shutdown: CancellationToken,
+    died: CancellationToken,
+}
+
+impl Watch {
+    fn spawn(self, task: impl std::future::Future<Output = ()> + Send + 'static) -> JoinHandle<()> {
+        tokio::spawn(async move {
+            let _watch = self;
+            task.await;
+        })
+    }
+}
+
+impl Drop for Watch {
+    fn drop(&mut self) {
+        if !self.shutdown.is_cancelled() {
+            tracing::error!("internal task '{}' stopped unexpectedly", self.name);
+            self.died.cancel();
         }
     }
 }

@@ -179,8 +179,13 @@ async fn daemon(cli: &Cli) -> Result<()> {
     let mut term = signal(SignalKind::terminate()).context("SIGTERM handler")?;
     let mut int = signal(SignalKind::interrupt()).context("SIGINT handler")?;
     let mut hup = signal(SignalKind::hangup()).context("SIGHUP handler")?;
+    let mut failure = None;
     loop {
         tokio::select! {
+            _ = daemon.failed() => {
+                failure = Some("an internal task stopped unexpectedly");
+                break;
+            }
             _ = term.recv() => break,
             _ = int.recv() => break,
             _ = hup.recv() => {
@@ -190,10 +195,15 @@ async fn daemon(cli: &Cli) -> Result<()> {
             }
         }
     }
-    tracing::info!("SIGNAL => stopping");
+    if failure.is_none() {
+        tracing::info!("SIGNAL => stopping");
+    }
     // A stuck firewall tool must not keep systemd waiting forever.
     match tokio::time::timeout(Duration::from_secs(25), daemon.stop()).await {
-        Ok(Ok(())) => Ok(()),
+        Ok(Ok(())) => match failure {
+            Some(why) => bail!("{why}; exiting so the service manager restarts sipban"),
+            None => Ok(()),
+        },
         Ok(Err(e)) => Err(e.into()),
         Err(_) => bail!("shutdown timed out"),
     }

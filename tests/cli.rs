@@ -91,6 +91,7 @@ fn sipban(args: &[&str]) -> Run {
         .args(args)
         .current_dir(manifest_dir())
         .env_remove("RUST_LOG")
+        .env("RUST_BACKTRACE", "0")
         .output()
         .expect("run sipban");
     Run {
@@ -451,6 +452,139 @@ fn replay_with_a_huge_ban_time_does_not_panic() {
                     .starts_with(&format!("sipban: {}:2: [timer] ban = ", conf.display())),
                 "{}",
                 run.stderr
+            );
+        }
+    }
+}
+
+/// A daemon started by a test, killed when the test ends however it ends.
+struct KillOnDrop(Option<std::process::Child>);
+
+impl KillOnDrop {
+    fn get(&mut self) -> &mut std::process::Child {
+        self.0.as_mut().unwrap()
+    }
+}
+
+impl Drop for KillOnDrop {
+    fn drop(&mut self) {
+        if let Some(child) = self.0.as_mut() {
+            let _ = child.kill();
+            let _ = child.wait();
+        }
+    }
+}
+
+/// A port that was free a moment ago (the control console needs a fixed one).
+fn free_port() -> u16 {
+    std::net::TcpListener::bind("127.0.0.1:0")
+        .unwrap()
+        .local_addr()
+        .unwrap()
+        .port()
+}
+
+#[test]
+fn daemon_with_a_huge_ping_interval_keeps_its_ami_link() {
+    use std::io::{ErrorKind, Read, Write};
+    use std::net::TcpListener;
+    use std::process::Stdio;
+    use std::time::{Duration, Instant};
+
+    // `ping` is any number of seconds the config accepts; the largest must
+    // either be refused with a config error or work. It must not kill the
+    // AMI link after login and leave the daemon running blind.
+    let tmp = TempDir::new("daemon-huge-ping");
+    let ami = TcpListener::bind("127.0.0.1:0").unwrap();
+    ami.set_nonblocking(true).unwrap();
+    let extra = format!(
+        "[ami]\nport = {}\nping = 18446744073709551615\n\n[control]\nport = {}\n",
+        ami.local_addr().unwrap().port(),
+        free_port()
+    );
+    let conf = tmp.config(None, &extra);
+    let child = Command::new(env!("CARGO_BIN_EXE_sipban"))
+        .args(["-c", s(&conf), "--dry-run", "--foreground"])
+        .env_remove("RUST_LOG")
+        .env("RUST_BACKTRACE", "0")
+        .stdin(Stdio::null())
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .expect("start sipban");
+    // Killed even if an assertion below fails first.
+    let mut child = KillOnDrop(Some(child));
+
+    // Wait for the daemon to connect, or to exit on a config error.
+    let deadline = Instant::now() + Duration::from_secs(15);
+    let link = loop {
+        match ami.accept() {
+            Ok((stream, _)) => break Some(stream),
+            Err(e) if e.kind() == ErrorKind::WouldBlock => {}
+            Err(e) => panic!("accept: {e}"),
+        }
+        if child.get().try_wait().unwrap().is_some() || Instant::now() > deadline {
+            break None;
+        }
+        std::thread::sleep(Duration::from_millis(20));
+    };
+
+    // Speak just enough AMI: banner, accept the login, then stay quiet.
+    let link_dropped = link.map(|mut stream| {
+        stream.set_nonblocking(false).unwrap();
+        stream
+            .set_read_timeout(Some(Duration::from_secs(10)))
+            .unwrap();
+        stream
+            .write_all(b"Asterisk Call Manager/9.0.0\r\n")
+            .unwrap();
+        let mut request = Vec::new();
+        let mut buf = [0u8; 1024];
+        while !request.windows(4).any(|w| w == b"\r\n\r\n") {
+            let n = stream.read(&mut buf).expect("login request");
+            assert!(n > 0, "daemon closed before logging in");
+            request.extend_from_slice(&buf[..n]);
+        }
+        let request = String::from_utf8_lossy(&request);
+        let action_id = request
+            .lines()
+            .find_map(|l| l.strip_prefix("ActionID: "))
+            .map(|id| format!("ActionID: {id}\r\n"))
+            .unwrap_or_default();
+        let reply =
+            format!("Response: Success\r\n{action_id}Message: Authentication accepted\r\n\r\n");
+        stream.write_all(reply.as_bytes()).unwrap();
+        // A healthy client keeps the link open; EOF means it gave up.
+        stream
+            .set_read_timeout(Some(Duration::from_secs(2)))
+            .unwrap();
+        let quiet_until = Instant::now() + Duration::from_secs(2);
+        loop {
+            match stream.read(&mut buf) {
+                Ok(0) => break true,
+                Ok(_) if Instant::now() < quiet_until => {}
+                Ok(_) => break false,
+                Err(e) if matches!(e.kind(), ErrorKind::WouldBlock | ErrorKind::TimedOut) => {
+                    break false;
+                }
+                Err(_) => break true,
+            }
+        }
+    });
+
+    let mut child = child.0.take().unwrap();
+    let _ = child.kill();
+    let out = child.wait_with_output().unwrap();
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert!(!stderr.contains("panicked"), "{stderr}");
+    match link_dropped {
+        Some(dropped) => assert!(!dropped, "AMI link dropped after login:\n{stderr}"),
+        None => {
+            // Refused at start: must be a clean config error.
+            assert_eq!(out.status.code(), Some(1), "{stderr}");
+            assert!(
+                stderr.contains(&format!("{}:3: [ami] ping = ", conf.display())),
+                "{stderr}"
             );
         }
     }

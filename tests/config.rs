@@ -197,7 +197,7 @@ fn invalid_values_name_file_line_section_key_and_value() {
     let cases = [
         (
             "bad-ami-port.conf",
-            r#"4: [ami] port = "\"abc\"": not a port number (1-65535)"#,
+            r#"4: [ami] port = "abc": not a port number (1-65535)"#,
         ),
         (
             "bad-control-port.conf",
@@ -205,11 +205,11 @@ fn invalid_values_name_file_line_section_key_and_value() {
         ),
         (
             "bad-rule.conf",
-            r#"4: [iptables] rule = "\"ACCEPT\"": expected DROP, REJECT or REJECT --reject-with TYPE"#,
+            r#"4: [iptables] rule = "ACCEPT": expected DROP, REJECT or REJECT --reject-with TYPE"#,
         ),
         (
             "bad-ban-word.conf",
-            r#"3: [timer] ban = "\"soon\"": not a duration (e.g. 600, 10m, 1h, 1d)"#,
+            r#"3: [timer] ban = "soon": not a duration (e.g. 600, 10m, 1h, 1d)"#,
         ),
         (
             "bad-ban-zero.conf",
@@ -217,19 +217,19 @@ fn invalid_values_name_file_line_section_key_and_value() {
         ),
         (
             "bad-chain-space.conf",
-            r#"2: [iptables] chain = "\"sipban udp\"": a chain name is 1-28 letters, digits, '-' or '_'"#,
+            r#"2: [iptables] chain = "sipban udp": a chain name is 1-28 letters, digits, '-' or '_'"#,
         ),
         (
             "bad-chain-long.conf",
-            r#"4: [iptables] chain = "\"sipban-udp-chain-name-too-long\"": a chain name is 1-28 letters, digits, '-' or '_'"#,
+            r#"4: [iptables] chain = "sipban-udp-chain-name-too-long": a chain name is 1-28 letters, digits, '-' or '_'"#,
         ),
         (
             "bad-control-address.conf",
-            r#"3: [control] address = "\"localhost\"": not an IP address"#,
+            r#"3: [control] address = "localhost": not an IP address"#,
         ),
         (
             "bad-scope.conf",
-            r#"3: [iptables] scope = "\"-p udp --dport 5060 -j ACCEPT\"": -j is not allowed in a scope: sipban adds the jump itself"#,
+            r#"3: [iptables] scope = "-p udp --dport 5060 -j ACCEPT": -j is not allowed in a scope: sipban adds the jump itself"#,
         ),
     ];
     for (name, tail) in cases {

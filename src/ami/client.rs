@@ -322,7 +322,9 @@ impl Client {
     async fn serve(&mut self, framed: &mut Framed<TcpStream, AmiCodec>) -> Option<AmiError> {
         let mut pending: HashMap<String, (Instant, Option<PingReply>)> = HashMap::new();
         let ping_every = self.settings.ping_interval;
-        let mut next_ping = ping_every.map(|d| Instant::now() + d);
+        // An interval too large for the clock means: never.
+        let after = |d: Duration| Instant::now().checked_add(d);
+        let mut next_ping = ping_every.and_then(after);
         let reply_timeout = self.settings.reply_timeout;
         loop {
             let oldest = pending.values().map(|(sent, _)| *sent).min();
@@ -359,7 +361,7 @@ impl Client {
                         return Some(e);
                     }
                     pending.insert(id, (Instant::now(), None));
-                    next_ping = ping_every.map(|d| Instant::now() + d);
+                    next_ping = ping_every.and_then(after);
                 }
                 Some(reply) = self.pings.recv() => {
                     let id = self.action_id("ping");

@@ -106,7 +106,7 @@ impl BanManager {
 
     /// Bans `ip` for the configured time (or extends its ban).
     pub fn ban(&self, ip: IpAddr, reason: &str) -> Upsert {
-        let expires = self.clock.now() + self.ban_time.as_secs();
+        let expires = self.clock.now().saturating_add(self.ban_time.as_secs());
         self.ban_until(ip, expires, reason, 1)
     }
 
