@@ -949,6 +949,15 @@ fn attacker_socket(local: &str, target: SocketAddr) -> UdpSocket {
     s
 }
 
+/// A receive timeout. A signal landing in a receive with SO_RCVTIMEO gives
+/// EINTR even with SA_RESTART, so that counts as nothing received too.
+fn nothing_yet(e: &io::Error) -> bool {
+    matches!(
+        e.kind(),
+        ErrorKind::WouldBlock | ErrorKind::TimedOut | ErrorKind::Interrupted
+    )
+}
+
 /// Sends from `from` until `listener` gets one of its datagrams.
 fn assert_reaches(from: &UdpSocket, listener: &UdpSocket, when: &str) {
     let me = from.local_addr().unwrap();
@@ -974,7 +983,7 @@ fn assert_reaches(from: &UdpSocket, listener: &UdpSocket, when: &str) {
                     return;
                 }
                 Ok(_) => {}
-                Err(e) if matches!(e.kind(), ErrorKind::WouldBlock | ErrorKind::TimedOut) => {}
+                Err(e) if nothing_yet(&e) => {}
                 Err(e) => panic!("{when}: listener: {e}"),
             }
         }
@@ -996,7 +1005,7 @@ fn assert_rejected(from: &UdpSocket, listener: &UdpSocket, when: &str) {
         }
         match from.recv(&mut buf) {
             Err(e) if e.kind() == ErrorKind::ConnectionRefused => refused = true,
-            Err(e) if matches!(e.kind(), ErrorKind::WouldBlock | ErrorKind::TimedOut) => {}
+            Err(e) if nothing_yet(&e) => {}
             other => panic!("{when}: unexpected reply to {me}: {other:?}"),
         }
     }
@@ -1004,7 +1013,7 @@ fn assert_rejected(from: &UdpSocket, listener: &UdpSocket, when: &str) {
     while Instant::now() < wait {
         match listener.recv_from(&mut buf) {
             Ok((_, src)) => assert_ne!(src, me, "{when}: a banned datagram got through"),
-            Err(e) if matches!(e.kind(), ErrorKind::WouldBlock | ErrorKind::TimedOut) => {}
+            Err(e) if nothing_yet(&e) => {}
             Err(e) => panic!("{when}: listener: {e}"),
         }
     }

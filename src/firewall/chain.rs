@@ -117,8 +117,7 @@ impl ChainBackend {
             .chain_exists(TABLE, chain)
             .map_err(err(format!("{} -S {chain}", fam.label)))?;
         if exists {
-            let stale = ipt
-                .list(TABLE, chain)
+            let stale = list_rules(&ipt, chain)
                 .map(|rules| rules.iter().filter(|r| r.contains(" -s ")).count())
                 .unwrap_or(0);
             ipt.flush_chain(TABLE, chain)
@@ -247,9 +246,7 @@ impl Backend for ChainBackend {
             let Some(ipt) = fam.ipt.as_ref() else {
                 continue;
             };
-            let rules = ipt
-                .list(TABLE, &chain)
-                .map_err(err(format!("{} -S {chain}", fam.label)))?;
+            let rules = list_rules(ipt, &chain)?;
             out.extend(rules.iter().filter_map(|r| parse_source(r)));
         }
         Ok(out)
@@ -283,6 +280,29 @@ impl Backend for ChainBackend {
         }
         first_error.map_or(Ok(()), Err)
     }
+}
+
+/// `iptables -S chain`, failing on a non-zero exit (the crate's `list`
+/// ignores the exit status and, in numeric mode, passes `-n`, which `-S`
+/// rejects).
+fn list_rules(ipt: &IPTables, chain: &str) -> Result<Vec<String>, FirewallError> {
+    let out = Command::new(ipt.cmd)
+        .args(["-w", "-t", TABLE, "-S", chain])
+        .output()
+        .map_err(|e| FirewallError::Command {
+            what: format!("{} -S {chain}", ipt.cmd),
+            detail: e.to_string(),
+        })?;
+    if !out.status.success() {
+        return Err(FirewallError::Command {
+            what: format!("{} -S {chain}", ipt.cmd),
+            detail: String::from_utf8_lossy(&out.stderr).trim().to_string(),
+        });
+    }
+    Ok(String::from_utf8_lossy(&out.stdout)
+        .lines()
+        .map(str::to_string)
+        .collect())
 }
 
 /// The source address of a `-A chain -s 192.0.2.1/32 -j DROP` line.
