@@ -82,7 +82,11 @@ pub fn init(file: Option<&Path>, stderr: bool, verbose: bool) -> Result<LogGuard
                 path: path.to_path_buf(),
                 source,
             })?;
-        let (writer, guard) = tracing_appender::non_blocking(f);
+        // Block rather than drop lines when the writer falls behind: the log
+        // is the audit trail of every ban.
+        let (writer, guard) = tracing_appender::non_blocking::NonBlockingBuilder::default()
+            .lossy(false)
+            .finish(f);
         guards.push(guard);
         layers.push(
             tracing_subscriber::fmt::layer()
