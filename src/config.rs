@@ -12,7 +12,7 @@ use configparser::ini::{Ini, IniDefault};
 use thiserror::Error;
 
 use crate::ami::Secret;
-use crate::firewall::{Action, Scope};
+use crate::firewall::{Action, Hook, Ownership, Scope};
 
 #[derive(Debug, Error)]
 pub enum ConfigError {
@@ -67,6 +67,57 @@ pub struct IptablesConfig {
     pub dump: PathBuf,
 }
 
+/// Which firewall backend to use.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum BackendKind {
+    /// nftables if `nft` works, else ipset, else chain.
+    Auto,
+    Nftables,
+    Ipset,
+    /// The original's rule-per-IP chain (the default, for compatibility).
+    Chain,
+}
+
+impl BackendKind {
+    fn parse(s: &str) -> Result<BackendKind, String> {
+        match s.to_ascii_lowercase().as_str() {
+            "auto" => Ok(BackendKind::Auto),
+            "nftables" | "nft" => Ok(BackendKind::Nftables),
+            "ipset" => Ok(BackendKind::Ipset),
+            "chain" | "iptables" => Ok(BackendKind::Chain),
+            _ => Err("expected auto, nftables, ipset or chain".into()),
+        }
+    }
+}
+
+impl fmt::Display for BackendKind {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(match self {
+            BackendKind::Auto => "auto",
+            BackendKind::Nftables => "nftables",
+            BackendKind::Ipset => "ipset",
+            BackendKind::Chain => "chain",
+        })
+    }
+}
+
+/// `[firewall]`: new in sipban; every key optional.
+#[derive(Clone, Debug)]
+pub struct FirewallConfig {
+    pub backend: BackendKind,
+    pub hook: Hook,
+    pub mode: Ownership,
+    /// nftables table, `FAMILY NAME`.
+    pub table: String,
+    /// Set names; default `<chain>-v4` / `<chain>-v6`.
+    pub set4: String,
+    pub set6: String,
+    /// How often the firewall is checked for drift; `None` disables.
+    pub check_interval: Option<Duration>,
+    /// Delete a new ban's conntrack entries.
+    pub conntrack: bool,
+}
+
 #[derive(Clone, Debug)]
 pub struct Config {
     /// The file this came from (`None`: built-in defaults).
@@ -75,6 +126,7 @@ pub struct Config {
     pub control: ControlConfig,
     pub ban_time: Duration,
     pub iptables: IptablesConfig,
+    pub firewall: FirewallConfig,
     pub log_file: PathBuf,
 }
 
@@ -103,6 +155,16 @@ impl Default for Config {
                 white_list: "/etc/sipban.wl".into(),
                 dump: "/etc/sipban.dump".into(),
             },
+            firewall: FirewallConfig {
+                backend: BackendKind::Chain,
+                hook: Hook::Raw,
+                mode: Ownership::Own,
+                table: "inet sipban".into(),
+                set4: "sipban-udp-v4".into(),
+                set6: "sipban-udp-v6".into(),
+                check_interval: Some(Duration::from_secs(60)),
+                conntrack: true,
+            },
             log_file: "/var/log/sipban.log".into(),
         }
     }
@@ -127,6 +189,19 @@ const KNOWN: &[(&str, &[&str])] = &[
         ],
     ),
     ("log", &["file"]),
+    (
+        "firewall",
+        &[
+            "backend",
+            "hook",
+            "mode",
+            "table",
+            "set4",
+            "set6",
+            "check_interval",
+            "conntrack",
+        ],
+    ),
     ("flood", &["count", "interval"]),
 ];
 
@@ -263,6 +338,29 @@ impl Config {
         set!("iptables", "white_list", c.iptables.white_list, parse_path);
         set!("iptables", "dump", c.iptables.dump, parse_path);
         set!("log", "file", c.log_file, parse_path);
+        c.firewall.set4 = format!("{}-v4", c.iptables.chain);
+        c.firewall.set6 = format!("{}-v6", c.iptables.chain);
+        set!(
+            "firewall",
+            "backend",
+            c.firewall.backend,
+            BackendKind::parse
+        );
+        set!("firewall", "hook", c.firewall.hook, |v: &str| Hook::parse(
+            v
+        )
+        .map_err(|e| e.0));
+        set!("firewall", "mode", c.firewall.mode, Ownership::parse);
+        set!("firewall", "table", c.firewall.table, parse_table);
+        set!("firewall", "set4", c.firewall.set4, parse_set_name);
+        set!("firewall", "set6", c.firewall.set6, parse_set_name);
+        set!(
+            "firewall",
+            "check_interval",
+            c.firewall.check_interval,
+            |v: &str| { parse_duration(v).map(|d| Some(d).filter(|d| !d.is_zero())) }
+        );
+        set!("firewall", "conntrack", c.firewall.conntrack, parse_bool);
         Ok(Loaded {
             config: c,
             warnings,
@@ -372,6 +470,42 @@ fn parse_chain(v: &str) -> Result<String, String> {
     }
 }
 
+/// `FAMILY NAME` (`inet sipban`); a bare name means `inet NAME`.
+fn parse_table(v: &str) -> Result<String, String> {
+    let words: Vec<&str> = v.split_whitespace().collect();
+    let (family, name) = match words.as_slice() {
+        [name] => ("inet", *name),
+        [family, name] => (*family, *name),
+        _ => return Err("expected FAMILY NAME, e.g. inet sipban".into()),
+    };
+    if !matches!(family, "inet" | "ip" | "ip6") {
+        return Err("family must be inet, ip or ip6".into());
+    }
+    parse_set_name(name).map(|n| format!("{family} {n}"))
+}
+
+/// ipset/nftables names: up to 31 letters, digits, `-`, `_`, `.`.
+fn parse_set_name(v: &str) -> Result<String, String> {
+    let ok = !v.is_empty()
+        && v.len() <= 31
+        && v.chars()
+            .all(|c| c.is_ascii_alphanumeric() || "-_.".contains(c))
+        && !v.starts_with('-');
+    if ok {
+        Ok(v.to_string())
+    } else {
+        Err("a name is 1-31 letters, digits, '-', '_' or '.'".into())
+    }
+}
+
+fn parse_bool(v: &str) -> Result<bool, String> {
+    match v.to_ascii_lowercase().as_str() {
+        "yes" | "true" | "on" | "1" => Ok(true),
+        "no" | "false" | "off" | "0" => Ok(false),
+        _ => Err("expected yes or no".into()),
+    }
+}
+
 /// Longest accepted duration: keeps every `now + duration` far from overflow.
 pub const MAX_DURATION: u64 = 100 * 365 * 86400;
 
@@ -426,6 +560,20 @@ impl fmt::Display for Config {
         writeln!(f, "rule6 = \"{}\"", c.iptables.rule6)?;
         writeln!(f, "white_list = \"{}\"", c.iptables.white_list.display())?;
         writeln!(f, "dump = \"{}\"", c.iptables.dump.display())?;
+        writeln!(f, "\n[firewall]")?;
+        writeln!(f, "backend = \"{}\"", c.firewall.backend)?;
+        writeln!(f, "hook = \"{}\"", c.firewall.hook)?;
+        writeln!(f, "mode = \"{}\"", c.firewall.mode)?;
+        writeln!(f, "table = \"{}\"", c.firewall.table)?;
+        writeln!(f, "set4 = \"{}\"", c.firewall.set4)?;
+        writeln!(f, "set6 = \"{}\"", c.firewall.set6)?;
+        writeln!(
+            f,
+            "check_interval = {}",
+            c.firewall.check_interval.map_or(0, secs)
+        )?;
+        let yn = if c.firewall.conntrack { "yes" } else { "no" };
+        writeln!(f, "conntrack = {yn}")?;
         writeln!(f, "\n[log]")?;
         writeln!(f, "file = \"{}\"", c.log_file.display())
     }

@@ -16,10 +16,15 @@ use tokio_util::sync::CancellationToken;
 use crate::ami::{self, AmiHandle, AmiSettings, Backoff};
 use crate::bans::{BanManager, DumpError};
 use crate::clock::Clock;
-use crate::config::Config;
+use crate::config::{BackendKind, Config};
 use crate::console::{self, ConsoleContext};
 use crate::event::SecurityEvent;
-use crate::firewall::{Backend, Firewall, FirewallError};
+use crate::firewall::chain::ChainSettings;
+use crate::firewall::exec::tool;
+use crate::firewall::{
+    ApplierOptions, Backend, ChainBackend, DryRun, Firewall, FirewallError, Hook, IpsetBackend,
+    NftBackend, SetSettings,
+};
 use crate::policy::{Policy, Verdict, Whitelist};
 
 /// Everything the daemon needs, already validated.
@@ -35,6 +40,10 @@ pub struct Settings {
     /// Addresses of the AMI host: never banned.
     pub ami_hosts: Vec<IpAddr>,
     pub chain: String,
+    /// Drift check period; `None` disables.
+    pub firewall_check: Option<Duration>,
+    /// `conntrack` tool for deleting a new ban's flows; `None` disables.
+    pub conntrack: Option<String>,
 }
 
 impl Settings {
@@ -56,7 +65,62 @@ impl Settings {
             whitelist_path: Some(c.iptables.white_list.clone()),
             ami_hosts,
             chain: c.iptables.chain.clone(),
+            firewall_check: c.firewall.check_interval,
+            conntrack: c
+                .firewall
+                .conntrack
+                .then(|| tool(&c.iptables.path, "conntrack")),
         }
+    }
+}
+
+/// The backend `[firewall] backend` asks for (`auto`: nftables if `nft`
+/// works, else ipset, else chain); the dry-run one with `--dry-run`.
+pub fn build_backend(c: &Config, dry_run: bool) -> Box<dyn Backend> {
+    if dry_run {
+        return Box::new(DryRun::new());
+    }
+    let dir = &c.iptables.path;
+    let kind = match c.firewall.backend {
+        BackendKind::Auto if NftBackend::available(dir) => BackendKind::Nftables,
+        BackendKind::Auto if IpsetBackend::available(dir) => BackendKind::Ipset,
+        BackendKind::Auto => BackendKind::Chain,
+        k => k,
+    };
+    tracing::info!(
+        "FIREWALL => {kind} backend ([firewall] backend = {})",
+        c.firewall.backend
+    );
+    let sets = SetSettings {
+        bin_dir: dir.clone(),
+        table: c.firewall.table.clone(),
+        set4: c.firewall.set4.clone(),
+        set6: c.firewall.set6.clone(),
+        scope: c.iptables.scope.clone(),
+        action4: c.iptables.rule.clone(),
+        action6: c.iptables.rule6.clone(),
+        hook: c.firewall.hook,
+        mode: c.firewall.mode,
+    };
+    if kind != BackendKind::Chain
+        && c.firewall.hook == Hook::Raw
+        && c.iptables.rule != crate::firewall::Action::Drop
+    {
+        tracing::info!(
+            "FIREWALL => rule {} applies as DROP before conntrack (hook = raw); set [firewall] hook = filter to REJECT",
+            c.iptables.rule
+        );
+    }
+    match kind {
+        BackendKind::Nftables => Box::new(NftBackend::new(sets)),
+        BackendKind::Ipset => Box::new(IpsetBackend::new(sets)),
+        _ => Box::new(ChainBackend::new(ChainSettings {
+            path: dir.clone(),
+            chain: c.iptables.chain.clone(),
+            scope: c.iptables.scope.clone(),
+            action_v4: c.iptables.rule.clone(),
+            action_v6: c.iptables.rule6.clone(),
+        })),
     }
 }
 
@@ -122,7 +186,13 @@ impl Daemon {
                 addr: settings.console,
                 source,
             })?;
-        let firewall = Firewall::start(backend).await?;
+        let firewall = Firewall::start_with(
+            backend,
+            ApplierOptions {
+                conntrack: settings.conntrack.clone(),
+            },
+        )
+        .await?;
         let bans = BanManager::new(firewall, clock, settings.ban_time, settings.dump.clone());
         let policy = Arc::new(Policy::new(
             settings.whitelist.clone(),
@@ -141,6 +211,13 @@ impl Daemon {
             watch("expiry").spawn(Arc::clone(&bans).run_expiry(shutdown.clone())),
             watch("dump writer").spawn(Arc::clone(&bans).run_dump_writer(shutdown.clone())),
         ];
+
+        if let Some(every) = settings.firewall_check {
+            tasks.push(
+                watch("firewall check")
+                    .spawn(Arc::clone(&bans).run_firewall_check(every, shutdown.clone())),
+            );
+        }
 
         let (events_tx, events_rx) = mpsc::channel(10_000);
         let (ami, ami_task) = ami::client::spawn(settings.ami.clone(), events_tx, shutdown.clone());

@@ -11,9 +11,7 @@ use tokio::signal::unix::{SignalKind, signal};
 
 use sipban::clock::Clock;
 use sipban::config::{Config, Loaded};
-use sipban::daemon::{Daemon, Settings, resolve_ami_host};
-use sipban::firewall::chain::ChainSettings;
-use sipban::firewall::{Backend, ChainBackend, DryRun};
+use sipban::daemon::{Daemon, Settings, build_backend, resolve_ami_host};
 use sipban::policy::{Policy, Whitelist};
 
 const DEFAULT_CONFIG: &str = "/etc/sipban.conf";
@@ -157,17 +155,7 @@ async fn daemon(cli: &Cli) -> Result<()> {
         tracing::warn!("{w}");
     }
     let hosts = resolve_ami_host(&c.ami.host, c.ami.port).await;
-    let backend: Box<dyn Backend> = if cli.dry_run {
-        Box::new(DryRun::new())
-    } else {
-        Box::new(ChainBackend::new(ChainSettings {
-            path: c.iptables.path.clone(),
-            chain: c.iptables.chain.clone(),
-            scope: c.iptables.scope.clone(),
-            action_v4: c.iptables.rule.clone(),
-            action_v6: c.iptables.rule6.clone(),
-        }))
-    };
+    let backend = build_backend(&c, cli.dry_run);
     let settings = Settings::from_config(&c, wl, hosts);
     let daemon = match Daemon::start(settings, backend, Clock::system()).await {
         Ok(d) => d,

@@ -43,6 +43,8 @@ fn settings(ami: &FakeAmi, dump: &Path, wl: Whitelist) -> Settings {
         whitelist_path: None,
         ami_hosts: vec![ip("127.0.0.1")],
         chain: "sipban-udp".into(),
+        firewall_check: None,
+        conntrack: None,
     }
 }
 

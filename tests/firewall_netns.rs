@@ -724,6 +724,8 @@ fn daemon_settings(ami: &FakeAmi, dump: &Path) -> Settings {
         whitelist_path: None,
         ami_hosts: vec![ip("127.0.0.1")],
         chain: CHAIN.into(),
+        firewall_check: None,
+        conntrack: None,
     }
 }
 

@@ -18,9 +18,12 @@ use tokio::sync::Notify;
 use tokio_util::sync::CancellationToken;
 
 use crate::clock::{Clock, UnixTime};
-use crate::firewall::Firewall;
+use crate::firewall::{Firewall, FirewallError, Reconciled};
 pub use persist::{DumpEntry, DumpError};
 pub use store::{Ban, BanStore, Upsert};
+
+/// Restored bans logged one by one; beyond this, a count.
+const LOG_EACH: usize = 100;
 
 /// How long after a change the dump is written (kill -9 loses at most this).
 pub const DUMP_DELAY: Duration = Duration::from_millis(200);
@@ -231,34 +234,58 @@ impl BanManager {
         let Some(entries) = entries else {
             return Ok(None);
         };
-        Ok(Some(self.restore_entries(entries, protected)))
+        Ok(Some(self.restore_entries(entries, protected).await))
     }
 
-    pub fn restore_entries(
+    /// Bans every unexpired entry and then makes the firewall hold exactly
+    /// the active bans in one reconcile: one batch however many entries,
+    /// and after a crash the kernel's leftovers are taken over (missing
+    /// ones added, stale ones removed).
+    pub async fn restore_entries(
         &self,
         entries: Vec<DumpEntry>,
         protected: impl Fn(IpAddr) -> Option<String>,
     ) -> Restored {
         let now = self.clock.now();
         let mut report = Restored::default();
-        for e in entries {
-            if e.expiry <= now {
-                report.expired += 1;
-                continue;
-            }
-            if let Some(why) = protected(e.ip) {
-                tracing::warn!("RESTORE => {} not restored: {why}", e.ip);
-                report.spared.push((e.ip, why));
-                continue;
-            }
-            match self.ban_until(e.ip, e.expiry, &e.reason, e.count) {
-                Upsert::Extended => report.present += 1,
-                _ => {
-                    if let Some(ban) = self.get(e.ip) {
-                        report.added.push(ban);
-                    }
+        let (tx, rx) = tokio::sync::oneshot::channel();
+        let wake = {
+            let mut store = self.lock();
+            let earliest = store.next_deadline();
+            for e in entries {
+                let ip = e.ip.to_canonical();
+                if e.expiry <= now {
+                    report.expired += 1;
+                    continue;
+                }
+                if let Some(why) = protected(ip) {
+                    tracing::warn!("RESTORE => {ip} not restored: {why}");
+                    report.spared.push((ip, why));
+                    continue;
+                }
+                match store.upsert(ip, e.expiry, &e.reason, e.count) {
+                    Upsert::Extended => report.present += 1,
+                    _ => report.added.extend(store.get(&ip).cloned()),
                 }
             }
+            self.firewall.send_reconcile(Self::desired(&store, now), tx);
+            earliest != store.next_deadline()
+        };
+        if wake {
+            self.expiry_changed.notify_one();
+        }
+        self.dirty.notify_one();
+        for ban in report.added.iter().take(LOG_EACH) {
+            tracing::info!("BLOCK => {} ({})", ban.ip, ban.reason);
+        }
+        if report.added.len() > LOG_EACH {
+            tracing::info!("BLOCK => ... and {} more", report.added.len() - LOG_EACH);
+        }
+        match rx.await {
+            Ok(Ok(r)) if !r.in_sync() => tracing::info!("FIREWALL => {r}"),
+            Ok(Ok(_)) => {}
+            Ok(Err(e)) => tracing::error!("FIREWALL => restore not fully applied: {e}"),
+            Err(_) => tracing::error!("FIREWALL => applier stopped during restore"),
         }
         tracing::info!(
             "RESTORE => {} bans restored, {} expired, {} already present",
@@ -267,6 +294,54 @@ impl BanManager {
             report.present
         );
         report
+    }
+
+    /// Active bans with their remaining time, for the firewall.
+    fn desired(store: &BanStore, now: UnixTime) -> Vec<(IpAddr, Duration)> {
+        store
+            .by_expiry()
+            .into_iter()
+            .filter(|b| b.active)
+            .map(|b| {
+                (
+                    b.ip,
+                    Duration::from_secs(b.expires.saturating_sub(now).max(1)),
+                )
+            })
+            .collect()
+    }
+
+    /// Compares the firewall with the store and repairs any drift (our
+    /// objects flushed or deleted, elements missing or extra).
+    pub async fn check_firewall(&self) -> Result<Reconciled, FirewallError> {
+        let (tx, rx) = tokio::sync::oneshot::channel();
+        {
+            let store = self.lock();
+            self.firewall
+                .send_reconcile(Self::desired(&store, self.clock.now()), tx);
+        }
+        let report = rx.await.map_err(|_| FirewallError::Stopped)??;
+        if !report.in_sync() {
+            tracing::warn!("CHECK => firewall drifted: {report}");
+        }
+        Ok(report)
+    }
+
+    /// Runs [`Self::check_firewall`] every `every` until shutdown.
+    pub async fn run_firewall_check(self: Arc<Self>, every: Duration, shutdown: CancellationToken) {
+        let mut tick = tokio::time::interval(every);
+        tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+        tick.tick().await;
+        loop {
+            tokio::select! {
+                _ = tick.tick() => {
+                    if let Err(e) = self.check_firewall().await {
+                        tracing::error!("CHECK => {e}");
+                    }
+                }
+                _ = shutdown.cancelled() => return,
+            }
+        }
     }
 
     /// Removes bans as they expire. Sleeps until the earliest expiry or

@@ -14,6 +14,8 @@ pub enum Command {
     Ping,
     Uptime,
     Wl,
+    /// Compare the firewall with the bans and repair drift.
+    CheckFirewall,
     Help,
     Quit,
     /// An empty line: just a new prompt.
@@ -50,6 +52,7 @@ impl Command {
             "ping" => no_args(Command::Ping),
             "uptime" => no_args(Command::Uptime),
             "wl" => no_args(Command::Wl),
+            "check-firewall" => no_args(Command::CheckFirewall),
             "help" => Command::Help,
             "exit" | "quit" => Command::Quit,
             _ => Command::Error(format!("Invalid command: {}", line.trim())),
@@ -103,6 +106,7 @@ mod tests {
         assert_eq!(Command::parse("QUIT"), Command::Quit);
         assert_eq!(Command::parse(""), Command::Nothing);
         assert_eq!(Command::parse("wl"), Command::Wl);
+        assert_eq!(Command::parse("check-firewall"), Command::CheckFirewall);
     }
 
     #[test]

@@ -247,6 +247,10 @@ pub async fn execute(ctx: &ConsoleContext, cmd: Command) -> Option<String> {
                 false => format!("{net}\n"),
             })
             .collect(),
+        Command::CheckFirewall => match ctx.bans.check_firewall().await {
+            Ok(report) => format!("{report}\n"),
+            Err(e) => format!("firewall check failed: {e}\n"),
+        },
         Command::Help => help(&ctx.chain),
     };
     Some(reply)
@@ -263,6 +267,7 @@ fn help(chain: &str) -> String {
          ping                 => Send ping to Asterisk AMI\n\
          uptime               => show the program uptime\n\
          wl                   => show white list ip address\n\
+         check-firewall       => compare the firewall with the bans, repair drift\n\
          exit/quit            => exit console session\n"
     )
 }

@@ -242,14 +242,49 @@ impl Backend for ChainBackend {
     fn list(&mut self) -> Result<Vec<IpAddr>, FirewallError> {
         let chain = self.settings.chain.clone();
         let mut out = Vec::new();
-        for fam in [&self.v4, &self.v6] {
+        for fam in [&mut self.v4, &mut self.v6] {
             let Some(ipt) = fam.ipt.as_ref() else {
                 continue;
             };
             let rules = list_rules(ipt, &chain)?;
-            out.extend(rules.iter().filter_map(|r| parse_source(r)));
+            let ips: Vec<IpAddr> = rules.iter().filter_map(|r| parse_source(r)).collect();
+            fam.known = ips.iter().copied().collect();
+            out.extend(ips);
         }
         Ok(out)
+    }
+
+    fn repair(&mut self) -> Result<Vec<String>, FirewallError> {
+        let chain = self.settings.chain.clone();
+        let jump = self.jump_rule();
+        let mut repaired = Vec::new();
+        for fam in [&mut self.v4, &mut self.v6] {
+            let Some(ipt) = fam.ipt.as_ref() else {
+                continue;
+            };
+            let label = fam.label;
+            let fail = |what: &str| err(format!("{label} {what}"));
+            let exists = ipt.chain_exists(TABLE, &chain).map_err(fail("-L"))?;
+            if !exists {
+                ipt.new_chain(TABLE, &chain).map_err(fail("-N"))?;
+                fam.known.clear();
+                repaired.push(format!("{label} chain {chain}"));
+            }
+            let rules = list_rules(ipt, &chain)?;
+            if rules.last().map(|r| r.trim()) != Some(format!("-A {chain} -j RETURN").as_str()) {
+                ipt.delete_all(TABLE, &chain, "-j RETURN")
+                    .map_err(fail("-D RETURN"))?;
+                ipt.append(TABLE, &chain, "-j RETURN")
+                    .map_err(fail("-A RETURN"))?;
+                repaired.push(format!("{label} RETURN rule"));
+            }
+            if !ipt.exists(TABLE, HOOK, &jump).map_err(fail("-C INPUT"))? {
+                ipt.insert(TABLE, HOOK, &jump, 1)
+                    .map_err(fail("-I INPUT"))?;
+                repaired.push(format!("{label} INPUT jump"));
+            }
+        }
+        Ok(repaired)
     }
 
     fn shutdown(&mut self) -> Result<(), FirewallError> {

@@ -4,10 +4,15 @@
 //! (firewall tools are blocking processes).
 
 pub mod chain;
+pub mod conntrack;
 pub mod dryrun;
+pub mod exec;
+pub mod ipset;
+pub mod nftables;
 pub mod rule;
+pub mod sets;
 
-use std::collections::HashMap;
+use std::collections::{HashMap, HashSet};
 use std::net::IpAddr;
 use std::thread;
 use std::time::Duration;
@@ -17,7 +22,10 @@ use tokio::sync::{mpsc, oneshot};
 
 pub use chain::ChainBackend;
 pub use dryrun::{DryRun, DryRunLog, DryRunOp};
-pub use rule::{Action, Scope};
+pub use ipset::IpsetBackend;
+pub use nftables::NftBackend;
+pub use rule::{Action, Hook, Scope};
+pub use sets::{Ownership, SetSettings};
 
 #[derive(Debug, Error)]
 pub enum FirewallError {
@@ -53,13 +61,62 @@ pub trait Backend: Send + 'static {
     fn commit(&mut self) -> Result<(), FirewallError>;
     /// The banned addresses the kernel holds right now.
     fn list(&mut self) -> Result<Vec<IpAddr>, FirewallError>;
+    /// Recreates our objects if someone removed them (drift); returns what
+    /// was repaired. Elements are re-added by the caller's reconcile.
+    fn repair(&mut self) -> Result<Vec<String>, FirewallError> {
+        Ok(Vec::new())
+    }
     /// Removes everything `init` created, leaving the firewall as found.
     fn shutdown(&mut self) -> Result<(), FirewallError>;
+}
+
+/// What a reconcile found and did.
+#[derive(Debug, Default, Clone, PartialEq, Eq)]
+pub struct Reconciled {
+    /// Objects (table, set, chain, rule) that were missing and recreated.
+    pub repaired: Vec<String>,
+    /// Bans missing from the kernel, added again.
+    pub added: usize,
+    /// Kernel entries we do not hold, removed.
+    pub removed: usize,
+}
+
+impl Reconciled {
+    pub fn in_sync(&self) -> bool {
+        self.repaired.is_empty() && self.added == 0 && self.removed == 0
+    }
+}
+
+impl std::fmt::Display for Reconciled {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        if self.in_sync() {
+            return f.write_str("firewall in sync");
+        }
+        if !self.repaired.is_empty() {
+            write!(f, "repaired {}; ", self.repaired.join(", "))?;
+        }
+        write!(
+            f,
+            "{} bans re-added, {} stale entries removed",
+            self.added, self.removed
+        )
+    }
+}
+
+/// Options of the applier.
+#[derive(Clone, Debug, Default)]
+pub struct ApplierOptions {
+    /// `conntrack` tool used to delete a new ban's flows; `None` disables.
+    pub conntrack: Option<String>,
 }
 
 enum Op {
     Add(IpAddr, Duration),
     Delete(IpAddr),
+    Reconcile(
+        Vec<(IpAddr, Duration)>,
+        oneshot::Sender<Result<Reconciled, FirewallError>>,
+    ),
     Barrier(oneshot::Sender<()>),
     List(oneshot::Sender<Result<Vec<IpAddr>, FirewallError>>),
     Shutdown(oneshot::Sender<Result<(), FirewallError>>),
@@ -77,7 +134,14 @@ pub struct Firewall {
 
 impl Firewall {
     /// Runs `backend.init()` and starts the applier thread.
-    pub async fn start(mut backend: Box<dyn Backend>) -> Result<Firewall, FirewallError> {
+    pub async fn start(backend: Box<dyn Backend>) -> Result<Firewall, FirewallError> {
+        Self::start_with(backend, ApplierOptions::default()).await
+    }
+
+    pub async fn start_with(
+        mut backend: Box<dyn Backend>,
+        options: ApplierOptions,
+    ) -> Result<Firewall, FirewallError> {
         let name = backend.name();
         let (tx, rx) = mpsc::unbounded_channel();
         let (ready_tx, ready_rx) = oneshot::channel();
@@ -88,7 +152,10 @@ impl Firewall {
                 let ok = init.is_ok();
                 let _ = ready_tx.send(init);
                 if ok {
-                    applier(backend, rx);
+                    let flusher = options
+                        .conntrack
+                        .and_then(conntrack::ConntrackFlusher::start);
+                    applier(backend, rx, flusher);
                 }
             })
             .map_err(|e| FirewallError::Command {
@@ -129,6 +196,31 @@ impl Firewall {
             .send(Op::List(tx))
             .map_err(|_| FirewallError::Stopped)?;
         rx.await.map_err(|_| FirewallError::Stopped)?
+    }
+
+    /// Makes the kernel hold exactly `desired` (repairing our objects
+    /// first): the start-up takeover after a crash, and the drift check.
+    pub async fn reconcile(
+        &self,
+        desired: Vec<(IpAddr, Duration)>,
+    ) -> Result<Reconciled, FirewallError> {
+        let (tx, rx) = oneshot::channel();
+        self.send_reconcile(desired, tx);
+        rx.await.map_err(|_| FirewallError::Stopped)?
+    }
+
+    /// Queues a reconcile without waiting (keeps order with adds/deletes
+    /// queued under the same lock).
+    pub fn send_reconcile(
+        &self,
+        desired: Vec<(IpAddr, Duration)>,
+        reply: oneshot::Sender<Result<Reconciled, FirewallError>>,
+    ) {
+        if let Err(mpsc::error::SendError(Op::Reconcile(_, reply))) =
+            self.tx.send(Op::Reconcile(desired, reply))
+        {
+            let _ = reply.send(Err(FirewallError::Stopped));
+        }
     }
 
     /// Commits what is queued, then removes our objects; the thread ends.
@@ -204,22 +296,74 @@ impl Batch {
     }
 }
 
-fn commit(backend: &mut dyn Backend, batch: &mut Batch) {
+fn commit(
+    backend: &mut dyn Backend,
+    batch: &mut Batch,
+    flusher: Option<&conntrack::ConntrackFlusher>,
+) {
     if batch.len() == 0 {
         return;
     }
+    let mut new = Vec::new();
     for (ip, net) in batch.drain() {
         match net {
-            Net::Add(t) | Net::Readd(t) => backend.add(ip, t),
+            Net::Add(t) => {
+                backend.add(ip, t);
+                new.push(ip);
+            }
+            Net::Readd(t) => backend.add(ip, t),
             Net::Delete => backend.delete(ip),
         }
     }
-    if let Err(e) = backend.commit() {
-        tracing::error!("FIREWALL => {e}");
+    let failed: HashSet<IpAddr> = match backend.commit() {
+        Ok(()) => HashSet::new(),
+        Err(FirewallError::Elements(failures)) => {
+            for (ip, e) in &failures {
+                tracing::error!("FIREWALL => {ip}: {e}");
+            }
+            failures.into_iter().map(|(ip, _)| ip).collect()
+        }
+        Err(e) => {
+            tracing::error!("FIREWALL => {e}");
+            new.iter().copied().collect()
+        }
+    };
+    if let Some(flusher) = flusher {
+        for ip in new.into_iter().filter(|ip| !failed.contains(ip)) {
+            flusher.flush(ip);
+        }
     }
 }
 
-fn applier(mut backend: Box<dyn Backend>, mut rx: mpsc::UnboundedReceiver<Op>) {
+fn reconcile(
+    backend: &mut dyn Backend,
+    desired: Vec<(IpAddr, Duration)>,
+) -> Result<Reconciled, FirewallError> {
+    let repaired = backend.repair()?;
+    let kernel: HashSet<IpAddr> = backend.list()?.into_iter().collect();
+    let wanted: HashSet<IpAddr> = desired.iter().map(|(ip, _)| *ip).collect();
+    let mut report = Reconciled {
+        repaired,
+        ..Reconciled::default()
+    };
+    for (ip, t) in desired.into_iter().filter(|(ip, _)| !kernel.contains(ip)) {
+        backend.add(ip, t);
+        report.added += 1;
+    }
+    for ip in kernel.iter().filter(|ip| !wanted.contains(ip)) {
+        backend.delete(*ip);
+        report.removed += 1;
+    }
+    backend.commit()?;
+    Ok(report)
+}
+
+fn applier(
+    mut backend: Box<dyn Backend>,
+    mut rx: mpsc::UnboundedReceiver<Op>,
+    flusher: Option<conntrack::ConntrackFlusher>,
+) {
+    let flusher = flusher.as_ref();
     let mut batch = Batch::default();
     while let Some(first) = rx.blocking_recv() {
         let mut next = Some(first);
@@ -230,15 +374,19 @@ fn applier(mut backend: Box<dyn Backend>, mut rx: mpsc::UnboundedReceiver<Op>) {
                 Op::Add(ip, t) => batch.push_add(ip, t),
                 Op::Delete(ip) => batch.push_delete(ip),
                 Op::Barrier(done) => {
-                    commit(backend.as_mut(), &mut batch);
+                    commit(backend.as_mut(), &mut batch, flusher);
                     let _ = done.send(());
                 }
+                Op::Reconcile(desired, reply) => {
+                    commit(backend.as_mut(), &mut batch, flusher);
+                    let _ = reply.send(reconcile(backend.as_mut(), desired));
+                }
                 Op::List(reply) => {
-                    commit(backend.as_mut(), &mut batch);
+                    commit(backend.as_mut(), &mut batch, flusher);
                     let _ = reply.send(backend.list());
                 }
                 Op::Shutdown(reply) => {
-                    commit(backend.as_mut(), &mut batch);
+                    commit(backend.as_mut(), &mut batch, flusher);
                     let _ = reply.send(backend.shutdown());
                     return;
                 }
@@ -247,7 +395,7 @@ fn applier(mut backend: Box<dyn Backend>, mut rx: mpsc::UnboundedReceiver<Op>) {
                 next = rx.try_recv().ok();
             }
         }
-        commit(backend.as_mut(), &mut batch);
+        commit(backend.as_mut(), &mut batch, flusher);
     }
     // Every handle is gone without a shutdown: leave the bans in place.
 }

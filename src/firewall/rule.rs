@@ -125,6 +125,130 @@ impl Scope {
     pub fn args(&self) -> &[String] {
         &self.0
     }
+
+    /// The same match in nftables syntax, for the set backends. Only the
+    /// forms an operator writes for SIP are understood: `-p PROTO`,
+    /// `--dport N[:M]`, `-m multiport --dports A,B[:C]`, `-i IFACE`.
+    pub fn to_nft(&self) -> Result<String, RuleError> {
+        let mut proto: Option<&str> = None;
+        let mut ports: Vec<String> = Vec::new();
+        let mut iface: Option<&str> = None;
+        let mut words = self.0.iter().map(String::as_str);
+        let unsupported = |w: &str| {
+            RuleError(format!(
+                "scope word {w:?} has no nftables translation (use -p, --dport, --dports, -i)"
+            ))
+        };
+        while let Some(w) = words.next() {
+            let mut value = || {
+                words
+                    .next()
+                    .ok_or_else(|| RuleError(format!("{w} needs a value")))
+            };
+            match w {
+                "-p" | "--protocol" => {
+                    let p = value()?;
+                    if !matches!(p, "udp" | "tcp" | "sctp") {
+                        return Err(unsupported(p));
+                    }
+                    proto = Some(p);
+                }
+                "-m" | "--match" => {
+                    let m = value()?;
+                    if !matches!(m, "udp" | "tcp" | "sctp" | "multiport") {
+                        return Err(unsupported(m));
+                    }
+                }
+                "--dport" | "--destination-port" | "--dports" | "--destination-ports" => {
+                    for part in value()?.split(',') {
+                        let range = part.replace(':', "-");
+                        let ok = range.split('-').all(|n| n.parse::<u16>().is_ok());
+                        if !ok || range.is_empty() {
+                            return Err(RuleError(format!("bad port {part:?} in scope")));
+                        }
+                        ports.push(range);
+                    }
+                }
+                "-i" | "--in-interface" => iface = Some(value()?),
+                other => return Err(unsupported(other)),
+            }
+        }
+        let mut out = Vec::new();
+        if let Some(i) = iface {
+            out.push(format!("iifname \"{i}\""));
+        }
+        match (proto, ports.is_empty()) {
+            (Some(p), true) => out.push(format!("meta l4proto {p}")),
+            (Some(p), false) => out.push(format!("{p} dport {{ {} }}", ports.join(", "))),
+            (None, false) => return Err(RuleError("a port needs -p udp|tcp in the scope".into())),
+            (None, true) => {}
+        }
+        Ok(out.join(" "))
+    }
+}
+
+/// Where the set backends drop banned traffic.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Hook {
+    /// Before connection tracking (nftables prerouting at raw priority,
+    /// iptables `raw` PREROUTING): a flood creates no conntrack entries and
+    /// no earlier ESTABLISHED rule can let a banned source through. Only
+    /// DROP is possible there.
+    Raw,
+    /// nftables input hook / iptables `filter` INPUT: REJECT possible.
+    Filter,
+}
+
+impl Hook {
+    pub fn parse(s: &str) -> Result<Hook, RuleError> {
+        match s.to_ascii_lowercase().as_str() {
+            "raw" | "prerouting" => Ok(Hook::Raw),
+            "filter" | "input" => Ok(Hook::Filter),
+            _ => Err(RuleError("expected raw or filter".into())),
+        }
+    }
+}
+
+impl fmt::Display for Hook {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(match self {
+            Hook::Raw => "raw",
+            Hook::Filter => "filter",
+        })
+    }
+}
+
+impl Action {
+    /// The action usable at `hook`: REJECT exists only in the filter hook,
+    /// so in raw it becomes DROP.
+    pub fn at(&self, hook: Hook) -> Action {
+        match hook {
+            Hook::Raw => Action::Drop,
+            Hook::Filter => self.clone(),
+        }
+    }
+
+    /// nftables statement (inet family) for this action.
+    pub fn to_nft(&self) -> String {
+        match self {
+            Action::Drop => "drop".into(),
+            Action::Reject(None) => "reject".into(),
+            Action::Reject(Some(kind)) => match kind.as_str() {
+                "tcp-reset" => "reject with tcp reset".into(),
+                "icmp-net-unreachable" | "icmp6-no-route" | "no-route" => {
+                    "reject with icmpx type no-route".into()
+                }
+                "icmp-host-unreachable" | "icmp6-addr-unreachable" | "addr-unreach" => {
+                    "reject with icmpx type host-unreachable".into()
+                }
+                "icmp-port-unreachable"
+                | "icmp-proto-unreachable"
+                | "icmp6-port-unreachable"
+                | "port-unreach" => "reject with icmpx type port-unreachable".into(),
+                _ => "reject with icmpx type admin-prohibited".into(),
+            },
+        }
+    }
 }
 
 impl Default for Scope {
@@ -160,6 +284,42 @@ mod tests {
         assert!(Action::parse("ACCEPT", false).is_err());
         assert!(Action::parse("REJECT --reject-with icmp-port-unreachable", true).is_err());
         assert!(Action::parse("DROP; rm -rf /", false).is_err());
+    }
+
+    #[test]
+    fn scopes_translate_to_nft() {
+        assert_eq!(Scope::default().to_nft().unwrap(), "udp dport { 5060 }");
+        let s = Scope::parse("-i eth0 -p udp -m multiport --dports 5060,5061,10000:10010").unwrap();
+        assert_eq!(
+            s.to_nft().unwrap(),
+            "iifname \"eth0\" udp dport { 5060, 5061, 10000-10010 }"
+        );
+        assert_eq!(
+            Scope::parse("-p tcp").unwrap().to_nft().unwrap(),
+            "meta l4proto tcp"
+        );
+        assert_eq!(Scope::parse("").unwrap().to_nft().unwrap(), "");
+        assert!(Scope::parse("! -p udp").unwrap().to_nft().is_err());
+        assert!(Scope::parse("--dport 5060").unwrap().to_nft().is_err());
+        assert!(
+            Scope::parse("-p udp --dport 99999")
+                .unwrap()
+                .to_nft()
+                .is_err()
+        );
+    }
+
+    #[test]
+    fn actions_by_hook_and_in_nft() {
+        let reject = Action::parse("REJECT --reject-with icmp-port-unreachable", false).unwrap();
+        assert_eq!(reject.at(Hook::Raw), Action::Drop);
+        assert_eq!(
+            reject.at(Hook::Filter).to_nft(),
+            "reject with icmpx type port-unreachable"
+        );
+        assert_eq!(Action::Drop.to_nft(), "drop");
+        assert_eq!(Hook::parse("RAW"), Ok(Hook::Raw));
+        assert!(Hook::parse("mangle").is_err());
     }
 
     #[test]

@@ -1,0 +1,66 @@
+//! Running firewall tools: no shell, arguments as a list, optional stdin,
+//! the exit status always checked.
+
+use std::io::Write;
+use std::path::Path;
+use std::process::{Command, Stdio};
+
+use super::FirewallError;
+
+/// `dir/name` if it exists there, else `name` (found on $PATH).
+pub fn tool(dir: &str, name: &str) -> String {
+    if !dir.is_empty() {
+        let p = Path::new(dir).join(name);
+        if p.exists() {
+            return p.to_string_lossy().into_owned();
+        }
+    }
+    name.to_string()
+}
+
+/// Runs `cmd args`, feeding `stdin`; returns stdout or the tool's error text.
+pub fn run(cmd: &str, args: &[&str], stdin: Option<&[u8]>) -> Result<String, FirewallError> {
+    let what = || format!("{cmd} {}", args.join(" "));
+    let mut child = Command::new(cmd)
+        .args(args)
+        .stdin(if stdin.is_some() {
+            Stdio::piped()
+        } else {
+            Stdio::null()
+        })
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .map_err(|e| FirewallError::Unavailable {
+            tool: cmd.to_string(),
+            detail: e.to_string(),
+        })?;
+    if let (Some(input), Some(mut pipe)) = (stdin, child.stdin.take()) {
+        // A tool that exits early closes the pipe; its status tells why.
+        let _ = pipe.write_all(input);
+    }
+    let out = child
+        .wait_with_output()
+        .map_err(|e| FirewallError::Command {
+            what: what(),
+            detail: e.to_string(),
+        })?;
+    if out.status.success() {
+        Ok(String::from_utf8_lossy(&out.stdout).into_owned())
+    } else {
+        let mut detail = String::from_utf8_lossy(&out.stderr).trim().to_string();
+        if detail.len() > 500 {
+            detail.truncate(500);
+            detail.push_str("...");
+        }
+        Err(FirewallError::Command {
+            what: what(),
+            detail,
+        })
+    }
+}
+
+/// True if `cmd args` runs and exits 0.
+pub fn works(cmd: &str, args: &[&str]) -> bool {
+    run(cmd, args, None).is_ok()
+}

@@ -1,0 +1,320 @@
+//! ipset backend: one `hash:ip` set per family with per-element timeouts,
+//! and one iptables rule per family matching the set (`-m set
+//! --match-set NAME src`), in `raw` PREROUTING by default. Changes go to the
+//! kernel as one `ipset restore` per batch.
+
+use std::collections::HashSet;
+use std::fmt::Write as _;
+use std::net::IpAddr;
+use std::time::Duration;
+
+use iptables::IPTables;
+
+use super::exec::{run, tool, works};
+use super::rule::Hook;
+use super::sets::{Ownership, SetSettings, kernel_timeout};
+use super::{Backend, FirewallError};
+
+pub struct IpsetBackend {
+    s: SetSettings,
+    ipset: String,
+    ipt4: Option<IPTables>,
+    ipt6: Option<IPTables>,
+    pending: Vec<(IpAddr, Option<Duration>)>,
+    /// Elements we put in the sets (what set-only mode removes on stop).
+    known: HashSet<IpAddr>,
+}
+
+fn iptables(dir: &str, name: &str) -> Result<IPTables, FirewallError> {
+    let cmd = tool(dir, name);
+    run(&cmd, &["--version"], None)?;
+    let cmd: &'static str = Box::leak(cmd.into_boxed_str());
+    Ok(IPTables {
+        cmd,
+        has_check: true,
+        has_wait: true,
+        is_numeric: true,
+    })
+}
+
+fn ipt_err(what: String) -> impl FnOnce(Box<dyn std::error::Error>) -> FirewallError {
+    move |e| FirewallError::Command {
+        what,
+        detail: e.to_string().trim().to_string(),
+    }
+}
+
+impl IpsetBackend {
+    pub fn new(s: SetSettings) -> Self {
+        IpsetBackend {
+            ipset: tool(&s.bin_dir, "ipset"),
+            s,
+            ipt4: None,
+            ipt6: None,
+            pending: Vec::new(),
+            known: HashSet::new(),
+        }
+    }
+
+    /// Whether this machine can run the backend.
+    pub fn available(bin_dir: &str) -> bool {
+        works(&tool(bin_dir, "ipset"), &["list", "-n"])
+            && works(&tool(bin_dir, "iptables"), &["--version"])
+    }
+
+    fn set_of(&self, ip: &IpAddr) -> &str {
+        if ip.is_ipv4() {
+            &self.s.set4
+        } else {
+            &self.s.set6
+        }
+    }
+
+    fn table_chain(&self) -> (&'static str, &'static str) {
+        match self.s.hook {
+            Hook::Raw => ("raw", "PREROUTING"),
+            Hook::Filter => ("filter", "INPUT"),
+        }
+    }
+
+    fn rule(&self, v6: bool) -> String {
+        let (set, action) = if v6 {
+            (&self.s.set6, &self.s.action6)
+        } else {
+            (&self.s.set4, &self.s.action4)
+        };
+        let scope = self.s.scope.to_string();
+        let sep = if scope.is_empty() { "" } else { " " };
+        format!(
+            "{scope}{sep}-m set --match-set {set} src -j {}",
+            action.at(self.s.hook)
+        )
+    }
+
+    fn set_exists(&self, set: &str) -> bool {
+        works(&self.ipset, &["list", set, "-t"])
+    }
+
+    fn create_sets(&self) -> Result<Vec<String>, FirewallError> {
+        let mut made = Vec::new();
+        for (set, family) in [(&self.s.set4, "inet"), (&self.s.set6, "inet6")] {
+            if !self.set_exists(set) {
+                run(
+                    &self.ipset,
+                    &[
+                        "create", set, "hash:ip", "family", family, "timeout", "0", "maxelem",
+                        "2000000", "-exist",
+                    ],
+                    None,
+                )?;
+                made.push(format!("ipset {set}"));
+            }
+        }
+        Ok(made)
+    }
+
+    /// Ensures exactly one match rule per family, at the top of the hook.
+    fn ensure_rules(&self, force: bool) -> Result<Vec<String>, FirewallError> {
+        let (table, chain) = self.table_chain();
+        let mut made = Vec::new();
+        for (ipt, v6) in [(&self.ipt4, false), (&self.ipt6, true)] {
+            let Some(ipt) = ipt else { continue };
+            let rule = self.rule(v6);
+            let present = ipt
+                .exists(table, chain, &rule)
+                .map_err(ipt_err(format!("{} -C {chain} {rule}", ipt.cmd)))?;
+            if present && !force {
+                continue;
+            }
+            ipt.delete_all(table, chain, &rule)
+                .map_err(ipt_err(format!("{} -D {chain} {rule}", ipt.cmd)))?;
+            ipt.insert(table, chain, &rule, 1).map_err(ipt_err(format!(
+                "{} -t {table} -I {chain} 1 {rule}",
+                ipt.cmd
+            )))?;
+            if !present {
+                made.push(format!("{} -t {table} {chain} rule", ipt.cmd));
+            }
+        }
+        Ok(made)
+    }
+
+    fn restore(&self, script: &str) -> Result<(), FirewallError> {
+        run(&self.ipset, &["-exist", "restore"], Some(script.as_bytes())).map(|_| ())
+    }
+
+    fn line(&self, ip: IpAddr, add: Option<Duration>) -> String {
+        match add {
+            Some(t) => format!(
+                "add {} {ip} timeout {}\n",
+                self.set_of(&ip),
+                kernel_timeout(t)
+            ),
+            None => format!("del {} {ip}\n", self.set_of(&ip)),
+        }
+    }
+}
+
+impl Backend for IpsetBackend {
+    fn name(&self) -> &'static str {
+        "ipset"
+    }
+
+    fn init(&mut self) -> Result<(), FirewallError> {
+        run(&self.ipset, &["--version"], None)?;
+        if self.s.mode == Ownership::SetOnly {
+            for set in [&self.s.set4, &self.s.set6] {
+                if !self.set_exists(set) {
+                    return Err(FirewallError::Command {
+                        what: format!("set-only mode: ipset {set}"),
+                        detail: "set does not exist; create it and wire it into your ruleset"
+                            .into(),
+                    });
+                }
+            }
+            tracing::info!(
+                "IPSET => filling {} and {} (set-only mode)",
+                self.s.set4,
+                self.s.set6
+            );
+            return Ok(());
+        }
+        self.ipt4 = Some(iptables(&self.s.bin_dir, "iptables")?);
+        match iptables(&self.s.bin_dir, "ip6tables") {
+            Ok(ipt) => self.ipt6 = Some(ipt),
+            Err(e) => tracing::warn!("IPSET => IPv6 bans not enforced: {e}"),
+        }
+        let made = self.create_sets()?;
+        self.ensure_rules(true)?;
+        let (table, chain) = self.table_chain();
+        tracing::info!(
+            "IPSET => sets {} / {} {} with their rule in {table} {chain}",
+            self.s.set4,
+            self.s.set6,
+            if made.is_empty() {
+                "taken over"
+            } else {
+                "created"
+            }
+        );
+        Ok(())
+    }
+
+    fn add(&mut self, ip: IpAddr, timeout: Duration) {
+        self.pending.push((ip, Some(timeout)));
+    }
+
+    fn delete(&mut self, ip: IpAddr) {
+        self.pending.push((ip, None));
+    }
+
+    fn commit(&mut self) -> Result<(), FirewallError> {
+        let changes = std::mem::take(&mut self.pending);
+        if changes.is_empty() {
+            return Ok(());
+        }
+        let mut script = String::with_capacity(changes.len() * 48);
+        for (ip, add) in &changes {
+            script.push_str(&self.line(*ip, *add));
+        }
+        let failures = match self.restore(&script) {
+            Ok(()) => Vec::new(),
+            // One bad element must not block the others.
+            Err(_) => changes
+                .iter()
+                .filter_map(|(ip, add)| {
+                    self.restore(&self.line(*ip, *add))
+                        .err()
+                        .map(|e| (*ip, e.to_string()))
+                })
+                .collect(),
+        };
+        for (ip, add) in &changes {
+            if failures.iter().any(|(f, _)| f == ip) {
+                continue;
+            }
+            if add.is_some() {
+                self.known.insert(*ip);
+            } else {
+                self.known.remove(ip);
+            }
+        }
+        if failures.is_empty() {
+            Ok(())
+        } else {
+            Err(FirewallError::Elements(failures))
+        }
+    }
+
+    fn list(&mut self) -> Result<Vec<IpAddr>, FirewallError> {
+        let mut out = Vec::new();
+        for set in [&self.s.set4, &self.s.set6] {
+            let saved = run(&self.ipset, &["save", set], None)?;
+            out.extend(saved.lines().filter_map(|l| {
+                let mut w = l.split_whitespace();
+                (w.next() == Some("add") && w.next() == Some(set.as_str()))
+                    .then(|| w.next()?.parse::<IpAddr>().ok())
+                    .flatten()
+            }));
+        }
+        self.known = out.iter().copied().collect();
+        Ok(out)
+    }
+
+    fn repair(&mut self) -> Result<Vec<String>, FirewallError> {
+        if self.s.mode == Ownership::SetOnly {
+            for set in [&self.s.set4, &self.s.set6] {
+                if !self.set_exists(set) {
+                    return Err(FirewallError::Command {
+                        what: format!("set-only mode: ipset {set}"),
+                        detail: "set is gone; it is not ours to recreate".into(),
+                    });
+                }
+            }
+            return Ok(Vec::new());
+        }
+        let mut made = self.create_sets()?;
+        made.extend(self.ensure_rules(false)?);
+        Ok(made)
+    }
+
+    fn shutdown(&mut self) -> Result<(), FirewallError> {
+        if self.s.mode == Ownership::SetOnly {
+            let script: String = self.known.iter().map(|ip| self.line(*ip, None)).collect();
+            self.known.clear();
+            return if script.is_empty() {
+                Ok(())
+            } else {
+                self.restore(&script)
+            };
+        }
+        let (table, chain) = self.table_chain();
+        let mut first = None;
+        for (ipt, v6) in [(&self.ipt4, false), (&self.ipt6, true)] {
+            let Some(ipt) = ipt else { continue };
+            let rule = self.rule(v6);
+            if let Err(e) = ipt.delete_all(table, chain, &rule) {
+                first.get_or_insert(FirewallError::Command {
+                    what: format!("{} -t {table} -D {chain} {rule}", ipt.cmd),
+                    detail: e.to_string(),
+                });
+            }
+        }
+        for set in [&self.s.set4, &self.s.set6] {
+            if self.set_exists(set)
+                && let Err(e) = run(&self.ipset, &["destroy", set], None)
+            {
+                first.get_or_insert(e);
+            }
+        }
+        self.known.clear();
+        let mut msg = String::new();
+        let _ = write!(
+            msg,
+            "IPSET => sets {} / {} and rules removed",
+            self.s.set4, self.s.set6
+        );
+        tracing::info!("{msg}");
+        first.map_or(Ok(()), Err)
+    }
+}

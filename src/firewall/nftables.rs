@@ -1,0 +1,365 @@
+//! nftables backend: our own table (`inet sipban`) with one IPv4 and one
+//! IPv6 set (`flags timeout`, per-element timeouts) and one chain hooked at
+//! prerouting, raw priority by default. Each batch is one `nft -f -`
+//! transaction.
+
+use std::collections::HashSet;
+use std::fmt::Write as _;
+use std::net::IpAddr;
+use std::time::Duration;
+
+use super::exec::{run, tool, works};
+use super::rule::Hook;
+use super::sets::{Ownership, SetSettings, kernel_timeout};
+use super::{Backend, FirewallError};
+
+/// Our chain inside our table.
+const CHAIN: &str = "sipban";
+/// Elements per `add element` statement (one transaction holds them all).
+const CHUNK: usize = 10_000;
+
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+enum Change {
+    Add(Duration),
+    Delete,
+}
+
+pub struct NftBackend {
+    s: SetSettings,
+    nft: String,
+    pending: Vec<(IpAddr, Change)>,
+    /// Elements we believe the kernel holds (refreshed by `list`).
+    known: HashSet<IpAddr>,
+}
+
+impl NftBackend {
+    pub fn new(s: SetSettings) -> Self {
+        NftBackend {
+            nft: tool(&s.bin_dir, "nft"),
+            s,
+            pending: Vec::new(),
+            known: HashSet::new(),
+        }
+    }
+
+    pub fn available(bin_dir: &str) -> bool {
+        works(&tool(bin_dir, "nft"), &["list", "tables"])
+    }
+
+    fn table(&self) -> String {
+        match self.s.mode {
+            Ownership::Own => format!("inet {}", own_table_name(&self.s.table)),
+            Ownership::SetOnly => self.s.table.clone(),
+        }
+    }
+
+    fn apply(&self, script: &str) -> Result<(), FirewallError> {
+        run(&self.nft, &["-f", "-"], Some(script.as_bytes())).map(|_| ())
+    }
+
+    /// Table, sets, chain and rules. Existing sets (and their elements) are
+    /// kept; the chain is rebuilt so a changed hook or scope takes effect.
+    fn setup_script(&self) -> Result<String, FirewallError> {
+        let t = self.table();
+        let bad = |e: super::rule::RuleError| FirewallError::Command {
+            what: "nftables scope".into(),
+            detail: e.0,
+        };
+        let scope = self.s.scope.to_nft().map_err(bad)?;
+        let (hook, prio) = match self.s.hook {
+            Hook::Raw => ("prerouting", "raw"),
+            Hook::Filter => ("input", "filter"),
+        };
+        let mut sc = String::new();
+        let _ = writeln!(sc, "add table {t}");
+        let _ = writeln!(
+            sc,
+            "add set {t} {} {{ type ipv4_addr; flags timeout; }}",
+            self.s.set4
+        );
+        let _ = writeln!(
+            sc,
+            "add set {t} {} {{ type ipv6_addr; flags timeout; }}",
+            self.s.set6
+        );
+        if works(
+            &self.nft,
+            &["list", "chain", &t_family(&t), &t_name(&t), CHAIN],
+        ) {
+            let _ = writeln!(sc, "flush chain {t} {CHAIN}");
+            let _ = writeln!(sc, "delete chain {t} {CHAIN}");
+        }
+        let _ = writeln!(
+            sc,
+            "add chain {t} {CHAIN} {{ type filter hook {hook} priority {prio}; policy accept; }}"
+        );
+        let sep = if scope.is_empty() { "" } else { " " };
+        for (family, set, action) in [
+            ("ip", &self.s.set4, &self.s.action4),
+            ("ip6", &self.s.set6, &self.s.action6),
+        ] {
+            let _ = writeln!(
+                sc,
+                "add rule {t} {CHAIN} {scope}{sep}{family} saddr @{set} {}",
+                action.at(self.s.hook).to_nft()
+            );
+        }
+        Ok(sc)
+    }
+
+    /// Script lines for `changes`; re-adds of known elements delete first so
+    /// the new timeout takes effect.
+    fn script(&self, changes: &[(IpAddr, Change)]) -> String {
+        let t = self.table();
+        let mut adds: [Vec<String>; 2] = [Vec::new(), Vec::new()];
+        let mut dels: [Vec<String>; 2] = [Vec::new(), Vec::new()];
+        for (ip, change) in changes {
+            let fam = usize::from(ip.is_ipv6());
+            match change {
+                Change::Add(timeout) => {
+                    if self.known.contains(ip) {
+                        dels[fam].push(ip.to_string());
+                    }
+                    adds[fam].push(format!("{ip} timeout {}s", kernel_timeout(*timeout)));
+                }
+                Change::Delete => {
+                    if self.known.contains(ip) {
+                        dels[fam].push(ip.to_string());
+                    }
+                }
+            }
+        }
+        let mut sc = String::new();
+        for (verb, lists) in [("delete", &dels), ("add", &adds)] {
+            for (fam, list) in lists.iter().enumerate() {
+                let set = if fam == 0 { &self.s.set4 } else { &self.s.set6 };
+                for chunk in list.chunks(CHUNK) {
+                    let _ = writeln!(sc, "{verb} element {t} {set} {{ {} }}", chunk.join(", "));
+                }
+            }
+        }
+        sc
+    }
+
+    fn check_sets(&self) -> Result<(), FirewallError> {
+        let t = self.table();
+        for set in [&self.s.set4, &self.s.set6] {
+            if !works(&self.nft, &["list", "set", &t_family(&t), &t_name(&t), set]) {
+                return Err(FirewallError::Command {
+                    what: format!("set-only mode: nft set {t} {set}"),
+                    detail: "set does not exist; create it (flags timeout) in your ruleset".into(),
+                });
+            }
+        }
+        Ok(())
+    }
+}
+
+/// `inet sipban` -> `sipban`; a bare name stays.
+fn own_table_name(table: &str) -> &str {
+    table.split_whitespace().last().unwrap_or("sipban")
+}
+
+fn t_family(t: &str) -> String {
+    t.split_whitespace().next().unwrap_or("inet").to_string()
+}
+
+fn t_name(t: &str) -> String {
+    t.split_whitespace().last().unwrap_or("sipban").to_string()
+}
+
+/// Addresses in `nft -j list set` output.
+fn parse_elements(json: &str) -> Vec<IpAddr> {
+    let Ok(v) = serde_json::from_str::<serde_json::Value>(json) else {
+        return Vec::new();
+    };
+    let mut out = Vec::new();
+    let items = v["nftables"].as_array().cloned().unwrap_or_default();
+    for item in items {
+        let Some(elems) = item["set"]["elem"].as_array() else {
+            continue;
+        };
+        for e in elems {
+            let val = if e.is_string() { e } else { &e["elem"]["val"] };
+            if let Some(ip) = val.as_str().and_then(|s| s.parse().ok()) {
+                out.push(ip);
+            }
+        }
+    }
+    out
+}
+
+impl Backend for NftBackend {
+    fn name(&self) -> &'static str {
+        "nftables"
+    }
+
+    fn init(&mut self) -> Result<(), FirewallError> {
+        if self.s.mode == Ownership::SetOnly {
+            self.check_sets()?;
+            tracing::info!(
+                "NFT => filling {} {} / {} (set-only mode)",
+                self.table(),
+                self.s.set4,
+                self.s.set6
+            );
+            return Ok(());
+        }
+        let existed = works(
+            &self.nft,
+            &["list", "table", "inet", own_table_name(&self.s.table)],
+        );
+        self.apply(&self.setup_script()?)?;
+        tracing::info!(
+            "NFT => table {} {} (hook {})",
+            self.table(),
+            if existed { "taken over" } else { "created" },
+            self.s.hook
+        );
+        Ok(())
+    }
+
+    fn add(&mut self, ip: IpAddr, timeout: Duration) {
+        self.pending.push((ip, Change::Add(timeout)));
+    }
+
+    fn delete(&mut self, ip: IpAddr) {
+        self.pending.push((ip, Change::Delete));
+    }
+
+    fn commit(&mut self) -> Result<(), FirewallError> {
+        let changes = std::mem::take(&mut self.pending);
+        if changes.is_empty() {
+            return Ok(());
+        }
+        let script = self.script(&changes);
+        let mut failures = Vec::new();
+        if !script.is_empty() && self.apply(&script).is_err() {
+            // One bad element must not block the others.
+            for change in &changes {
+                let one = self.script(std::slice::from_ref(change));
+                if one.is_empty() {
+                    continue;
+                }
+                if let Err(e) = self.apply(&one) {
+                    // The element vanished under us (drift): deleting it
+                    // again is not a failure; re-adding retries without it.
+                    let retry = match change.1 {
+                        Change::Delete => Ok(()),
+                        Change::Add(t) => {
+                            self.known.remove(&change.0);
+                            let again = self.script(&[(change.0, Change::Add(t))]);
+                            self.apply(&again).map_err(|_| e)
+                        }
+                    };
+                    if let Err(e) = retry {
+                        failures.push((change.0, e.to_string()));
+                    }
+                }
+            }
+        }
+        for (ip, change) in &changes {
+            if failures.iter().any(|(f, _)| f == ip) {
+                continue;
+            }
+            match change {
+                Change::Add(_) => self.known.insert(*ip),
+                Change::Delete => self.known.remove(ip),
+            };
+        }
+        if failures.is_empty() {
+            Ok(())
+        } else {
+            Err(FirewallError::Elements(failures))
+        }
+    }
+
+    fn list(&mut self) -> Result<Vec<IpAddr>, FirewallError> {
+        let t = self.table();
+        let mut out = Vec::new();
+        for set in [&self.s.set4, &self.s.set6] {
+            let json = run(
+                &self.nft,
+                &["-j", "list", "set", &t_family(&t), &t_name(&t), set],
+                None,
+            )?;
+            out.extend(parse_elements(&json));
+        }
+        self.known = out.iter().copied().collect();
+        Ok(out)
+    }
+
+    fn repair(&mut self) -> Result<Vec<String>, FirewallError> {
+        if self.s.mode == Ownership::SetOnly {
+            self.check_sets()?;
+            return Ok(Vec::new());
+        }
+        let t = self.table();
+        let (fam, name) = (t_family(&t), t_name(&t));
+        let mut missing = Vec::new();
+        if !works(&self.nft, &["list", "table", &fam, &name]) {
+            missing.push(format!("table {t}"));
+        } else {
+            for set in [&self.s.set4, &self.s.set6] {
+                if !works(&self.nft, &["list", "set", &fam, &name, set]) {
+                    missing.push(format!("set {set}"));
+                }
+            }
+            match run(
+                &self.nft,
+                &["-a", "list", "chain", &fam, &name, CHAIN],
+                None,
+            ) {
+                Err(_) => missing.push(format!("chain {CHAIN}")),
+                Ok(text) => {
+                    let rules = text.lines().filter(|l| l.contains("saddr @")).count();
+                    if rules < 2 {
+                        missing.push(format!("rules of chain {CHAIN}"));
+                    }
+                }
+            }
+        }
+        if !missing.is_empty() {
+            self.apply(&self.setup_script()?)?;
+        }
+        Ok(missing)
+    }
+
+    fn shutdown(&mut self) -> Result<(), FirewallError> {
+        if self.s.mode == Ownership::SetOnly {
+            let dels: Vec<_> = self.known.iter().map(|ip| (*ip, Change::Delete)).collect();
+            let script = self.script(&dels);
+            self.known.clear();
+            return if script.is_empty() {
+                Ok(())
+            } else {
+                self.apply(&script)
+            };
+        }
+        let t = self.table();
+        self.known.clear();
+        let r = self.apply(&format!("delete table {t}\n"));
+        if r.is_ok() {
+            tracing::info!("NFT => table {t} removed");
+        }
+        r
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn elements_from_json_listing() {
+        let json = r#"{"nftables":[{"metainfo":{}},{"set":{"family":"inet","name":"v4","elem":[{"elem":{"val":"1.2.3.4","timeout":60,"expires":59}},"5.6.7.8"]}}]}"#;
+        assert_eq!(
+            parse_elements(json),
+            vec![
+                "1.2.3.4".parse::<IpAddr>().unwrap(),
+                "5.6.7.8".parse().unwrap()
+            ]
+        );
+        assert!(parse_elements("not json").is_empty());
+    }
+}

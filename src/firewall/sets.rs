@@ -1,0 +1,59 @@
+//! Settings shared by the set-based backends (ipset, nftables).
+
+use std::time::Duration;
+
+use super::rule::{Action, Hook, Scope};
+
+/// The longest per-element timeout both ipset and older kernels' nftables
+/// accept (ipset's limit, about 24.8 days). A longer ban is re-added by the
+/// periodic firewall check before it lapses in the kernel.
+pub const KERNEL_MAX_TIMEOUT: u64 = 2_147_483;
+
+/// Who owns the firewall objects.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Ownership {
+    /// sipban creates its table/sets/rules and removes them on stop.
+    Own,
+    /// sipban only fills sets the administrator created and wired into
+    /// their own ruleset (firewalld, shorewall, docker, ...).
+    SetOnly,
+}
+
+impl Ownership {
+    pub fn parse(s: &str) -> Result<Ownership, String> {
+        match s.to_ascii_lowercase().as_str() {
+            "own" => Ok(Ownership::Own),
+            "set-only" | "set_only" | "setonly" => Ok(Ownership::SetOnly),
+            _ => Err("expected own or set-only".into()),
+        }
+    }
+}
+
+impl std::fmt::Display for Ownership {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(match self {
+            Ownership::Own => "own",
+            Ownership::SetOnly => "set-only",
+        })
+    }
+}
+
+#[derive(Clone, Debug)]
+pub struct SetSettings {
+    /// Directory of the firewall tools (`[iptables] path`).
+    pub bin_dir: String,
+    /// nftables table as `FAMILY NAME` (own mode: always `inet NAME`).
+    pub table: String,
+    pub set4: String,
+    pub set6: String,
+    pub scope: Scope,
+    pub action4: Action,
+    pub action6: Action,
+    pub hook: Hook,
+    pub mode: Ownership,
+}
+
+/// Remaining ban time as a kernel timeout in whole seconds.
+pub fn kernel_timeout(t: Duration) -> u64 {
+    t.as_secs().clamp(1, KERNEL_MAX_TIMEOUT)
+}
