@@ -338,6 +338,10 @@ impl Backend for NftBackend {
         }
         let t = self.table();
         self.known.clear();
+        if !works(&self.nft, &["list", "table", &t_family(&t), &t_name(&t)]) {
+            tracing::warn!("NFT => table {t} was already gone at shutdown");
+            return Ok(());
+        }
         let r = self.apply(&format!("delete table {t}\n"));
         if r.is_ok() {
             tracing::info!("NFT => table {t} removed");
