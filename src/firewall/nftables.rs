@@ -1,14 +1,16 @@
 //! nftables backend: our own table (`inet sipban`) with one IPv4 and one
 //! IPv6 set (`flags timeout`, per-element timeouts) and one chain hooked at
-//! prerouting, raw priority by default. Each batch is one `nft -f -`
-//! transaction.
+//! prerouting, raw priority by default. Each batch is one nftables
+//! transaction, in-process through libnftables when available
+//! ([`super::libnft`]).
 
 use std::collections::HashSet;
 use std::fmt::Write as _;
 use std::net::IpAddr;
 use std::time::Duration;
 
-use super::exec::{run, tool, works};
+use super::exec::{tool, works};
+use super::libnft::Nft;
 use super::rule::Hook;
 use super::sets::{Ownership, SetSettings, kernel_timeout};
 use super::{Backend, FirewallError};
@@ -26,7 +28,7 @@ enum Change {
 
 pub struct NftBackend {
     s: SetSettings,
-    nft: String,
+    nft: Nft,
     pending: Vec<(IpAddr, Change)>,
     /// Elements we believe the kernel holds (refreshed by `list`).
     known: HashSet<IpAddr>,
@@ -34,8 +36,14 @@ pub struct NftBackend {
 
 impl NftBackend {
     pub fn new(s: SetSettings) -> Self {
+        Self::with_runner(s, false)
+    }
+
+    /// `spawn_only`: run the `nft` tool per batch even if libnftables is
+    /// there (for comparison in the benchmark).
+    pub fn with_runner(s: SetSettings, spawn_only: bool) -> Self {
         NftBackend {
-            nft: tool(&s.bin_dir, "nft"),
+            nft: Nft::new(tool(&s.bin_dir, "nft"), spawn_only),
             s,
             pending: Vec::new(),
             known: HashSet::new(),
@@ -53,13 +61,13 @@ impl NftBackend {
         }
     }
 
-    fn apply(&self, script: &str) -> Result<(), FirewallError> {
-        run(&self.nft, &["-f", "-"], Some(script.as_bytes())).map(|_| ())
+    fn apply(&mut self, script: &str) -> Result<(), FirewallError> {
+        self.nft.run(script).map(|_| ())
     }
 
     /// Table, sets, chain and rules. Existing sets (and their elements) are
     /// kept; the chain is rebuilt so a changed hook or scope takes effect.
-    fn setup_script(&self) -> Result<String, FirewallError> {
+    fn setup_script(&mut self) -> Result<String, FirewallError> {
         let t = self.table();
         let bad = |e: super::rule::RuleError| FirewallError::Command {
             what: "nftables scope".into(),
@@ -82,10 +90,7 @@ impl NftBackend {
             "add set {t} {} {{ type ipv6_addr; flags timeout; }}",
             self.s.set6
         );
-        if works(
-            &self.nft,
-            &["list", "chain", &t_family(&t), &t_name(&t), CHAIN],
-        ) {
+        if self.nft.ok(&format!("list chain {t} {CHAIN}")) {
             let _ = writeln!(sc, "flush chain {t} {CHAIN}");
             let _ = writeln!(sc, "delete chain {t} {CHAIN}");
         }
@@ -141,10 +146,10 @@ impl NftBackend {
         sc
     }
 
-    fn check_sets(&self) -> Result<(), FirewallError> {
+    fn check_sets(&mut self) -> Result<(), FirewallError> {
         let t = self.table();
-        for set in [&self.s.set4, &self.s.set6] {
-            if !works(&self.nft, &["list", "set", &t_family(&t), &t_name(&t), set]) {
+        for set in [self.s.set4.clone(), self.s.set6.clone()] {
+            if !self.nft.ok(&format!("list set {t} {set}")) {
                 return Err(FirewallError::Command {
                     what: format!("set-only mode: nft set {t} {set}"),
                     detail: "set does not exist; create it (flags timeout) in your ruleset".into(),
@@ -158,14 +163,6 @@ impl NftBackend {
 /// `inet sipban` -> `sipban`; a bare name stays.
 fn own_table_name(table: &str) -> &str {
     table.split_whitespace().last().unwrap_or("sipban")
-}
-
-fn t_family(t: &str) -> String {
-    t.split_whitespace().next().unwrap_or("inet").to_string()
-}
-
-fn t_name(t: &str) -> String {
-    t.split_whitespace().last().unwrap_or("sipban").to_string()
 }
 
 /// Addresses in `nft -j list set` output.
@@ -205,16 +202,19 @@ impl Backend for NftBackend {
             );
             return Ok(());
         }
-        let existed = works(
-            &self.nft,
-            &["list", "table", "inet", own_table_name(&self.s.table)],
-        );
-        self.apply(&self.setup_script()?)?;
+        let t = self.table();
+        let existed = self.nft.ok(&format!("list table {t}"));
+        let script = self.setup_script()?;
+        self.apply(&script)?;
         tracing::info!(
-            "NFT => table {} {} (hook {})",
-            self.table(),
+            "NFT => table {t} {} (hook {}, {})",
             if existed { "taken over" } else { "created" },
-            self.s.hook
+            self.s.hook,
+            if self.nft.in_process() {
+                "in-process libnftables"
+            } else {
+                "nft tool per batch"
+            }
         );
         Ok(())
     }
@@ -277,12 +277,8 @@ impl Backend for NftBackend {
     fn list(&mut self) -> Result<Vec<IpAddr>, FirewallError> {
         let t = self.table();
         let mut out = Vec::new();
-        for set in [&self.s.set4, &self.s.set6] {
-            let json = run(
-                &self.nft,
-                &["-j", "list", "set", &t_family(&t), &t_name(&t), set],
-                None,
-            )?;
+        for set in [self.s.set4.clone(), self.s.set6.clone()] {
+            let json = self.nft.run(&format!("list set {t} {set}"))?;
             out.extend(parse_elements(&json));
         }
         self.known = out.iter().copied().collect();
@@ -295,24 +291,19 @@ impl Backend for NftBackend {
             return Ok(Vec::new());
         }
         let t = self.table();
-        let (fam, name) = (t_family(&t), t_name(&t));
         let mut missing = Vec::new();
-        if !works(&self.nft, &["list", "table", &fam, &name]) {
+        if !self.nft.ok(&format!("list table {t}")) {
             missing.push(format!("table {t}"));
         } else {
-            for set in [&self.s.set4, &self.s.set6] {
-                if !works(&self.nft, &["list", "set", &fam, &name, set]) {
+            for set in [self.s.set4.clone(), self.s.set6.clone()] {
+                if !self.nft.ok(&format!("list set {t} {set}")) {
                     missing.push(format!("set {set}"));
                 }
             }
-            match run(
-                &self.nft,
-                &["-a", "list", "chain", &fam, &name, CHAIN],
-                None,
-            ) {
+            match self.nft.run(&format!("list chain {t} {CHAIN}")) {
                 Err(_) => missing.push(format!("chain {CHAIN}")),
-                Ok(text) => {
-                    let rules = text.lines().filter(|l| l.contains("saddr @")).count();
+                Ok(json) => {
+                    let rules = json.matches("\"rule\"").count();
                     if rules < 2 {
                         missing.push(format!("rules of chain {CHAIN}"));
                     }
@@ -320,7 +311,8 @@ impl Backend for NftBackend {
             }
         }
         if !missing.is_empty() {
-            self.apply(&self.setup_script()?)?;
+            let script = self.setup_script()?;
+            self.apply(&script)?;
         }
         Ok(missing)
     }
@@ -338,7 +330,7 @@ impl Backend for NftBackend {
         }
         let t = self.table();
         self.known.clear();
-        if !works(&self.nft, &["list", "table", &t_family(&t), &t_name(&t)]) {
+        if !self.nft.ok(&format!("list table {t}")) {
             tracing::warn!("NFT => table {t} was already gone at shutdown");
             return Ok(());
         }
