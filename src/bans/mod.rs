@@ -159,6 +159,15 @@ impl BanManager {
         }
     }
 
+    /// Number of bans held (active or flushed).
+    pub fn len(&self) -> usize {
+        self.lock().len()
+    }
+
+    pub fn is_empty(&self) -> bool {
+        self.lock().is_empty()
+    }
+
     /// Active bans, soonest expiry first.
     pub fn list(&self) -> Vec<Ban> {
         self.lock()

@@ -49,18 +49,24 @@ impl Lib {
             let lib = Library::new("libnftables.so.1").map_err(|e| e.to_string())?;
             let new: CtxNew = *lib.get(b"nft_ctx_new").map_err(|e| e.to_string())?;
             let free: CtxFree = *lib.get(b"nft_ctx_free").map_err(|e| e.to_string())?;
-            let buffer_output: CtxInt =
-                *lib.get(b"nft_ctx_buffer_output").map_err(|e| e.to_string())?;
-            let buffer_error: CtxInt =
-                *lib.get(b"nft_ctx_buffer_error").map_err(|e| e.to_string())?;
-            let get_output: CtxGet =
-                *lib.get(b"nft_ctx_get_output_buffer").map_err(|e| e.to_string())?;
-            let get_error: CtxGet =
-                *lib.get(b"nft_ctx_get_error_buffer").map_err(|e| e.to_string())?;
-            let set_flags: SetFlags =
-                *lib.get(b"nft_ctx_output_set_flags").map_err(|e| e.to_string())?;
-            let run_cmd: RunCmd =
-                *lib.get(b"nft_run_cmd_from_buffer").map_err(|e| e.to_string())?;
+            let buffer_output: CtxInt = *lib
+                .get(b"nft_ctx_buffer_output")
+                .map_err(|e| e.to_string())?;
+            let buffer_error: CtxInt = *lib
+                .get(b"nft_ctx_buffer_error")
+                .map_err(|e| e.to_string())?;
+            let get_output: CtxGet = *lib
+                .get(b"nft_ctx_get_output_buffer")
+                .map_err(|e| e.to_string())?;
+            let get_error: CtxGet = *lib
+                .get(b"nft_ctx_get_error_buffer")
+                .map_err(|e| e.to_string())?;
+            let set_flags: SetFlags = *lib
+                .get(b"nft_ctx_output_set_flags")
+                .map_err(|e| e.to_string())?;
+            let run_cmd: RunCmd = *lib
+                .get(b"nft_run_cmd_from_buffer")
+                .map_err(|e| e.to_string())?;
             let ctx = new(0);
             if ctx.is_null() {
                 return Err("nft_ctx_new failed".into());
@@ -146,7 +152,16 @@ impl Nft {
                 what: format!("nft {}", first_line(script)),
                 detail: detail.trim().to_string(),
             }),
-            None => run(&self.bin, &["-j", "-f", "-"], Some(script.as_bytes())),
+            // `nft -j -f` would expect JSON input: listings get `-j` and
+            // their words as arguments, everything else goes in as text.
+            None => match script.trim().strip_prefix("list ") {
+                Some(what) if !script.trim().contains('\n') => {
+                    let mut args = vec!["-j", "list"];
+                    args.extend(what.split_whitespace());
+                    run(&self.bin, &args, None)
+                }
+                _ => run(&self.bin, &["-f", "-"], Some(script.as_bytes())),
+            },
         }
     }
 

@@ -54,6 +54,9 @@ impl FakeAmi {
             let kill = kill.clone();
             tokio::spawn(async move {
                 while let Ok((sock, _)) = listener.accept().await {
+                    // Asterisk writes each event at once; without this, Nagle
+                    // plus delayed ACKs would add ~40 ms to isolated events.
+                    let _ = sock.set_nodelay(true);
                     shared.connections.fetch_add(1, Ordering::SeqCst);
                     tokio::spawn(serve(
                         sock,

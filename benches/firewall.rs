@@ -1,0 +1,508 @@
+//! Firewall benchmark: each backend against the raw tool, in one run, inside
+//! a private network namespace (root needed). Prints figures and ratios; it
+//! asserts only correctness (every ban reached the kernel), never speed.
+//!
+//! `cargo bench --bench firewall` runs the full set (10k and 100k bans);
+//! without `--bench` (e.g. under `cargo test --all-targets`) it runs a small
+//! smoke pass so the code stays exercised.
+
+#[path = "../tests/support/mod.rs"]
+mod support;
+
+use std::fmt::Write as _;
+use std::io::Write as _;
+use std::net::{IpAddr, Ipv4Addr};
+use std::path::Path;
+use std::process::{Command, Stdio};
+use std::time::{Duration, Instant};
+
+use sipban::ami::{AmiSettings, Backoff, Secret};
+use sipban::clock::Clock;
+use sipban::daemon::{Daemon, Settings};
+use sipban::firewall::chain::ChainSettings;
+use sipban::firewall::{
+    Action, Backend, ChainBackend, Hook, IpsetBackend, NftBackend, Ownership, Scope, SetSettings,
+};
+use sipban::policy::Whitelist;
+use support::FakeAmi;
+
+const T0: u64 = 1_900_000_000;
+const BAN: u64 = 3600;
+
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+enum Kind {
+    NftLib,
+    NftTool,
+    Ipset,
+    Chain,
+}
+
+impl Kind {
+    fn label(self) -> &'static str {
+        match self {
+            Kind::NftLib => "nftables (libnftables)",
+            Kind::NftTool => "nftables (nft per batch)",
+            Kind::Ipset => "ipset",
+            Kind::Chain => "chain (rule per IP)",
+        }
+    }
+}
+
+fn sets() -> SetSettings {
+    SetSettings {
+        bin_dir: "/usr/sbin/".into(),
+        table: "inet sipban".into(),
+        set4: "sipban-udp-v4".into(),
+        set6: "sipban-udp-v6".into(),
+        scope: Scope::default(),
+        action4: Action::Drop,
+        action6: Action::Drop,
+        hook: Hook::Raw,
+        mode: Ownership::Own,
+    }
+}
+
+fn backend(kind: Kind) -> Box<dyn Backend> {
+    match kind {
+        Kind::NftLib => Box::new(NftBackend::with_runner(sets(), false)),
+        Kind::NftTool => Box::new(NftBackend::with_runner(sets(), true)),
+        Kind::Ipset => Box::new(IpsetBackend::new(sets())),
+        Kind::Chain => Box::new(ChainBackend::new(ChainSettings {
+            path: "/usr/sbin/".into(),
+            chain: "sipban-udp".into(),
+            scope: Scope::default(),
+            action_v4: Action::Drop,
+            action_v6: Action::Drop,
+        })),
+    }
+}
+
+/// The i-th address of the benchmarking range 198.18.0.0/15.
+fn addr(i: usize) -> IpAddr {
+    let n = u32::from(Ipv4Addr::new(198, 18, 0, 0)) + i as u32;
+    IpAddr::V4(Ipv4Addr::from(n))
+}
+
+fn settings(ami: &FakeAmi, dump: &Path) -> Settings {
+    Settings {
+        ami: AmiSettings {
+            host: "127.0.0.1".into(),
+            port: ami.addr.port(),
+            username: "sipban".into(),
+            secret: Secret::new("getout"),
+            ping_interval: None,
+            reply_timeout: Duration::from_secs(5),
+            backoff: Backoff {
+                min: Duration::from_millis(20),
+                max: Duration::from_millis(200),
+                stable: Duration::from_secs(60),
+            },
+        },
+        console: "127.0.0.1:0".parse().unwrap(),
+        ban_time: Duration::from_secs(BAN),
+        dump: Some(dump.to_path_buf()),
+        whitelist: Whitelist::default(),
+        whitelist_path: None,
+        ami_hosts: vec![],
+        chain: "sipban-udp".into(),
+        firewall_check: None,
+        conntrack: None,
+    }
+}
+
+/// One AMI stream holding `n` attack events from distinct sources.
+fn storm_bytes(n: usize, offset: usize) -> Vec<u8> {
+    let mut out = Vec::with_capacity(n * 330);
+    for i in 0..n {
+        let ip = addr(offset + i).to_string();
+        out.extend_from_slice(
+            support::security_event("InvalidAccountID", "PJSIP", "100", &ip).as_bytes(),
+        );
+    }
+    out
+}
+
+fn sh(cmd: &str, args: &[&str], stdin: Option<&str>) -> String {
+    let mut child = Command::new(cmd)
+        .args(args)
+        .stdin(if stdin.is_some() {
+            Stdio::piped()
+        } else {
+            Stdio::null()
+        })
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .unwrap_or_else(|e| panic!("{cmd}: {e}"));
+    if let (Some(input), Some(mut pipe)) = (stdin, child.stdin.take()) {
+        pipe.write_all(input.as_bytes()).unwrap();
+    }
+    let out = child.wait_with_output().unwrap();
+    assert!(
+        out.status.success(),
+        "{cmd} {args:?}: {}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    String::from_utf8_lossy(&out.stdout).into_owned()
+}
+
+/// Raw tool applying the same `n` elements, timed (set creation excluded).
+fn raw(kind: Kind, n: usize) -> Duration {
+    match kind {
+        Kind::NftLib | Kind::NftTool => {
+            sh(
+                "nft",
+                &["-f", "-"],
+                Some("add table inet raw\nadd set inet raw s { type ipv4_addr; flags timeout; }\n"),
+            );
+            let mut script = String::new();
+            for chunk in (0..n).collect::<Vec<_>>().chunks(10_000) {
+                let els: Vec<String> = chunk
+                    .iter()
+                    .map(|i| format!("{} timeout {BAN}s", addr(*i)))
+                    .collect();
+                let _ = writeln!(script, "add element inet raw s {{ {} }}", els.join(", "));
+            }
+            let t = Instant::now();
+            sh("nft", &["-f", "-"], Some(&script));
+            let dt = t.elapsed();
+            sh("nft", &["delete", "table", "inet", "raw"], None);
+            dt
+        }
+        Kind::Ipset => {
+            sh(
+                "ipset",
+                &[
+                    "create", "raw4", "hash:ip", "timeout", "0", "maxelem", "2000000",
+                ],
+                None,
+            );
+            let script: String = (0..n)
+                .map(|i| format!("add raw4 {} timeout {BAN}\n", addr(i)))
+                .collect();
+            let t = Instant::now();
+            sh("ipset", &["restore"], Some(&script));
+            let dt = t.elapsed();
+            sh("ipset", &["destroy", "raw4"], None);
+            dt
+        }
+        Kind::Chain => {
+            let mut script = String::from("*filter\n:rawbench - [0:0]\n");
+            for i in 0..n {
+                let _ = writeln!(script, "-A rawbench -s {} -j DROP", addr(i));
+            }
+            script.push_str("COMMIT\n");
+            let t = Instant::now();
+            sh("iptables-restore", &["--noflush"], Some(&script));
+            let dt = t.elapsed();
+            sh("iptables", &["-F", "rawbench"], None);
+            sh("iptables", &["-X", "rawbench"], None);
+            dt
+        }
+    }
+}
+
+async fn wait_len(daemon: &Daemon, n: usize) {
+    let deadline = Instant::now() + Duration::from_secs(600);
+    while daemon.bans.len() != n {
+        assert!(Instant::now() < deadline, "bans never reached {n}");
+        tokio::time::sleep(Duration::from_micros(500)).await;
+    }
+}
+
+async fn kernel_count(daemon: &Daemon) -> usize {
+    daemon.bans.firewall().list().await.expect("list").len()
+}
+
+struct Figures {
+    storm: Duration,
+    raw: Duration,
+    restore: Option<(Duration, Duration)>,
+    unban: Option<Duration>,
+}
+
+/// Storm of `n` AMI events -> all in the kernel; then (if `full`) restore of
+/// the same `n` bans at start and their expiry.
+async fn storm_restore_unban(kind: Kind, n: usize, full: bool) -> Figures {
+    let dir = tempfile::tempdir().unwrap();
+    let dump = dir.path().join("sipban.dump");
+    let ami = FakeAmi::start().await;
+    let clock = Clock::manual(T0);
+    let daemon = Daemon::start(settings(&ami, &dump), backend(kind), clock.clone())
+        .await
+        .expect("daemon");
+    ami.wait_logins(1).await;
+    let bytes = storm_bytes(n, 0);
+    let t = Instant::now();
+    ami.send_raw(&bytes);
+    wait_len(&daemon, n).await;
+    daemon.bans.firewall().sync().await;
+    let storm = t.elapsed();
+    assert_eq!(
+        kernel_count(&daemon).await,
+        n,
+        "{kind:?}: every ban in the kernel"
+    );
+    daemon.stop().await.expect("stop");
+    let raw_add = raw(kind, n);
+    if !full {
+        return Figures {
+            storm,
+            raw: raw_add,
+            restore: None,
+            unban: None,
+        };
+    }
+    // Restore at start from the dump the stop just wrote.
+    let t = Instant::now();
+    let daemon = Daemon::start(settings(&ami, &dump), backend(kind), clock.clone())
+        .await
+        .expect("daemon");
+    let restore = t.elapsed();
+    assert_eq!(daemon.bans.len(), n);
+    assert_eq!(
+        kernel_count(&daemon).await,
+        n,
+        "{kind:?}: restore in the kernel"
+    );
+    // Everything expires at once.
+    let t = Instant::now();
+    clock.advance(BAN + 1);
+    wait_len(&daemon, 0).await;
+    daemon.bans.firewall().sync().await;
+    let unban = t.elapsed();
+    assert_eq!(
+        kernel_count(&daemon).await,
+        0,
+        "{kind:?}: unban in the kernel"
+    );
+    daemon.stop().await.expect("stop");
+    Figures {
+        storm,
+        raw: raw_add,
+        restore: Some((restore, raw_add)),
+        unban: Some(unban),
+    }
+}
+
+/// Latency from the AMI event leaving the fake Asterisk to the ban being
+/// committed to the kernel, over `n` isolated events.
+async fn latency(kind: Kind, n: usize) -> (Duration, Duration) {
+    let dir = tempfile::tempdir().unwrap();
+    let ami = FakeAmi::start().await;
+    let daemon = Daemon::start(
+        settings(&ami, &dir.path().join("d")),
+        backend(kind),
+        Clock::manual(T0),
+    )
+    .await
+    .expect("daemon");
+    ami.wait_logins(1).await;
+    let mut samples = Vec::with_capacity(n);
+    for i in 0..n {
+        let ip = addr(200_000 + i);
+        let ev = support::security_event("InvalidPassword", "SIP", "1001", &ip.to_string());
+        let t = Instant::now();
+        ami.send_raw(ev.as_bytes());
+        while daemon.bans.get(ip).is_none() {
+            tokio::task::yield_now().await;
+        }
+        daemon.bans.firewall().sync().await;
+        samples.push(t.elapsed());
+        tokio::time::sleep(Duration::from_millis(1)).await;
+    }
+    daemon.stop().await.expect("stop");
+    samples.sort();
+    let pct = |p: usize| samples[(samples.len() * p / 100).min(samples.len() - 1)];
+    (pct(50), pct(99))
+}
+
+/// RSS of the real binary holding `n` bans (nftables backend).
+async fn rss(n: usize) -> u64 {
+    let dir = tempfile::tempdir().unwrap();
+    let ami = FakeAmi::start().await;
+    let port = {
+        let l = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+        l.local_addr().unwrap().port()
+    };
+    let d = dir.path().display();
+    let conf = dir.path().join("sipban.conf");
+    std::fs::write(
+        &conf,
+        format!(
+            "[ami]\nport = {}\nping = 0\n[control]\nport = {port}\n[iptables]\npath = /usr/sbin/\nwhite_list = {d}/wl\ndump = {d}/dump\n[log]\nfile = {d}/log\n[firewall]\nbackend = nftables\ncheck_interval = 0\n",
+            ami.addr.port()
+        ),
+    )
+    .unwrap();
+    let mut child = Command::new(env!("CARGO_BIN_EXE_sipban"))
+        .arg("-c")
+        .arg(&conf)
+        .stdin(Stdio::null())
+        .stdout(Stdio::null())
+        .stderr(Stdio::null())
+        .spawn()
+        .expect("sipban binary");
+    ami.wait_logins(1).await;
+    ami.send_raw(&storm_bytes(n, 0));
+    let deadline = Instant::now() + Duration::from_secs(300);
+    loop {
+        let json = sh(
+            "nft",
+            &["-j", "list", "set", "inet", "sipban", "sipban-udp-v4"],
+            None,
+        );
+        if json.matches("\"198.1").count() >= n {
+            break;
+        }
+        assert!(Instant::now() < deadline, "binary never held {n} bans");
+        tokio::time::sleep(Duration::from_millis(500)).await;
+    }
+    let status = std::fs::read_to_string(format!("/proc/{}/status", child.id())).unwrap();
+    let kb: u64 = status
+        .lines()
+        .find(|l| l.starts_with("VmRSS:"))
+        .and_then(|l| l.split_whitespace().nth(1))
+        .and_then(|v| v.parse().ok())
+        .unwrap_or(0);
+    unsafe {
+        libc::kill(child.id() as i32, libc::SIGTERM);
+    }
+    let _ = child.wait();
+    kb * 1024
+}
+
+fn enter_private_netns() {
+    let before = std::fs::read_link("/proc/thread-self/ns/net").ok();
+    // SAFETY: plain syscall; affects only this (still single) thread.
+    let rc = unsafe { libc::unshare(libc::CLONE_NEWNET) };
+    assert_eq!(
+        rc,
+        0,
+        "unshare(CLONE_NEWNET) failed (run as root): {}",
+        std::io::Error::last_os_error()
+    );
+    let after = std::fs::read_link("/proc/thread-self/ns/net").ok();
+    assert_ne!(before, after, "not in a private network namespace");
+    sh("ip", &["link", "set", "lo", "up"], None);
+}
+
+fn secs(d: Duration) -> String {
+    if d < Duration::from_millis(10) {
+        format!("{:.3} ms", d.as_secs_f64() * 1000.0)
+    } else {
+        format!("{:.3} s", d.as_secs_f64())
+    }
+}
+
+fn verdict(ok: bool) -> &'static str {
+    if ok { "met" } else { "MISSED" }
+}
+
+async fn run(full: bool) {
+    let (small, large, chain_n, samples) = if full {
+        (10_000, 100_000, 5_000, 1_000)
+    } else {
+        (300, 1_000, 200, 30)
+    };
+    let mut out = String::new();
+    let uname = sh("uname", &["-r"], None);
+    let _ = writeln!(
+        out,
+        "sipban firewall benchmark ({}), {} cores, kernel {}, private network namespace",
+        if full { "full" } else { "smoke" },
+        std::thread::available_parallelism().map_or(0, |n| n.get()),
+        uname.trim()
+    );
+    for kind in [Kind::NftLib, Kind::NftTool, Kind::Ipset] {
+        let f = storm_restore_unban(kind, small, false).await;
+        let _ = writeln!(
+            out,
+            "{:<26} storm {small:>6} -> kernel {:>10}   raw tool {:>10}   ratio {:>5.2}x   goal 10k <= 0.25 s: {}",
+            kind.label(),
+            secs(f.storm),
+            secs(f.raw),
+            f.storm.as_secs_f64() / f.raw.as_secs_f64(),
+            verdict(f.storm <= Duration::from_millis(250))
+        );
+        let f = storm_restore_unban(kind, large, true).await;
+        let _ = writeln!(
+            out,
+            "{:<26} storm {large:>6} -> kernel {:>10}   raw tool {:>10}   ratio {:>5.2}x   goal <= 1.5x raw: {}",
+            kind.label(),
+            secs(f.storm),
+            secs(f.raw),
+            f.storm.as_secs_f64() / f.raw.as_secs_f64(),
+            verdict(f.storm.as_secs_f64() <= 1.5 * f.raw.as_secs_f64())
+        );
+        if let Some((restore, raw)) = f.restore {
+            let _ = writeln!(
+                out,
+                "{:<26} restore {large:>4} at start {:>10}   raw tool {:>10}   ratio {:>5.2}x   goal <= 1.5x raw: {}",
+                kind.label(),
+                secs(restore),
+                secs(raw),
+                restore.as_secs_f64() / raw.as_secs_f64(),
+                verdict(restore.as_secs_f64() <= 1.5 * raw.as_secs_f64())
+            );
+        }
+        if let Some(unban) = f.unban {
+            let _ = writeln!(
+                out,
+                "{:<26} unban {large:>6} (expiry) {:>10}",
+                kind.label(),
+                secs(unban)
+            );
+        }
+        let (p50, p99) = latency(kind, samples).await;
+        let _ = writeln!(
+            out,
+            "{:<26} single event -> kernel  p50 {:>10}   p99 {:>10}   goals p50 < 1 ms, p99 < 2 ms: {} / {}",
+            kind.label(),
+            secs(p50),
+            secs(p99),
+            verdict(p50 < Duration::from_millis(1)),
+            verdict(p99 < Duration::from_millis(2))
+        );
+        print!("{out}");
+        std::io::stdout().flush().ok();
+        out.clear();
+    }
+    let f = storm_restore_unban(Kind::Chain, chain_n, false).await;
+    let _ = writeln!(
+        out,
+        "{:<26} storm {chain_n:>6} -> kernel {:>10}   iptables-restore {:>10}   ratio {:>5.2}x",
+        Kind::Chain.label(),
+        secs(f.storm),
+        secs(f.raw),
+        f.storm.as_secs_f64() / f.raw.as_secs_f64()
+    );
+    let (p50, p99) = latency(Kind::Chain, samples.min(200)).await;
+    let _ = writeln!(
+        out,
+        "{:<26} single event -> kernel  p50 {:>10}   p99 {:>10}",
+        Kind::Chain.label(),
+        secs(p50),
+        secs(p99)
+    );
+    let bytes = rss(large).await;
+    let _ = writeln!(
+        out,
+        "{:<26} RSS with {large} bans {:>8.1} MiB   goal < 20 MB: {}",
+        "sipban binary (nftables)",
+        bytes as f64 / (1024.0 * 1024.0),
+        verdict(bytes < 20_000_000)
+    );
+    print!("{out}");
+}
+
+fn main() {
+    let full = std::env::args().any(|a| a == "--bench");
+    enter_private_netns();
+    let rt = tokio::runtime::Builder::new_multi_thread()
+        .worker_threads(2)
+        .enable_all()
+        .build()
+        .expect("runtime");
+    rt.block_on(run(full));
+}
