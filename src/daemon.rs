@@ -219,7 +219,9 @@ impl Daemon {
             );
         }
 
-        let (events_tx, events_rx) = mpsc::channel(10_000);
+        // Small: the AMI reader waits (TCP holds the rest) rather than
+        // buffering a whole storm in memory.
+        let (events_tx, events_rx) = mpsc::channel(1024);
         let (ami, ami_task) = ami::client::spawn(settings.ami.clone(), events_tx, shutdown.clone());
         tasks.push(watch("AMI client").spawn(async move {
             if let Err(e) = ami_task.await {

@@ -86,6 +86,7 @@ pub fn init(file: Option<&Path>, stderr: bool, verbose: bool) -> Result<LogGuard
         // is the audit trail of every ban.
         let (writer, guard) = tracing_appender::non_blocking::NonBlockingBuilder::default()
             .lossy(false)
+            .buffered_lines_limit(4096)
             .finish(f);
         guards.push(guard);
         layers.push(

@@ -178,7 +178,7 @@ impl BanManager {
     }
 
     pub fn get(&self, ip: IpAddr) -> Option<Ban> {
-        self.lock().get(&ip.to_canonical()).cloned()
+        self.lock().get(&ip.to_canonical())
     }
 
     /// Every ban, active or flushed, as it would be dumped.
@@ -191,15 +191,27 @@ impl BanManager {
         let Some(path) = self.dump_path.clone() else {
             return Ok(0);
         };
-        let bans = self.snapshot();
-        let n = bans.len();
+        let (rows, reasons) = self.lock().dump_rows();
+        let n = rows.len();
         let now = self.clock.now();
-        tokio::task::spawn_blocking(move || persist::write(&path, &bans, now))
-            .await
-            .map_err(|e| DumpError::Write {
-                path: PathBuf::new(),
-                source: std::io::Error::other(e.to_string()),
-            })??;
+        tokio::task::spawn_blocking(move || {
+            let result = persist::write_rows(
+                &path,
+                rows.iter().map(|(ip, expiry, count, reason)| {
+                    let r = reasons.get(usize::from(*reason)).map_or("", |r| r);
+                    (*ip, *expiry, r, *count)
+                }),
+                now,
+            );
+            drop(rows);
+            release_freed_memory();
+            result
+        })
+        .await
+        .map_err(|e| DumpError::Write {
+            path: PathBuf::new(),
+            source: std::io::Error::other(e.to_string()),
+        })??;
         Ok(n)
     }
 
@@ -210,13 +222,16 @@ impl BanManager {
         let flushed = {
             let mut store = self.lock();
             let flushed = store.deactivate_all();
-            for ban in &flushed {
-                self.firewall.delete(ban.ip);
+            for ip in &flushed {
+                self.firewall.delete(*ip);
             }
             flushed
         };
-        for ban in &flushed {
-            tracing::info!("UNBLOCK => {} (Flush)", ban.ip);
+        for ip in flushed.iter().take(LOG_EACH) {
+            tracing::info!("UNBLOCK => {ip} (Flush)");
+        }
+        if flushed.len() > LOG_EACH {
+            tracing::info!("UNBLOCK => ... and {} more (Flush)", flushed.len() - LOG_EACH);
         }
         if let Some(path) = &self.dump_path {
             tracing::info!("DUMP => {} ({} bans)", path.display(), flushed.len());
@@ -274,7 +289,7 @@ impl BanManager {
                 }
                 match store.upsert(ip, e.expiry, &e.reason, e.count) {
                     Upsert::Extended => report.present += 1,
-                    _ => report.added.extend(store.get(&ip).cloned()),
+                    _ => report.added.extend(store.get(&ip)),
                 }
             }
             self.firewall.send_reconcile(Self::desired(&store, now), tx);
@@ -308,15 +323,9 @@ impl BanManager {
     /// Active bans with their remaining time, for the firewall.
     fn desired(store: &BanStore, now: UnixTime) -> Vec<(IpAddr, Duration)> {
         store
-            .by_expiry()
+            .active_expiries()
             .into_iter()
-            .filter(|b| b.active)
-            .map(|b| {
-                (
-                    b.ip,
-                    Duration::from_secs(b.expires.saturating_sub(now).max(1)),
-                )
-            })
+            .map(|(ip, t)| (ip, Duration::from_secs(t.saturating_sub(now).max(1))))
             .collect()
     }
 
@@ -409,5 +418,15 @@ impl BanManager {
                 tracing::error!("DUMP => {e}");
             }
         }
+    }
+}
+
+/// Hands memory freed after a burst (a storm, a big dump) back to the
+/// system, so the daemon's RSS follows its live bans rather than its peak.
+fn release_freed_memory() {
+    #[cfg(all(target_os = "linux", target_env = "gnu"))]
+    // SAFETY: malloc_trim only releases free heap pages.
+    unsafe {
+        libc::malloc_trim(0);
     }
 }

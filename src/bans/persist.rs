@@ -64,42 +64,46 @@ pub struct DumpEntry {
     pub count: u32,
 }
 
-impl From<&Ban> for DumpEntry {
-    fn from(b: &Ban) -> Self {
-        DumpEntry {
-            ip: b.ip,
-            expiry: b.expires,
-            reason: b.reason.clone(),
-            count: b.count,
-        }
-    }
-}
 
 /// Writes `bans` to `path` atomically.
 pub fn write(path: &Path, bans: &[Ban], now: UnixTime) -> Result<(), DumpError> {
+    write_rows(
+        path,
+        bans.iter().map(|b| (b.ip, b.expires, b.reason.as_str(), b.count)),
+        now,
+    )
+}
+
+/// Streams `(ip, expiry, reason, count)` rows to `path` atomically, without
+/// building the whole document in memory (100k bans stay cheap).
+pub fn write_rows<'a>(
+    path: &Path,
+    rows: impl Iterator<Item = (IpAddr, UnixTime, &'a str, u32)>,
+    now: UnixTime,
+) -> Result<(), DumpError> {
     let werr = |source| DumpError::Write {
         path: path.to_path_buf(),
         source,
     };
-    let dump = DumpFile {
-        version: 1,
-        written: now,
-        bans: bans.iter().map(DumpEntry::from).collect(),
-    };
-    let mut bytes = serde_json::to_vec_pretty(&dump).map_err(|e| werr(e.into()))?;
-    bytes.push(b'\n');
     let dir = match path.parent() {
         Some(d) if !d.as_os_str().is_empty() => d.to_path_buf(),
         _ => PathBuf::from("."),
     };
-    let file_name = path
-        .file_name()
-        .map(|n| n.to_string_lossy())
-        .unwrap_or_default();
+    let file_name = path.file_name().map(|n| n.to_string_lossy()).unwrap_or_default();
     let tmp = dir.join(format!(".{file_name}.tmp"));
     let result = (|| {
-        let mut f = File::create(&tmp)?;
-        f.write_all(&bytes)?;
+        let mut f = std::io::BufWriter::with_capacity(64 * 1024, File::create(&tmp)?);
+        write!(f, "{{\n  \"version\": 1,\n  \"written\": {now},\n  \"bans\": [")?;
+        for (i, (ip, expiry, reason, count)) in rows.enumerate() {
+            let reason = serde_json::to_string(reason).map_err(std::io::Error::other)?;
+            let sep = if i == 0 { "" } else { "," };
+            write!(
+                f,
+                "{sep}\n    {{ \"ip\": \"{ip}\", \"expiry\": {expiry}, \"reason\": {reason}, \"count\": {count} }}"
+            )?;
+        }
+        f.write_all(b"\n  ]\n}\n")?;
+        let f = f.into_inner().map_err(|e| e.into_error())?;
         f.sync_all()?;
         drop(f);
         fs::rename(&tmp, path)?;

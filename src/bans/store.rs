@@ -1,11 +1,14 @@
-//! The ban table: one entry per IP plus an ordered set of expiries, so the
-//! next expiry is found in O(log n) without scanning.
+//! The ban table: one compact entry per IP, plus the expiries grouped by
+//! second, so the next expiry is found in O(log n) without scanning. About
+//! 80 bytes a ban: 100k bans fit in a few MB.
 
-use std::collections::{BTreeSet, HashMap};
+use std::collections::{BTreeMap, BTreeSet, HashMap};
 use std::net::IpAddr;
+use std::sync::Arc;
 
 use crate::clock::UnixTime;
 
+/// A ban as the rest of the daemon sees it.
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub struct Ban {
     pub ip: IpAddr,
@@ -28,15 +31,80 @@ pub enum Upsert {
     Extended,
 }
 
+/// What the store keeps per IP (the IP is the map key).
+#[derive(Clone, Copy, Debug)]
+struct Entry {
+    expires: UnixTime,
+    count: u32,
+    reason: u16,
+    active: bool,
+}
+
+/// One row of the dump: ip, expiry, count, reason index.
+pub type DumpRow = (IpAddr, UnixTime, u32, u16);
+
 #[derive(Debug, Default)]
 pub struct BanStore {
-    bans: HashMap<IpAddr, Ban>,
-    deadlines: BTreeSet<(UnixTime, IpAddr)>,
+    bans: HashMap<IpAddr, Entry>,
+    /// Expiry second -> the IPs expiring then (storms share seconds),
+    /// ordered so listings are stable.
+    deadlines: BTreeMap<UnixTime, BTreeSet<IpAddr>>,
+    /// Interned reasons: there are only a handful of distinct ones.
+    reasons: Vec<Arc<str>>,
+    reason_ids: HashMap<Arc<str>, u16>,
 }
 
 impl BanStore {
-    pub fn get(&self, ip: &IpAddr) -> Option<&Ban> {
-        self.bans.get(ip)
+    fn reason_id(&mut self, reason: &str) -> u16 {
+        if let Some(id) = self.reason_ids.get(reason) {
+            return *id;
+        }
+        let Ok(id) = u16::try_from(self.reasons.len()) else {
+            // Absurdly many distinct reasons: share the last slot.
+            return u16::MAX;
+        };
+        let r: Arc<str> = Arc::from(reason);
+        self.reasons.push(Arc::clone(&r));
+        self.reason_ids.insert(r, id);
+        id
+    }
+
+    fn reason(&self, id: u16) -> &str {
+        self.reasons
+            .get(usize::from(id))
+            .or(self.reasons.last())
+            .map_or("", |r| r)
+    }
+
+    fn ban(&self, ip: IpAddr, e: &Entry) -> Ban {
+        Ban {
+            ip,
+            expires: e.expires,
+            reason: self.reason(e.reason).to_string(),
+            count: e.count,
+            active: e.active,
+        }
+    }
+
+    fn schedule(&mut self, ip: IpAddr, at: UnixTime) {
+        self.deadlines.entry(at).or_default().insert(ip);
+    }
+
+    fn unschedule(&mut self, ip: &IpAddr, at: UnixTime) {
+        if let Some(set) = self.deadlines.get_mut(&at) {
+            set.remove(ip);
+            if set.is_empty() {
+                self.deadlines.remove(&at);
+            }
+        }
+    }
+
+    pub fn get(&self, ip: &IpAddr) -> Option<Ban> {
+        self.bans.get(ip).map(|e| self.ban(*ip, e))
+    }
+
+    pub fn is_active(&self, ip: &IpAddr) -> bool {
+        self.bans.get(ip).is_some_and(|e| e.active)
     }
 
     pub fn len(&self) -> usize {
@@ -49,69 +117,68 @@ impl BanStore {
 
     /// Bans `ip` until at least `expires` (an existing later expiry is kept).
     pub fn upsert(&mut self, ip: IpAddr, expires: UnixTime, reason: &str, count: u32) -> Upsert {
-        match self.bans.get_mut(&ip) {
-            Some(ban) => {
-                let outcome = if ban.active {
-                    Upsert::Extended
-                } else {
-                    Upsert::Reactivated
-                };
-                if expires > ban.expires {
-                    self.deadlines.remove(&(ban.expires, ip));
-                    ban.expires = expires;
-                    self.deadlines.insert((expires, ip));
-                }
-                ban.count = ban.count.saturating_add(count.max(1));
-                ban.active = true;
-                outcome
+        if let Some(old) = self.bans.get(&ip).copied() {
+            let outcome = if old.active {
+                Upsert::Extended
+            } else {
+                Upsert::Reactivated
+            };
+            if expires > old.expires {
+                self.unschedule(&ip, old.expires);
+                self.schedule(ip, expires);
             }
-            None => {
-                self.bans.insert(
-                    ip,
-                    Ban {
-                        ip,
-                        expires,
-                        reason: reason.to_string(),
-                        count: count.max(1),
-                        active: true,
-                    },
-                );
-                self.deadlines.insert((expires, ip));
-                Upsert::New
+            if let Some(e) = self.bans.get_mut(&ip) {
+                e.expires = e.expires.max(expires);
+                e.count = e.count.saturating_add(count.max(1));
+                e.active = true;
             }
+            return outcome;
         }
+        let reason = self.reason_id(reason);
+        self.bans.insert(
+            ip,
+            Entry {
+                expires,
+                count: count.max(1),
+                reason,
+                active: true,
+            },
+        );
+        self.schedule(ip, expires);
+        Upsert::New
     }
 
     pub fn remove(&mut self, ip: &IpAddr) -> Option<Ban> {
-        let ban = self.bans.remove(ip)?;
-        self.deadlines.remove(&(ban.expires, *ip));
-        Some(ban)
+        let e = self.bans.remove(ip)?;
+        self.unschedule(ip, e.expires);
+        Some(self.ban(*ip, &e))
     }
 
-    /// Marks every active ban inactive and returns them.
-    pub fn deactivate_all(&mut self) -> Vec<Ban> {
+    /// Marks every active ban inactive and returns their addresses.
+    pub fn deactivate_all(&mut self) -> Vec<IpAddr> {
         let mut out = Vec::new();
-        for ban in self.bans.values_mut().filter(|b| b.active) {
-            ban.active = false;
-            out.push(ban.clone());
+        for (ip, e) in self.bans.iter_mut().filter(|(_, e)| e.active) {
+            e.active = false;
+            out.push(*ip);
         }
         out
     }
 
     pub fn next_deadline(&self) -> Option<UnixTime> {
-        self.deadlines.first().map(|(t, _)| *t)
+        self.deadlines.first_key_value().map(|(t, _)| *t)
     }
 
     /// Removes and returns every ban with `expires <= now`.
     pub fn pop_expired(&mut self, now: UnixTime) -> Vec<Ban> {
         let mut out = Vec::new();
-        while let Some(&(t, ip)) = self.deadlines.first() {
-            if t > now {
+        while let Some(entry) = self.deadlines.first_entry() {
+            if *entry.key() > now {
                 break;
             }
-            self.deadlines.pop_first();
-            if let Some(ban) = self.bans.remove(&ip) {
-                out.push(ban);
+            for ip in entry.remove() {
+                if let Some(e) = self.bans.remove(&ip) {
+                    out.push(self.ban(ip, &e));
+                }
             }
         }
         out
@@ -119,10 +186,31 @@ impl BanStore {
 
     /// All bans, soonest expiry first (the original's `block` order).
     pub fn by_expiry(&self) -> Vec<Ban> {
-        self.deadlines
-            .iter()
-            .filter_map(|(_, ip)| self.bans.get(ip).cloned())
+        self.ordered().map(|(ip, e)| self.ban(ip, e)).collect()
+    }
+
+    /// Active bans with their expiry, soonest first, without copying reasons.
+    pub fn active_expiries(&self) -> Vec<(IpAddr, UnixTime)> {
+        self.ordered()
+            .filter(|(_, e)| e.active)
+            .map(|(ip, e)| (ip, e.expires))
             .collect()
+    }
+
+    /// Compact rows for the dump plus the reason table they index.
+    pub fn dump_rows(&self) -> (Vec<DumpRow>, Vec<Arc<str>>) {
+        let rows = self
+            .ordered()
+            .map(|(ip, e)| (ip, e.expires, e.count, e.reason))
+            .collect();
+        (rows, self.reasons.clone())
+    }
+
+    fn ordered(&self) -> impl Iterator<Item = (IpAddr, &Entry)> {
+        self.deadlines
+            .values()
+            .flat_map(|set| set.iter())
+            .filter_map(|ip| self.bans.get(ip).map(|e| (*ip, e)))
     }
 }
 
@@ -146,6 +234,7 @@ mod tests {
         s.upsert(ip("192.0.2.1"), 150, "z", 1);
         assert_eq!(s.get(&ip("192.0.2.1")).unwrap().expires, 200);
         assert_eq!(s.next_deadline(), Some(200));
+        assert_eq!(s.by_expiry().len(), 1);
     }
 
     #[test]
@@ -159,6 +248,8 @@ mod tests {
         assert_eq!(gone, vec![ip("192.0.2.1"), ip("2001:db8::1")]);
         assert_eq!(s.next_deadline(), Some(30));
         assert!(s.pop_expired(29).is_empty());
+        assert_eq!(s.remove(&ip("192.0.2.3")).unwrap().expires, 30);
+        assert_eq!(s.next_deadline(), None);
     }
 
     #[test]
@@ -167,6 +258,20 @@ mod tests {
         s.upsert(ip("192.0.2.1"), 10, "r", 1);
         assert_eq!(s.deactivate_all().len(), 1);
         assert!(!s.get(&ip("192.0.2.1")).unwrap().active);
+        assert!(s.active_expiries().is_empty());
         assert_eq!(s.upsert(ip("192.0.2.1"), 10, "r", 1), Upsert::Reactivated);
+    }
+
+    #[test]
+    fn reasons_are_shared() {
+        let mut s = BanStore::default();
+        for i in 0..1000u32 {
+            let a = IpAddr::from((0xc000_0200u32 + i).to_be_bytes());
+            s.upsert(a, 10 + u64::from(i % 3), if i % 2 == 0 { "a" } else { "b" }, 1);
+        }
+        let (rows, reasons) = s.dump_rows();
+        assert_eq!(rows.len(), 1000);
+        assert_eq!(reasons.len(), 2);
+        assert!(rows.windows(2).all(|w| w[0].1 <= w[1].1), "ordered by expiry");
     }
 }

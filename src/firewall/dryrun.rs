@@ -1,7 +1,7 @@
 //! A backend that touches nothing: it logs what it would do and records the
 //! calls, for `--dry-run`, `replay` and the daemon's integration tests.
 
-use std::collections::BTreeSet;
+use std::collections::{BTreeSet, VecDeque};
 use std::net::IpAddr;
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
@@ -18,11 +18,33 @@ pub enum DryRunOp {
 
 /// Shared view of what the dry-run backend was asked to do.
 #[derive(Clone, Debug, Default)]
-pub struct DryRunLog(Arc<Mutex<(Vec<DryRunOp>, BTreeSet<IpAddr>)>>);
+pub struct DryRunLog(Arc<Mutex<(VecDeque<DryRunOp>, BTreeSet<IpAddr>)>>);
+
+/// Calls remembered (the oldest are forgotten), so a long `--dry-run`
+/// does not grow without bound.
+const KEEP_OPS: usize = 10_000;
 
 impl DryRunLog {
     pub fn ops(&self) -> Vec<DryRunOp> {
-        self.lock().0.clone()
+        self.lock().0.iter().cloned().collect()
+    }
+
+    fn record(&self, op: DryRunOp) {
+        let mut log = self.lock();
+        match &op {
+            DryRunOp::Add(ip) => {
+                log.1.insert(*ip);
+            }
+            DryRunOp::Delete(ip) => {
+                log.1.remove(ip);
+            }
+            DryRunOp::Shutdown => log.1.clear(),
+            DryRunOp::Init => {}
+        }
+        if log.0.len() == KEEP_OPS {
+            log.0.pop_front();
+        }
+        log.0.push_back(op);
     }
 
     /// What the "kernel" would hold now.
@@ -30,7 +52,7 @@ impl DryRunLog {
         self.lock().1.iter().copied().collect()
     }
 
-    fn lock(&self) -> std::sync::MutexGuard<'_, (Vec<DryRunOp>, BTreeSet<IpAddr>)> {
+    fn lock(&self) -> std::sync::MutexGuard<'_, (VecDeque<DryRunOp>, BTreeSet<IpAddr>)> {
         self.0.lock().unwrap_or_else(|p| p.into_inner())
     }
 }
@@ -69,7 +91,7 @@ impl Backend for DryRun {
         if !self.quiet {
             tracing::info!("DRY-RUN => firewall untouched; bans are only logged");
         }
-        self.log.lock().0.push(DryRunOp::Init);
+        self.log.record(DryRunOp::Init);
         Ok(())
     }
 
@@ -88,18 +110,8 @@ impl Backend for DryRun {
     }
 
     fn commit(&mut self) -> Result<(), FirewallError> {
-        let mut log = self.log.lock();
         for op in self.pending.drain(..) {
-            match &op {
-                DryRunOp::Add(ip) => {
-                    log.1.insert(*ip);
-                }
-                DryRunOp::Delete(ip) => {
-                    log.1.remove(ip);
-                }
-                _ => {}
-            }
-            log.0.push(op);
+            self.log.record(op);
         }
         Ok(())
     }
@@ -109,9 +121,7 @@ impl Backend for DryRun {
     }
 
     fn shutdown(&mut self) -> Result<(), FirewallError> {
-        let mut log = self.log.lock();
-        log.1.clear();
-        log.0.push(DryRunOp::Shutdown);
+        self.log.record(DryRunOp::Shutdown);
         Ok(())
     }
 }
