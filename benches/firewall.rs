@@ -412,6 +412,10 @@ async fn run(full: bool) {
         (300, 1_000, 200, 30)
     };
     if std::env::var("SIPBAN_BENCH").as_deref() == Ok("rss") {
+        let large: usize = std::env::var("SIPBAN_BENCH_N")
+            .ok()
+            .and_then(|n| n.parse().ok())
+            .unwrap_or(large);
         for backend in ["nftables", "dry-run"] {
             let mib = rss(large, backend).await as f64 / (1024.0 * 1024.0);
             println!("RSS {backend} with {large} bans: {mib:.1} MiB");

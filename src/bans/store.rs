@@ -1,8 +1,12 @@
 //! The ban table: one compact entry per IP, plus the expiries grouped by
 //! second, so the next expiry is found in O(log n) without scanning. About
-//! 80 bytes a ban: 100k bans fit in a few MB.
+//! 60 bytes a ban: 100k bans fit in a few MB.
+//!
+//! The expiry index is lazy: an extended ban stays in its old second and is
+//! moved when that second comes; a removed ban leaves a stale address that
+//! is skipped. Extending a ban under attack therefore costs O(1).
 
-use std::collections::{BTreeMap, BTreeSet, HashMap};
+use std::collections::{BTreeMap, HashMap};
 use std::net::IpAddr;
 use std::sync::Arc;
 
@@ -31,13 +35,18 @@ pub enum Upsert {
     Extended,
 }
 
-/// What the store keeps per IP (the IP is the map key).
+/// What the store keeps per IP (the IP is the map key); 12 bytes.
 #[derive(Clone, Copy, Debug)]
 struct Entry {
-    expires: UnixTime,
+    /// Unix seconds; u32 lasts until 2106 (later expiries are clamped).
+    expires: u32,
     count: u32,
     reason: u16,
     active: bool,
+}
+
+fn to_u32(t: UnixTime) -> u32 {
+    u32::try_from(t).unwrap_or(u32::MAX)
 }
 
 /// One row of the dump: ip, expiry, count, reason index.
@@ -46,9 +55,8 @@ pub type DumpRow = (IpAddr, UnixTime, u32, u16);
 #[derive(Debug, Default)]
 pub struct BanStore {
     bans: HashMap<IpAddr, Entry>,
-    /// Expiry second -> the IPs expiring then (storms share seconds),
-    /// ordered so listings are stable.
-    deadlines: BTreeMap<UnixTime, BTreeSet<IpAddr>>,
+    /// Expiry second -> the IPs (possibly stale) due then.
+    deadlines: BTreeMap<u32, Vec<IpAddr>>,
     /// Interned reasons: there are only a handful of distinct ones.
     reasons: Vec<Arc<str>>,
     reason_ids: HashMap<Arc<str>, u16>,
@@ -79,24 +87,15 @@ impl BanStore {
     fn ban(&self, ip: IpAddr, e: &Entry) -> Ban {
         Ban {
             ip,
-            expires: e.expires,
+            expires: UnixTime::from(e.expires),
             reason: self.reason(e.reason).to_string(),
             count: e.count,
             active: e.active,
         }
     }
 
-    fn schedule(&mut self, ip: IpAddr, at: UnixTime) {
-        self.deadlines.entry(at).or_default().insert(ip);
-    }
-
-    fn unschedule(&mut self, ip: &IpAddr, at: UnixTime) {
-        if let Some(set) = self.deadlines.get_mut(&at) {
-            set.remove(ip);
-            if set.is_empty() {
-                self.deadlines.remove(&at);
-            }
-        }
+    fn schedule(&mut self, ip: IpAddr, at: u32) {
+        self.deadlines.entry(at).or_default().push(ip);
     }
 
     pub fn get(&self, ip: &IpAddr) -> Option<Ban> {
@@ -117,21 +116,17 @@ impl BanStore {
 
     /// Bans `ip` until at least `expires` (an existing later expiry is kept).
     pub fn upsert(&mut self, ip: IpAddr, expires: UnixTime, reason: &str, count: u32) -> Upsert {
-        if let Some(old) = self.bans.get(&ip).copied() {
-            let outcome = if old.active {
+        let expires = to_u32(expires);
+        if let Some(e) = self.bans.get_mut(&ip) {
+            let outcome = if e.active {
                 Upsert::Extended
             } else {
                 Upsert::Reactivated
             };
-            if expires > old.expires {
-                self.unschedule(&ip, old.expires);
-                self.schedule(ip, expires);
-            }
-            if let Some(e) = self.bans.get_mut(&ip) {
-                e.expires = e.expires.max(expires);
-                e.count = e.count.saturating_add(count.max(1));
-                e.active = true;
-            }
+            // The index keeps the old second; `pop_expired` moves it on.
+            e.expires = e.expires.max(expires);
+            e.count = e.count.saturating_add(count.max(1));
+            e.active = true;
             return outcome;
         }
         let reason = self.reason_id(reason);
@@ -149,8 +144,8 @@ impl BanStore {
     }
 
     pub fn remove(&mut self, ip: &IpAddr) -> Option<Ban> {
+        // Its index slot goes stale and is skipped later.
         let e = self.bans.remove(ip)?;
-        self.unschedule(ip, e.expires);
         Some(self.ban(*ip, &e))
     }
 
@@ -164,23 +159,43 @@ impl BanStore {
         out
     }
 
+    /// The earliest second the index has something for (it may turn out
+    /// stale: then `pop_expired` finds nothing and the caller sleeps on).
     pub fn next_deadline(&self) -> Option<UnixTime> {
-        self.deadlines.first_key_value().map(|(t, _)| *t)
+        self.deadlines.first_key_value().map(|(t, _)| UnixTime::from(*t))
     }
 
     /// Removes and returns every ban with `expires <= now`.
     pub fn pop_expired(&mut self, now: UnixTime) -> Vec<Ban> {
+        let now = to_u32(now);
         let mut out = Vec::new();
+        let mut later = Vec::new();
         while let Some(entry) = self.deadlines.first_entry() {
-            if *entry.key() > now {
+            let at = *entry.key();
+            if at > now {
                 break;
             }
             for ip in entry.remove() {
-                if let Some(e) = self.bans.remove(&ip) {
-                    out.push(self.ban(ip, &e));
+                match self.bans.get(&ip) {
+                    Some(e) if e.expires <= now => {
+                        if let Some(e) = self.bans.remove(&ip) {
+                            out.push(self.ban(ip, &e));
+                        }
+                    }
+                    // Extended since it was indexed: index its real second,
+                    // unless it was removed and banned again (already there).
+                    Some(e) if e.expires > at => later.push((ip, e.expires)),
+                    _ => {}
                 }
             }
         }
+        for (ip, at) in later {
+            let slot = self.deadlines.entry(at).or_default();
+            if !slot.contains(&ip) {
+                slot.push(ip);
+            }
+        }
+        out.sort_by_key(|b| (b.expires, b.ip));
         out
     }
 
@@ -193,7 +208,7 @@ impl BanStore {
     pub fn active_expiries(&self) -> Vec<(IpAddr, UnixTime)> {
         self.ordered()
             .filter(|(_, e)| e.active)
-            .map(|(ip, e)| (ip, e.expires))
+            .map(|(ip, e)| (ip, UnixTime::from(e.expires)))
             .collect()
     }
 
@@ -201,16 +216,15 @@ impl BanStore {
     pub fn dump_rows(&self) -> (Vec<DumpRow>, Vec<Arc<str>>) {
         let rows = self
             .ordered()
-            .map(|(ip, e)| (ip, e.expires, e.count, e.reason))
+            .map(|(ip, e)| (ip, UnixTime::from(e.expires), e.count, e.reason))
             .collect();
         (rows, self.reasons.clone())
     }
 
     fn ordered(&self) -> impl Iterator<Item = (IpAddr, &Entry)> {
-        self.deadlines
-            .values()
-            .flat_map(|set| set.iter())
-            .filter_map(|ip| self.bans.get(ip).map(|e| (*ip, e)))
+        let mut all: Vec<(IpAddr, &Entry)> = self.bans.iter().map(|(ip, e)| (*ip, e)).collect();
+        all.sort_unstable_by_key(|(ip, e)| (e.expires, *ip));
+        all.into_iter()
     }
 }
 
@@ -233,8 +247,29 @@ mod tests {
         // An earlier expiry never shortens a ban.
         s.upsert(ip("192.0.2.1"), 150, "z", 1);
         assert_eq!(s.get(&ip("192.0.2.1")).unwrap().expires, 200);
+        // The index is lazy: the old second comes first, then moves on.
+        assert_eq!(s.next_deadline(), Some(100));
+        assert!(s.pop_expired(100).is_empty());
         assert_eq!(s.next_deadline(), Some(200));
         assert_eq!(s.by_expiry().len(), 1);
+    }
+
+    #[test]
+    fn extended_and_removed_bans_leave_no_wrong_expiry() {
+        let mut s = BanStore::default();
+        s.upsert(ip("192.0.2.1"), 10, "r", 1);
+        s.upsert(ip("192.0.2.1"), 50, "r", 1);
+        s.upsert(ip("192.0.2.2"), 10, "r", 1);
+        s.remove(&ip("192.0.2.2"));
+        s.upsert(ip("192.0.2.2"), 30, "r", 1);
+        assert!(s.pop_expired(10).is_empty(), "extended and re-banned");
+        assert_eq!(s.next_deadline(), Some(30));
+        let gone: Vec<_> = s.pop_expired(30).into_iter().map(|b| b.ip).collect();
+        assert_eq!(gone, vec![ip("192.0.2.2")]);
+        assert!(s.pop_expired(49).is_empty());
+        assert_eq!(s.pop_expired(50).len(), 1);
+        assert!(s.is_empty());
+        assert_eq!(s.next_deadline(), None);
     }
 
     #[test]
@@ -249,6 +284,8 @@ mod tests {
         assert_eq!(s.next_deadline(), Some(30));
         assert!(s.pop_expired(29).is_empty());
         assert_eq!(s.remove(&ip("192.0.2.3")).unwrap().expires, 30);
+        // The stale slot yields nothing and then disappears.
+        assert!(s.pop_expired(30).is_empty());
         assert_eq!(s.next_deadline(), None);
     }
 
