@@ -22,6 +22,9 @@ use crate::firewall::{Firewall, FirewallError, Reconciled};
 pub use persist::{DumpEntry, DumpError};
 pub use store::{Ban, BanStore, Upsert};
 
+/// An extension this long (seconds) renews the kernel timeout.
+const REFRESH_STEP: UnixTime = 60;
+
 /// Restored bans logged one by one; beyond this, a count.
 const LOG_EACH: usize = 100;
 
@@ -119,11 +122,18 @@ impl BanManager {
         let (outcome, wake) = {
             let mut store = self.lock();
             let earliest = store.next_deadline();
+            let before = store.get(&ip).map(|b| b.expires);
             let outcome = store.upsert(ip, expires, reason, count);
-            if outcome != Upsert::Extended {
-                let remaining = store.get(&ip).map_or(expires, |b| b.expires);
-                self.firewall
-                    .add(ip, Duration::from_secs(remaining.saturating_sub(now)));
+            let after = store.get(&ip).map_or(expires, |b| b.expires);
+            let remaining = Duration::from_secs(after.saturating_sub(now));
+            match outcome {
+                Upsert::New | Upsert::Reactivated => self.firewall.add(ip, remaining),
+                // Keep the kernel timeout (the backstop) in step, but not
+                // for every packet of a flood: only when it moved a minute.
+                Upsert::Extended if before.is_some_and(|b| after >= b + REFRESH_STEP) => {
+                    self.firewall.refresh(ip, remaining)
+                }
+                Upsert::Extended => {}
             }
             (outcome, earliest != store.next_deadline())
         };

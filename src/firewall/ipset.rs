@@ -21,7 +21,8 @@ pub struct IpsetBackend {
     ipt4: Option<IPTables>,
     ipt6: Option<IPTables>,
     pending: Vec<(IpAddr, Option<Duration>)>,
-    /// Elements we put in the sets (what set-only mode removes on stop).
+    /// Set-only mode: the elements we added (what is removed on stop, and
+    /// all that reconcile may touch). Unused when we own the sets.
     known: HashSet<IpAddr>,
 }
 
@@ -229,14 +230,16 @@ impl Backend for IpsetBackend {
                 })
                 .collect(),
         };
-        for (ip, add) in &changes {
-            if failures.iter().any(|(f, _)| f == ip) {
-                continue;
-            }
-            if add.is_some() {
-                self.known.insert(*ip);
-            } else {
-                self.known.remove(ip);
+        if self.s.mode == Ownership::SetOnly {
+            for (ip, add) in &changes {
+                if failures.iter().any(|(f, _)| f == ip) {
+                    continue;
+                }
+                if add.is_some() {
+                    self.known.insert(*ip);
+                } else {
+                    self.known.remove(ip);
+                }
             }
         }
         if failures.is_empty() {
@@ -257,7 +260,11 @@ impl Backend for IpsetBackend {
                     .flatten()
             }));
         }
-        self.known = out.iter().copied().collect();
+        if self.s.mode == Ownership::SetOnly {
+            // The administrator's own entries are not ours to reconcile away.
+            out.retain(|ip| self.known.contains(ip));
+            self.known = out.iter().copied().collect();
+        }
         Ok(out)
     }
 

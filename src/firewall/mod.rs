@@ -58,6 +58,10 @@ pub trait Backend: Send + 'static {
     fn init(&mut self) -> Result<(), FirewallError>;
     /// `timeout` is the remaining ban time (for backends with kernel timeouts).
     fn add(&mut self, ip: IpAddr, timeout: Duration);
+    /// `ip` is present and its ban was extended: renew its kernel timeout.
+    fn refresh(&mut self, ip: IpAddr, timeout: Duration) {
+        self.add(ip, timeout)
+    }
     fn delete(&mut self, ip: IpAddr);
     fn commit(&mut self) -> Result<(), FirewallError>;
     /// The banned addresses the kernel holds right now.
@@ -113,6 +117,7 @@ pub struct ApplierOptions {
 
 enum Op {
     Add(IpAddr, Duration),
+    Refresh(IpAddr, Duration),
     Delete(IpAddr),
     Reconcile(
         Vec<(IpAddr, Duration)>,
@@ -175,6 +180,11 @@ impl Firewall {
         if self.tx.send(Op::Add(ip, timeout)).is_err() {
             tracing::error!("FIREWALL => applier stopped; ban of {ip} not applied");
         }
+    }
+
+    /// A banned `ip` got a later expiry: renew its kernel timeout.
+    pub fn refresh(&self, ip: IpAddr, timeout: Duration) {
+        let _ = self.tx.send(Op::Refresh(ip, timeout));
     }
 
     pub fn delete(&self, ip: IpAddr) {
@@ -262,6 +272,15 @@ impl Batch {
         self.set(ip, Some(next));
     }
 
+    fn push_refresh(&mut self, ip: IpAddr, t: Duration) {
+        let next = match self.net.get(&ip) {
+            Some(Net::Add(old)) => Net::Add((*old).max(t)),
+            Some(Net::Readd(old)) => Net::Readd((*old).max(t)),
+            None | Some(Net::Delete) => Net::Readd(t),
+        };
+        self.set(ip, Some(next));
+    }
+
     fn push_delete(&mut self, ip: IpAddr) {
         let next = match self.net.get(&ip) {
             Some(Net::Add(_)) => None,
@@ -312,7 +331,7 @@ fn commit(
                 backend.add(ip, t);
                 new.push(ip);
             }
-            Net::Readd(t) => backend.add(ip, t),
+            Net::Readd(t) => backend.refresh(ip, t),
             Net::Delete => backend.delete(ip),
         }
     }
@@ -373,6 +392,7 @@ fn applier(
         while let Some(op) = next.take() {
             match op {
                 Op::Add(ip, t) => batch.push_add(ip, t),
+                Op::Refresh(ip, t) => batch.push_refresh(ip, t),
                 Op::Delete(ip) => batch.push_delete(ip),
                 Op::Barrier(done) => {
                     commit(backend.as_mut(), &mut batch, flusher);

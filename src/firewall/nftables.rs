@@ -23,6 +23,8 @@ const CHUNK: usize = 10_000;
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 enum Change {
     Add(Duration),
+    /// Present already: delete + add in one transaction renews the timeout.
+    Refresh(Duration),
     Delete,
 }
 
@@ -30,7 +32,8 @@ pub struct NftBackend {
     s: SetSettings,
     nft: Nft,
     pending: Vec<(IpAddr, Change)>,
-    /// Elements we believe the kernel holds (refreshed by `list`).
+    /// Set-only mode: the elements we added (the set is shared with the
+    /// administrator's own). Unused when we own the sets.
     known: HashSet<IpAddr>,
 }
 
@@ -112,8 +115,8 @@ impl NftBackend {
         Ok(sc)
     }
 
-    /// Script lines for `changes`; re-adds of known elements delete first so
-    /// the new timeout takes effect.
+    /// Script lines for `changes`: deletes first, then adds, so a refresh
+    /// (delete + add) renews the timeout within one transaction.
     fn script(&self, changes: &[(IpAddr, Change)]) -> String {
         let t = self.table();
         let mut adds: [Vec<String>; 2] = [Vec::new(), Vec::new()];
@@ -122,16 +125,13 @@ impl NftBackend {
             let fam = usize::from(ip.is_ipv6());
             match change {
                 Change::Add(timeout) => {
-                    if self.known.contains(ip) {
-                        dels[fam].push(ip.to_string());
-                    }
                     adds[fam].push(format!("{ip} timeout {}s", kernel_timeout(*timeout)));
                 }
-                Change::Delete => {
-                    if self.known.contains(ip) {
-                        dels[fam].push(ip.to_string());
-                    }
+                Change::Refresh(timeout) => {
+                    dels[fam].push(ip.to_string());
+                    adds[fam].push(format!("{ip} timeout {}s", kernel_timeout(*timeout)));
                 }
+                Change::Delete => dels[fam].push(ip.to_string()),
             }
         }
         let mut sc = String::new();
@@ -223,6 +223,10 @@ impl Backend for NftBackend {
         self.pending.push((ip, Change::Add(timeout)));
     }
 
+    fn refresh(&mut self, ip: IpAddr, timeout: Duration) {
+        self.pending.push((ip, Change::Refresh(timeout)));
+    }
+
     fn delete(&mut self, ip: IpAddr) {
         self.pending.push((ip, Change::Delete));
     }
@@ -234,38 +238,33 @@ impl Backend for NftBackend {
         }
         let script = self.script(&changes);
         let mut failures = Vec::new();
-        if !script.is_empty() && self.apply(&script).is_err() {
-            // One bad element must not block the others.
-            for change in &changes {
-                let one = self.script(std::slice::from_ref(change));
-                if one.is_empty() {
-                    continue;
-                }
-                if let Err(e) = self.apply(&one) {
-                    // The element vanished under us (drift): deleting it
-                    // again is not a failure; re-adding retries without it.
-                    let retry = match change.1 {
-                        Change::Delete => Ok(()),
-                        Change::Add(t) => {
-                            self.known.remove(&change.0);
-                            let again = self.script(&[(change.0, Change::Add(t))]);
-                            self.apply(&again).map_err(|_| e)
-                        }
-                    };
-                    if let Err(e) = retry {
-                        failures.push((change.0, e.to_string()));
-                    }
+        if self.apply(&script).is_err() {
+            // One bad element must not block the others: retry one by one.
+            for &(ip, change) in &changes {
+                let one = self.script(&[(ip, change)]);
+                let Err(e) = self.apply(&one) else { continue };
+                let outcome = match change {
+                    // Already gone (drift): nothing left to delete.
+                    Change::Delete => Ok(()),
+                    // Gone under us: add it afresh.
+                    Change::Refresh(t) => self.apply(&self.script(&[(ip, Change::Add(t))])),
+                    Change::Add(_) => Err(e),
+                };
+                if let Err(e) = outcome {
+                    failures.push((ip, e.to_string()));
                 }
             }
         }
-        for (ip, change) in &changes {
-            if failures.iter().any(|(f, _)| f == ip) {
-                continue;
+        if self.s.mode == Ownership::SetOnly {
+            for (ip, change) in &changes {
+                if failures.iter().any(|(f, _)| f == ip) {
+                    continue;
+                }
+                match change {
+                    Change::Add(_) | Change::Refresh(_) => self.known.insert(*ip),
+                    Change::Delete => self.known.remove(ip),
+                };
             }
-            match change {
-                Change::Add(_) => self.known.insert(*ip),
-                Change::Delete => self.known.remove(ip),
-            };
         }
         if failures.is_empty() {
             Ok(())
@@ -274,6 +273,8 @@ impl Backend for NftBackend {
         }
     }
 
+    /// What the kernel holds; in set-only mode only the elements we added
+    /// (the administrator's own entries are not ours to reconcile away).
     fn list(&mut self) -> Result<Vec<IpAddr>, FirewallError> {
         let t = self.table();
         let mut out = Vec::new();
@@ -281,7 +282,10 @@ impl Backend for NftBackend {
             let json = self.nft.run(&format!("list set {t} {set}"))?;
             out.extend(parse_elements(&json));
         }
-        self.known = out.iter().copied().collect();
+        if self.s.mode == Ownership::SetOnly {
+            out.retain(|ip| self.known.contains(ip));
+            self.known = out.iter().copied().collect();
+        }
         Ok(out)
     }
 

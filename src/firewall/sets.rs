@@ -53,7 +53,13 @@ pub struct SetSettings {
     pub mode: Ownership,
 }
 
+/// Seconds the kernel keeps an element past the daemon's own expiry: while
+/// the daemon runs it always removes the element itself (so its batched
+/// delete never meets an element the kernel already dropped); if it is dead,
+/// the ban still lapses within this margin.
+pub const KERNEL_GRACE: u64 = 2;
+
 /// Remaining ban time as a kernel timeout in whole seconds.
 pub fn kernel_timeout(t: Duration) -> u64 {
-    t.as_secs().clamp(1, KERNEL_MAX_TIMEOUT)
+    (t.as_secs() + KERNEL_GRACE).clamp(1, KERNEL_MAX_TIMEOUT)
 }
