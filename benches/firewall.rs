@@ -31,6 +31,7 @@ const BAN: u64 = 3600;
 
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 enum Kind {
+    DryRun,
     NftLib,
     NftTool,
     Ipset,
@@ -40,6 +41,7 @@ enum Kind {
 impl Kind {
     fn label(self) -> &'static str {
         match self {
+            Kind::DryRun => "no firewall (dry-run)",
             Kind::NftLib => "nftables (libnftables)",
             Kind::NftTool => "nftables (nft per batch)",
             Kind::Ipset => "ipset",
@@ -64,6 +66,7 @@ fn sets() -> SetSettings {
 
 fn backend(kind: Kind) -> Box<dyn Backend> {
     match kind {
+        Kind::DryRun => Box::new(sipban::firewall::DryRun::quiet()),
         Kind::NftLib => Box::new(NftBackend::with_runner(sets(), false)),
         Kind::NftTool => Box::new(NftBackend::with_runner(sets(), true)),
         Kind::Ipset => Box::new(IpsetBackend::new(sets())),
@@ -149,7 +152,7 @@ fn sh(cmd: &str, args: &[&str], stdin: Option<&str>) -> String {
 /// Raw tool applying the same `n` elements, timed (set creation excluded).
 fn raw(kind: Kind, n: usize) -> Duration {
     match kind {
-        Kind::NftLib | Kind::NftTool => {
+        Kind::DryRun | Kind::NftLib | Kind::NftTool => {
             sh(
                 "nft",
                 &["-f", "-"],
@@ -299,13 +302,14 @@ async fn latency(kind: Kind, n: usize) -> (Duration, Duration) {
     .expect("daemon");
     ami.wait_logins(1).await;
     let mut samples = Vec::with_capacity(n);
+    let mut changes = daemon.bans.subscribe();
     for i in 0..n {
         let ip = addr(200_000 + i);
         let ev = support::security_event("InvalidPassword", "SIP", "1001", &ip.to_string());
         let t = Instant::now();
         ami.send_raw(ev.as_bytes());
         while daemon.bans.get(ip).is_none() {
-            tokio::task::yield_now().await;
+            changes.changed().await.expect("daemon running");
         }
         daemon.bans.firewall().sync().await;
         samples.push(t.elapsed());
@@ -326,7 +330,11 @@ async fn rss(n: usize, backend: &str) -> u64 {
         l.local_addr().unwrap().port()
     };
     let d = dir.path().display();
-    let kind = if backend == "dry-run" { "chain" } else { backend };
+    let kind = if backend == "dry-run" {
+        "chain"
+    } else {
+        backend
+    };
     let conf = dir.path().join("sipban.conf");
     std::fs::write(
         &conf,
@@ -337,7 +345,11 @@ async fn rss(n: usize, backend: &str) -> u64 {
     )
     .unwrap();
     let dump = dir.path().join("dump");
-    let dry: &[&str] = if backend == "dry-run" { &["--dry-run"] } else { &[] };
+    let dry: &[&str] = if backend == "dry-run" {
+        &["--dry-run"]
+    } else {
+        &[]
+    };
     let mut child = Command::new(env!("CARGO_BIN_EXE_sipban"))
         .arg("-c")
         .arg(&conf)
@@ -357,7 +369,10 @@ async fn rss(n: usize, backend: &str) -> u64 {
             if backend == "nftables" {
                 let set = ["-j", "list", "set", "inet", "sipban", "sipban-udp-v4"];
                 let json = sh("nft", &set, None);
-                assert!(json.matches("\"198.1").count() >= n, "all bans in the kernel");
+                assert!(
+                    json.matches("\"198.1").count() >= n,
+                    "all bans in the kernel"
+                );
             }
             break;
         }
@@ -411,6 +426,36 @@ async fn run(full: bool) {
     } else {
         (300, 1_000, 200, 30)
     };
+    if std::env::var("SIPBAN_BENCH").as_deref() == Ok("applier") {
+        for kind in [Kind::DryRun, Kind::NftLib] {
+            let fw = sipban::firewall::Firewall::start(backend(kind))
+                .await
+                .unwrap();
+            let mut v = Vec::new();
+            for i in 0..300 {
+                let t = Instant::now();
+                fw.add(addr(i), Duration::from_secs(60));
+                fw.sync().await;
+                v.push(t.elapsed());
+            }
+            v.sort();
+            println!(
+                "{:<26} applier add+sync p50 {} p99 {}",
+                kind.label(),
+                secs(v[150]),
+                secs(v[297])
+            );
+            fw.shutdown().await.unwrap();
+        }
+        return;
+    }
+    if std::env::var("SIPBAN_BENCH").as_deref() == Ok("latency") {
+        for kind in [Kind::DryRun, Kind::NftLib, Kind::Ipset] {
+            let (p50, p99) = latency(kind, samples).await;
+            println!("{:<26} p50 {} p99 {}", kind.label(), secs(p50), secs(p99));
+        }
+        return;
+    }
     if std::env::var("SIPBAN_BENCH").as_deref() == Ok("rss") {
         let large: usize = std::env::var("SIPBAN_BENCH_N")
             .ok()

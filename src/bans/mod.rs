@@ -70,6 +70,8 @@ pub struct BanManager {
     expiry_changed: Notify,
     /// Wakes the dump writer.
     dirty: Notify,
+    /// Counts changes, for observers that wait for a ban (tests, benchmark).
+    changes: tokio::sync::watch::Sender<u64>,
 }
 
 impl BanManager {
@@ -87,7 +89,19 @@ impl BanManager {
             dump_path,
             expiry_changed: Notify::new(),
             dirty: Notify::new(),
+            changes: tokio::sync::watch::Sender::new(0),
         })
+    }
+
+    /// Marks the state changed: dump soon, wake observers.
+    fn changed(&self) {
+        self.dirty.notify_one();
+        self.changes.send_modify(|n| *n += 1);
+    }
+
+    /// A receiver that sees every change of the ban store.
+    pub fn subscribe(&self) -> tokio::sync::watch::Receiver<u64> {
+        self.changes.subscribe()
     }
 
     fn lock(&self) -> MutexGuard<'_, BanStore> {
@@ -144,7 +158,7 @@ impl BanManager {
         if wake {
             self.expiry_changed.notify_one();
         }
-        self.dirty.notify_one();
+        self.changed();
         outcome
     }
 
@@ -162,7 +176,7 @@ impl BanManager {
         match removed {
             Some(_) => {
                 tracing::info!("UNBLOCK => {ip} ({})", why.text());
-                self.dirty.notify_one();
+                self.changed();
                 true
             }
             None => false,
@@ -241,12 +255,15 @@ impl BanManager {
             tracing::info!("UNBLOCK => {ip} (Flush)");
         }
         if flushed.len() > LOG_EACH {
-            tracing::info!("UNBLOCK => ... and {} more (Flush)", flushed.len() - LOG_EACH);
+            tracing::info!(
+                "UNBLOCK => ... and {} more (Flush)",
+                flushed.len() - LOG_EACH
+            );
         }
         if let Some(path) = &self.dump_path {
             tracing::info!("DUMP => {} ({} bans)", path.display(), flushed.len());
         }
-        self.dirty.notify_one();
+        self.changed();
         Ok(flushed.len())
     }
 
@@ -308,7 +325,7 @@ impl BanManager {
         if wake {
             self.expiry_changed.notify_one();
         }
-        self.dirty.notify_one();
+        self.changed();
         for ban in report.added.iter().take(LOG_EACH) {
             tracing::info!("BLOCK => {} ({})", ban.ip, ban.reason);
         }
@@ -408,7 +425,7 @@ impl BanManager {
             }
         }
         if !expired.is_empty() {
-            self.dirty.notify_one();
+            self.changed();
         }
     }
 

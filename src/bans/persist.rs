@@ -64,12 +64,12 @@ pub struct DumpEntry {
     pub count: u32,
 }
 
-
 /// Writes `bans` to `path` atomically.
 pub fn write(path: &Path, bans: &[Ban], now: UnixTime) -> Result<(), DumpError> {
     write_rows(
         path,
-        bans.iter().map(|b| (b.ip, b.expires, b.reason.as_str(), b.count)),
+        bans.iter()
+            .map(|b| (b.ip, b.expires, b.reason.as_str(), b.count)),
         now,
     )
 }
@@ -89,11 +89,17 @@ pub fn write_rows<'a>(
         Some(d) if !d.as_os_str().is_empty() => d.to_path_buf(),
         _ => PathBuf::from("."),
     };
-    let file_name = path.file_name().map(|n| n.to_string_lossy()).unwrap_or_default();
+    let file_name = path
+        .file_name()
+        .map(|n| n.to_string_lossy())
+        .unwrap_or_default();
     let tmp = dir.join(format!(".{file_name}.tmp"));
     let result = (|| {
         let mut f = std::io::BufWriter::with_capacity(64 * 1024, File::create(&tmp)?);
-        write!(f, "{{\n  \"version\": 1,\n  \"written\": {now},\n  \"bans\": [")?;
+        write!(
+            f,
+            "{{\n  \"version\": 1,\n  \"written\": {now},\n  \"bans\": ["
+        )?;
         for (i, (ip, expiry, reason, count)) in rows.enumerate() {
             let reason = serde_json::to_string(reason).map_err(std::io::Error::other)?;
             let sep = if i == 0 { "" } else { "," };

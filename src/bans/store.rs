@@ -162,7 +162,9 @@ impl BanStore {
     /// The earliest second the index has something for (it may turn out
     /// stale: then `pop_expired` finds nothing and the caller sleeps on).
     pub fn next_deadline(&self) -> Option<UnixTime> {
-        self.deadlines.first_key_value().map(|(t, _)| UnixTime::from(*t))
+        self.deadlines
+            .first_key_value()
+            .map(|(t, _)| UnixTime::from(*t))
     }
 
     /// Removes and returns every ban with `expires <= now`.
@@ -304,11 +306,19 @@ mod tests {
         let mut s = BanStore::default();
         for i in 0..1000u32 {
             let a = IpAddr::from((0xc000_0200u32 + i).to_be_bytes());
-            s.upsert(a, 10 + u64::from(i % 3), if i % 2 == 0 { "a" } else { "b" }, 1);
+            s.upsert(
+                a,
+                10 + u64::from(i % 3),
+                if i % 2 == 0 { "a" } else { "b" },
+                1,
+            );
         }
         let (rows, reasons) = s.dump_rows();
         assert_eq!(rows.len(), 1000);
         assert_eq!(reasons.len(), 2);
-        assert!(rows.windows(2).all(|w| w[0].1 <= w[1].1), "ordered by expiry");
+        assert!(
+            rows.windows(2).all(|w| w[0].1 <= w[1].1),
+            "ordered by expiry"
+        );
     }
 }
