@@ -171,6 +171,19 @@ async fn attack_events_become_bans_good_logins_never_do() {
         .filter(|op| **op == DryRunOp::Add(ip("203.0.113.13")))
         .count();
     assert_eq!(adds, 1);
+    // ... but renews the kernel timeout, once for a whole flood.
+    for _ in 0..20 {
+        ami.send_event("InvalidPassword", "SIP", "2001", "203.0.113.13");
+    }
+    ami.send_event("InvalidPassword", "SIP", "2001", "203.0.113.99");
+    eventually("marker", || daemon.bans.get(ip("203.0.113.99")).is_some()).await;
+    daemon.bans.firewall().sync().await;
+    let refreshes = fw
+        .ops()
+        .iter()
+        .filter(|op| **op == DryRunOp::Refresh(ip("203.0.113.13")))
+        .count();
+    assert_eq!(refreshes, 1);
     daemon.stop().await.unwrap();
 }
 

@@ -18,12 +18,10 @@ use tokio::sync::Notify;
 use tokio_util::sync::CancellationToken;
 
 use crate::clock::{Clock, UnixTime};
+use crate::firewall::sets::REFRESH_STEP;
 use crate::firewall::{Firewall, FirewallError, Reconciled};
 pub use persist::{DumpEntry, DumpError};
 pub use store::{Ban, BanStore, Upsert};
-
-/// An extension this long (seconds) renews the kernel timeout.
-const REFRESH_STEP: UnixTime = 60;
 
 /// Restored bans logged one by one; beyond this, a count.
 const LOG_EACH: usize = 100;
@@ -136,18 +134,23 @@ impl BanManager {
         let (outcome, wake) = {
             let mut store = self.lock();
             let earliest = store.next_deadline();
-            let before = store.get(&ip).map(|b| b.expires);
             let outcome = store.upsert(ip, expires, reason, count);
             let after = store.get(&ip).map_or(expires, |b| b.expires);
-            let remaining = Duration::from_secs(after.saturating_sub(now));
             match outcome {
-                Upsert::New | Upsert::Reactivated => self.firewall.add(ip, remaining),
-                // Keep the kernel timeout (the backstop) in step, but not
-                // for every packet of a flood: only when it moved a minute.
-                Upsert::Extended if before.is_some_and(|b| after >= b + REFRESH_STEP) => {
-                    self.firewall.refresh(ip, remaining)
+                Upsert::New | Upsert::Reactivated => self
+                    .firewall
+                    .add(ip, Duration::from_secs(after.saturating_sub(now))),
+                // Keep the kernel timeout (the backstop) ahead of the ban,
+                // with a minute to spare so a flood costs one refresh a
+                // minute rather than one per event.
+                Upsert::Extended => {
+                    if store.kernel_until(&ip).is_some_and(|k| after > k) {
+                        let k = after + REFRESH_STEP;
+                        store.set_kernel_until(&ip, k);
+                        self.firewall
+                            .refresh(ip, Duration::from_secs(k.saturating_sub(now)));
+                    }
                 }
-                Upsert::Extended => {}
             }
             (outcome, earliest != store.next_deadline())
         };

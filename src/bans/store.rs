@@ -35,11 +35,13 @@ pub enum Upsert {
     Extended,
 }
 
-/// What the store keeps per IP (the IP is the map key); 12 bytes.
+/// What the store keeps per IP (the IP is the map key); 16 bytes.
 #[derive(Clone, Copy, Debug)]
 struct Entry {
     /// Unix seconds; u32 lasts until 2106 (later expiries are clamped).
     expires: u32,
+    /// Until when the firewall's own timeout holds the ban.
+    kernel: u32,
     count: u32,
     reason: u16,
     active: bool,
@@ -110,6 +112,17 @@ impl BanStore {
         self.bans.len()
     }
 
+    /// Until when the firewall holds `ip` by its own timeout.
+    pub fn kernel_until(&self, ip: &IpAddr) -> Option<UnixTime> {
+        self.bans.get(ip).map(|e| UnixTime::from(e.kernel))
+    }
+
+    pub fn set_kernel_until(&mut self, ip: &IpAddr, t: UnixTime) {
+        if let Some(e) = self.bans.get_mut(ip) {
+            e.kernel = to_u32(t);
+        }
+    }
+
     pub fn is_empty(&self) -> bool {
         self.bans.is_empty()
     }
@@ -125,6 +138,9 @@ impl BanStore {
             };
             // The index keeps the old second; `pop_expired` moves it on.
             e.expires = e.expires.max(expires);
+            if !e.active {
+                e.kernel = e.expires;
+            }
             e.count = e.count.saturating_add(count.max(1));
             e.active = true;
             return outcome;
@@ -134,6 +150,7 @@ impl BanStore {
             ip,
             Entry {
                 expires,
+                kernel: expires,
                 count: count.max(1),
                 reason,
                 active: true,

@@ -12,6 +12,8 @@ use super::{Backend, FirewallError};
 pub enum DryRunOp {
     Init,
     Add(IpAddr),
+    /// Kernel timeout renewed for a present ban.
+    Refresh(IpAddr),
     Delete(IpAddr),
     Shutdown,
 }
@@ -39,7 +41,7 @@ impl DryRunLog {
                 log.1.remove(ip);
             }
             DryRunOp::Shutdown => log.1.clear(),
-            DryRunOp::Init => {}
+            DryRunOp::Init | DryRunOp::Refresh(_) => {}
         }
         if log.0.len() == KEEP_OPS {
             log.0.pop_front();
@@ -100,6 +102,13 @@ impl Backend for DryRun {
             tracing::info!("DRY-RUN => would ban {ip} for {}s", timeout.as_secs());
         }
         self.pending.push(DryRunOp::Add(ip));
+    }
+
+    fn refresh(&mut self, ip: IpAddr, timeout: Duration) {
+        if !self.quiet {
+            tracing::info!("DRY-RUN => would renew {ip} for {}s", timeout.as_secs());
+        }
+        self.pending.push(DryRunOp::Refresh(ip));
     }
 
     fn delete(&mut self, ip: IpAddr) {

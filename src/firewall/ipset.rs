@@ -114,10 +114,36 @@ impl IpsetBackend {
         Ok(made)
     }
 
+    /// Removes every rule matching one of our sets, in either hook: a run
+    /// with another hook, scope or action may have left its own (a crash).
+    fn remove_our_rules(&self) -> Result<usize, FirewallError> {
+        let mut removed = 0;
+        for (ipt, set) in [(&self.ipt4, &self.s.set4), (&self.ipt6, &self.s.set6)] {
+            let Some(ipt) = ipt else { continue };
+            let needle = format!("--match-set {set} src");
+            for (table, chain) in [("raw", "PREROUTING"), ("filter", "INPUT")] {
+                let listing = run(ipt.cmd, &["-w", "-t", table, "-S", chain], None)?;
+                let prefix = format!("-A {chain} ");
+                for line in listing.lines().filter(|l| l.contains(&needle)) {
+                    let Some(rule) = line.strip_prefix(&prefix) else {
+                        continue;
+                    };
+                    ipt.delete(table, chain, rule)
+                        .map_err(ipt_err(format!("{} -t {table} -D {chain} {rule}", ipt.cmd)))?;
+                    removed += 1;
+                }
+            }
+        }
+        Ok(removed)
+    }
+
     /// Ensures exactly one match rule per family, at the top of the hook.
     fn ensure_rules(&self, force: bool) -> Result<Vec<String>, FirewallError> {
         let (table, chain) = self.table_chain();
         let mut made = Vec::new();
+        if force {
+            self.remove_our_rules()?;
+        }
         for (ipt, v6) in [(&self.ipt4, false), (&self.ipt6, true)] {
             let Some(ipt) = ipt else { continue };
             let rule = self.rule(v6);
@@ -295,17 +321,9 @@ impl Backend for IpsetBackend {
                 self.restore(&script)
             };
         }
-        let (table, chain) = self.table_chain();
         let mut first = None;
-        for (ipt, v6) in [(&self.ipt4, false), (&self.ipt6, true)] {
-            let Some(ipt) = ipt else { continue };
-            let rule = self.rule(v6);
-            if let Err(e) = ipt.delete_all(table, chain, &rule) {
-                first.get_or_insert(FirewallError::Command {
-                    what: format!("{} -t {table} -D {chain} {rule}", ipt.cmd),
-                    detail: e.to_string(),
-                });
-            }
+        if let Err(e) = self.remove_our_rules() {
+            first.get_or_insert(e);
         }
         for set in [&self.s.set4, &self.s.set6] {
             if self.set_exists(set)

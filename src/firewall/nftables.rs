@@ -146,6 +146,43 @@ impl NftBackend {
         sc
     }
 
+    /// The batch without deletes of absent elements, with refreshes of
+    /// absent ones turned into adds. `None` if the sets cannot be listed.
+    fn fit_to_kernel(&mut self, changes: &[(IpAddr, Change)]) -> Option<Vec<(IpAddr, Change)>> {
+        let t = self.table();
+        let mut present = HashSet::new();
+        for set in [self.s.set4.clone(), self.s.set6.clone()] {
+            let json = self.nft.run(&format!("list set {t} {set}")).ok()?;
+            present.extend(parse_elements(&json));
+        }
+        Some(
+            changes
+                .iter()
+                .filter_map(|&(ip, change)| match change {
+                    Change::Delete if !present.contains(&ip) => None,
+                    Change::Refresh(t) if !present.contains(&ip) => Some((ip, Change::Add(t))),
+                    other => Some((ip, other)),
+                })
+                .collect(),
+        )
+    }
+
+    /// Set-only mode: remember which elements are ours.
+    fn track(&mut self, changes: &[(IpAddr, Change)], failures: &[(IpAddr, String)]) {
+        if self.s.mode != Ownership::SetOnly {
+            return;
+        }
+        for (ip, change) in changes {
+            if failures.iter().any(|(f, _)| f == ip) {
+                continue;
+            }
+            match change {
+                Change::Add(_) | Change::Refresh(_) => self.known.insert(*ip),
+                Change::Delete => self.known.remove(ip),
+            };
+        }
+    }
+
     fn check_sets(&mut self) -> Result<(), FirewallError> {
         let t = self.table();
         for set in [self.s.set4.clone(), self.s.set6.clone()] {
@@ -239,7 +276,20 @@ impl Backend for NftBackend {
         let script = self.script(&changes);
         let mut failures = Vec::new();
         if self.apply(&script).is_err() {
-            // One bad element must not block the others: retry one by one.
+            // Usually drift: elements the kernel already dropped make the
+            // deletes (and refreshes) fail. Fit the batch to what the kernel
+            // holds and retry it whole; only then go one by one, so one bad
+            // element cannot block the others.
+            let fitted = self.fit_to_kernel(&changes);
+            if fitted.as_ref().is_some_and(|f| f.is_empty()) {
+                return Ok(());
+            }
+            if let Some(fitted) = fitted
+                && self.apply(&self.script(&fitted)).is_ok()
+            {
+                self.track(&fitted, &[]);
+                return Ok(());
+            }
             for &(ip, change) in &changes {
                 let one = self.script(&[(ip, change)]);
                 let Err(e) = self.apply(&one) else { continue };
@@ -255,17 +305,7 @@ impl Backend for NftBackend {
                 }
             }
         }
-        if self.s.mode == Ownership::SetOnly {
-            for (ip, change) in &changes {
-                if failures.iter().any(|(f, _)| f == ip) {
-                    continue;
-                }
-                match change {
-                    Change::Add(_) | Change::Refresh(_) => self.known.insert(*ip),
-                    Change::Delete => self.known.remove(ip),
-                };
-            }
-        }
+        self.track(&changes, &failures);
         if failures.is_empty() {
             Ok(())
         } else {

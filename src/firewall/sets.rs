@@ -5,8 +5,8 @@ use std::time::Duration;
 use super::rule::{Action, Hook, Scope};
 
 /// The longest per-element timeout both ipset and older kernels' nftables
-/// accept (ipset's limit, about 24.8 days). A longer ban is re-added by the
-/// periodic firewall check before it lapses in the kernel.
+/// accept (ipset's limit, about 24.8 days). When the kernel drops a longer
+/// ban, the periodic firewall check (`check_interval`) adds it again.
 pub const KERNEL_MAX_TIMEOUT: u64 = 2_147_483;
 
 /// Who owns the firewall objects.
@@ -53,10 +53,14 @@ pub struct SetSettings {
     pub mode: Ownership,
 }
 
+/// When a ban is extended past what the kernel holds, the kernel timeout is
+/// renewed with this much extra (seconds), so a flood re-reported every
+/// second costs one firewall operation a minute, not one per event.
+pub const REFRESH_STEP: u64 = 60;
+
 /// Seconds the kernel keeps an element past the daemon's own expiry: while
-/// the daemon runs it always removes the element itself (so its batched
-/// delete never meets an element the kernel already dropped); if it is dead,
-/// the ban still lapses within this margin.
+/// the daemon runs it always removes the element itself (its batched delete
+/// finds it); if the daemon is dead, the ban lapses at most this late.
 pub const KERNEL_GRACE: u64 = 2;
 
 /// Remaining ban time as a kernel timeout in whole seconds.
