@@ -379,6 +379,15 @@ async fn rss(n: usize, backend: &str) -> u64 {
         assert!(Instant::now() < deadline, "binary never held {n} bans");
         tokio::time::sleep(Duration::from_millis(500)).await;
     }
+    if std::env::var_os("SIPBAN_BENCH_SMAPS").is_some() {
+        let pid = child.id().to_string();
+        let pmap = sh("pmap", &["-x", &pid], None);
+        let mut lines: Vec<&str> = pmap.lines().filter(|l| l.split_whitespace().count() >= 6).collect();
+        lines.sort_by_key(|l| l.split_whitespace().nth(2).and_then(|v| v.parse::<u64>().ok()).unwrap_or(0));
+        for l in lines.iter().rev().take(12) {
+            println!("  {l}");
+        }
+    }
     let status = std::fs::read_to_string(format!("/proc/{}/status", child.id())).unwrap();
     let kb: u64 = status
         .lines()
