@@ -382,8 +382,16 @@ async fn rss(n: usize, backend: &str) -> u64 {
     if std::env::var_os("SIPBAN_BENCH_SMAPS").is_some() {
         let pid = child.id().to_string();
         let pmap = sh("pmap", &["-x", &pid], None);
-        let mut lines: Vec<&str> = pmap.lines().filter(|l| l.split_whitespace().count() >= 6).collect();
-        lines.sort_by_key(|l| l.split_whitespace().nth(2).and_then(|v| v.parse::<u64>().ok()).unwrap_or(0));
+        let mut lines: Vec<&str> = pmap
+            .lines()
+            .filter(|l| l.split_whitespace().count() >= 6)
+            .collect();
+        lines.sort_by_key(|l| {
+            l.split_whitespace()
+                .nth(2)
+                .and_then(|v| v.parse::<u64>().ok())
+                .unwrap_or(0)
+        });
         for l in lines.iter().rev().take(12) {
             println!("  {l}");
         }
