@@ -2,6 +2,8 @@
 //! checks come first (white list, loopback, the AMI host), then the event
 //! type decides. Thresholds and escalation will live here too.
 
+pub mod detector;
+pub mod lists;
 pub mod whitelist;
 
 use std::net::IpAddr;

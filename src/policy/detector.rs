@@ -1,0 +1,1 @@
+//! Detection policy (work in progress).

@@ -1,0 +1,1 @@
+//! Allow and deny lists (work in progress).
