@@ -1,7 +1,11 @@
 //! ipset backend: one `hash:ip` set per family with per-element timeouts,
 //! and one iptables rule per family matching the set (`-m set
-//! --match-set NAME src`), in `raw` PREROUTING by default. Changes go to the
-//! kernel as one `ipset restore` per batch.
+//! --match-set NAME src`), in `raw` PREROUTING by default. Element changes
+//! go to the kernel over netlink, one send per batch ([`ipset_netlink`]);
+//! without it, as one `ipset restore` per batch. Sets, listings and rules
+//! use the tools.
+//!
+//! [`ipset_netlink`]: super::ipset_netlink
 
 use std::collections::HashSet;
 use std::fmt::Write as _;
@@ -11,6 +15,7 @@ use std::time::Duration;
 use iptables::IPTables;
 
 use super::exec::{run, tool, works};
+use super::ipset_netlink::{self, Change, IpsetNetlink};
 use super::rule::Hook;
 use super::sets::{Ownership, SetSettings, kernel_timeout};
 use super::{Backend, FirewallError};
@@ -24,6 +29,12 @@ pub struct IpsetBackend {
     /// Set-only mode: the elements we added (what is removed on stop, and
     /// all that reconcile may touch). Unused when we own the sets.
     known: HashSet<IpAddr>,
+    /// Netlink to the kernel's ipset subsystem, for element changes.
+    nl: Option<IpsetNetlink>,
+    /// The socket is opened on first use, on the thread that applies
+    /// changes: it belongs to that thread's network namespace. Once an
+    /// open failed (or `spawn_only`), `ipset restore` for good.
+    nl_tried: bool,
 }
 
 fn iptables(dir: &str, name: &str) -> Result<IPTables, FirewallError> {
@@ -47,6 +58,12 @@ fn ipt_err(what: String) -> impl FnOnce(Box<dyn std::error::Error>) -> FirewallE
 
 impl IpsetBackend {
     pub fn new(s: SetSettings) -> Self {
+        Self::with_runner(s, false)
+    }
+
+    /// `spawn_only`: run `ipset restore` per batch even if netlink works
+    /// (the fallback path).
+    pub fn with_runner(s: SetSettings, spawn_only: bool) -> Self {
         IpsetBackend {
             ipset: tool(&s.bin_dir, "ipset"),
             s,
@@ -54,6 +71,8 @@ impl IpsetBackend {
             ipt6: None,
             pending: Vec::new(),
             known: HashSet::new(),
+            nl: None,
+            nl_tried: spawn_only,
         }
     }
 
@@ -170,6 +189,111 @@ impl IpsetBackend {
         run(&self.ipset, &["-exist", "restore"], Some(script.as_bytes())).map(|_| ())
     }
 
+    /// The netlink socket, opened on first use.
+    fn netlink(&mut self) -> Option<&mut IpsetNetlink> {
+        if !self.nl_tried {
+            self.nl_tried = true;
+            match IpsetNetlink::open() {
+                Ok(nl) => {
+                    tracing::debug!("IPSET => netlink, protocol {}", nl.protocol());
+                    self.nl = Some(nl);
+                }
+                Err(e) => tracing::info!(
+                    "IPSET => no netlink to the kernel's ipset ({e}); running {} restore per batch",
+                    self.ipset
+                ),
+            }
+        }
+        self.nl.as_mut()
+    }
+
+    /// Applies changes over netlink: the refused ones, or `None` when
+    /// netlink is not there or failed (then the caller uses the tool; every
+    /// change is idempotent, so a batch half applied can be applied again).
+    fn apply_netlink(
+        &mut self,
+        changes: &[(IpAddr, Option<Duration>)],
+    ) -> Option<Vec<(IpAddr, String)>> {
+        self.netlink()?;
+        let batch: Vec<Change<'_>> = changes
+            .iter()
+            .map(|(ip, add)| Change {
+                set: if ip.is_ipv4() {
+                    &self.s.set4
+                } else {
+                    &self.s.set6
+                },
+                ip: *ip,
+                // kernel_timeout() is at most KERNEL_MAX_TIMEOUT (< 2^31).
+                timeout: add.map(|t| kernel_timeout(t) as u32),
+            })
+            .collect();
+        let nl = self.nl.as_mut()?;
+        match nl.apply(&batch) {
+            // Every message refused as malformed: either this kernel does
+            // not take our messages, or the set is of another type (set-only
+            // mode). The tool tells which: if it applies the first change,
+            // the rest of the batch and all after go through it.
+            Ok(refused)
+                if ipset_netlink::protocol_rejected(&refused, batch.len())
+                    && self.restore(&self.line(changes[0].0, changes[0].1)).is_ok() =>
+            {
+                tracing::info!(
+                    "IPSET => the kernel rejects our netlink messages ({}); running {} restore \
+                     per batch",
+                    refused[0].message,
+                    self.ipset
+                );
+                self.nl = None;
+                None
+            }
+            Ok(refused) => Some(
+                refused
+                    .into_iter()
+                    .map(|r| (changes[r.index].0, r.message))
+                    .collect(),
+            ),
+            Err(e) => {
+                // Opened again on the next batch.
+                tracing::warn!(
+                    "IPSET => netlink failed ({e}); this batch goes through {} restore",
+                    self.ipset
+                );
+                self.nl = None;
+                self.nl_tried = false;
+                None
+            }
+        }
+    }
+
+    /// One `ipset restore` for the batch; if it fails, one per element so
+    /// one bad element cannot block the others.
+    fn apply_restore(&self, changes: &[(IpAddr, Option<Duration>)]) -> Vec<(IpAddr, String)> {
+        let mut script = String::with_capacity(changes.len() * 48);
+        for (ip, add) in changes {
+            script.push_str(&self.line(*ip, *add));
+        }
+        match self.restore(&script) {
+            Ok(()) => Vec::new(),
+            Err(_) => changes
+                .iter()
+                .filter_map(|(ip, add)| {
+                    self.restore(&self.line(*ip, *add))
+                        .err()
+                        .map(|e| (*ip, e.to_string()))
+                })
+                .collect(),
+        }
+    }
+
+    /// Applies changes in order; returns the failed ones with why.
+    fn apply(&mut self, changes: &[(IpAddr, Option<Duration>)]) -> Vec<(IpAddr, String)> {
+        match self.apply_netlink(changes) {
+            Some(failures) => failures,
+            None => self.apply_restore(changes),
+        }
+    }
+
     fn line(&self, ip: IpAddr, add: Option<Duration>) -> String {
         match add {
             Some(t) => format!(
@@ -240,22 +364,8 @@ impl Backend for IpsetBackend {
         if changes.is_empty() {
             return Ok(());
         }
-        let mut script = String::with_capacity(changes.len() * 48);
-        for (ip, add) in &changes {
-            script.push_str(&self.line(*ip, *add));
-        }
-        let failures = match self.restore(&script) {
-            Ok(()) => Vec::new(),
-            // One bad element must not block the others.
-            Err(_) => changes
-                .iter()
-                .filter_map(|(ip, add)| {
-                    self.restore(&self.line(*ip, *add))
-                        .err()
-                        .map(|e| (*ip, e.to_string()))
-                })
-                .collect(),
-        };
+        // One bad element must not block the others.
+        let failures = self.apply(&changes);
         if self.s.mode == Ownership::SetOnly {
             for (ip, add) in &changes {
                 if failures.iter().any(|(f, _)| f == ip) {
@@ -313,12 +423,13 @@ impl Backend for IpsetBackend {
 
     fn shutdown(&mut self) -> Result<(), FirewallError> {
         if self.s.mode == Ownership::SetOnly {
-            let script: String = self.known.iter().map(|ip| self.line(*ip, None)).collect();
-            self.known.clear();
-            return if script.is_empty() {
+            let ours: Vec<(IpAddr, Option<Duration>)> =
+                self.known.drain().map(|ip| (ip, None)).collect();
+            let failures = self.apply(&ours);
+            return if failures.is_empty() {
                 Ok(())
             } else {
-                self.restore(&script)
+                Err(FirewallError::Elements(failures))
             };
         }
         let mut first = None;

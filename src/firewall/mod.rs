@@ -8,6 +8,7 @@ pub mod conntrack;
 pub mod dryrun;
 pub mod exec;
 pub mod ipset;
+pub mod ipset_netlink;
 pub mod libnft;
 pub mod nftables;
 pub mod rule;
