@@ -32,3 +32,13 @@ pub mod firewall;
 pub mod logging;
 pub mod policy;
 pub mod replay;
+
+/// Hands memory freed after a burst (a storm, a big batch or dump) back to
+/// the system, so the daemon's RSS follows its live bans, not its peak.
+pub fn release_freed_memory() {
+    #[cfg(all(target_os = "linux", target_env = "gnu"))]
+    // SAFETY: malloc_trim only releases free heap pages.
+    unsafe {
+        libc::malloc_trim(0);
+    }
+}

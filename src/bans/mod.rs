@@ -231,7 +231,7 @@ impl BanManager {
                 now,
             );
             drop(rows);
-            release_freed_memory();
+            crate::release_freed_memory();
             result
         })
         .await
@@ -448,15 +448,5 @@ impl BanManager {
                 tracing::error!("DUMP => {e}");
             }
         }
-    }
-}
-
-/// Hands memory freed after a burst (a storm, a big dump) back to the
-/// system, so the daemon's RSS follows its live bans rather than its peak.
-fn release_freed_memory() {
-    #[cfg(all(target_os = "linux", target_env = "gnu"))]
-    // SAFETY: malloc_trim only releases free heap pages.
-    unsafe {
-        libc::malloc_trim(0);
     }
 }

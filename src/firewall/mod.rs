@@ -129,6 +129,9 @@ enum Op {
     Shutdown(oneshot::Sender<Result<(), FirewallError>>),
 }
 
+/// A batch this large leaves freed memory worth handing back.
+const TRIM_AFTER: usize = 1000;
+
 /// Largest batch handed to one `commit`.
 const MAX_BATCH: usize = 10_000;
 
@@ -326,6 +329,7 @@ fn commit(
         return;
     }
     let mut new = Vec::new();
+    let big = batch.len() >= TRIM_AFTER;
     for (ip, net) in batch.drain() {
         match net {
             Net::Add(t) => {
@@ -353,6 +357,9 @@ fn commit(
         for ip in new.into_iter().filter(|ip| !failed.contains(ip)) {
             flusher.flush(ip);
         }
+    }
+    if big {
+        crate::release_freed_memory();
     }
 }
 
