@@ -12,7 +12,9 @@ use configparser::ini::{Ini, IniDefault};
 use thiserror::Error;
 
 use crate::ami::Secret;
+use crate::event::EventKind;
 use crate::firewall::{Action, Hook, Ownership, Scope};
+use crate::policy::detector::{DetectorConfig, EnumRule, FloodRule};
 
 #[derive(Debug, Error)]
 pub enum ConfigError {
@@ -118,6 +120,13 @@ pub struct FirewallConfig {
     pub conntrack: bool,
 }
 
+/// `[lists]`: the allow list (the original's white list) and the deny list.
+#[derive(Clone, Debug)]
+pub struct ListsConfig {
+    pub allow: PathBuf,
+    pub deny: PathBuf,
+}
+
 #[derive(Clone, Debug)]
 pub struct Config {
     /// The file this came from (`None`: built-in defaults).
@@ -127,6 +136,9 @@ pub struct Config {
     pub ban_time: Duration,
     pub iptables: IptablesConfig,
     pub firewall: FirewallConfig,
+    /// `[policy]` (and the newer SIPban's `[flood]`); defaults = the original.
+    pub policy: DetectorConfig,
+    pub lists: ListsConfig,
     pub log_file: PathBuf,
 }
 
@@ -165,13 +177,18 @@ impl Default for Config {
                 check_interval: Some(Duration::from_secs(60)),
                 conntrack: true,
             },
+            policy: DetectorConfig::default(),
+            lists: ListsConfig {
+                allow: "/etc/sipban.wl".into(),
+                deny: "/etc/sipban.deny".into(),
+            },
             log_file: "/var/log/sipban.log".into(),
         }
     }
 }
 
 /// Keys we know, per section. `[flood]` is the newer SIPban's ChallengeSent
-/// flood rule: accepted so such configs load, reported as not yet applied.
+/// flood rule (`[policy] flood_count`/`flood_interval` are the same).
 const KNOWN: &[(&str, &[&str])] = &[
     ("ami", &["host", "port", "user", "pass", "ping"]),
     ("control", &["port", "address"]),
@@ -203,6 +220,26 @@ const KNOWN: &[(&str, &[&str])] = &[
         ],
     ),
     ("flood", &["count", "interval"]),
+    (
+        "policy",
+        &[
+            "max_failures",
+            "find_time",
+            "ban_time",
+            "events",
+            "services",
+            "flood_count",
+            "flood_interval",
+            "enumeration",
+            "enumeration_window",
+            "test_accounts",
+            "ban_time_factor",
+            "max_ban_time",
+            "block_threshold",
+            "forget_after",
+        ],
+    ),
+    ("lists", &["allow", "deny"]),
 ];
 
 /// A loaded config plus the warnings met while reading it.
@@ -265,13 +302,6 @@ impl Config {
                     }
                 }
             }
-        }
-        if map.contains_key("flood") {
-            warnings.push(format!(
-                "{}:{}: [flood] is accepted for compatibility but not applied yet: ChallengeSent never bans in this version",
-                path.display(),
-                reader.section_line("flood")
-            ));
         }
 
         let get = |section: &str, key: &str| -> Option<String> {
@@ -361,6 +391,93 @@ impl Config {
             |v: &str| { parse_duration(v).map(|d| Some(d).filter(|d| !d.is_zero())) }
         );
         set!("firewall", "conntrack", c.firewall.conntrack, parse_bool);
+
+        // Policy. `[policy] ban_time` is an alias of `[timer] ban`.
+        set!("policy", "ban_time", c.ban_time, |v: &str| parse_duration(
+            v
+        )
+        .and_then(|d| {
+            if d.is_zero() {
+                Err("a ban must last at least one second".to_string())
+            } else {
+                Ok(d)
+            }
+        }));
+        let p = &mut c.policy;
+        p.ban_time = c.ban_time;
+        set!("policy", "max_failures", p.max_failures, parse_count);
+        set!("policy", "find_time", p.find_time, parse_duration);
+        set!("policy", "events", p.counted_events, parse_events);
+        set!("policy", "services", p.services, parse_services);
+        let mut flood = FloodRule {
+            count: 30,
+            interval: Duration::from_secs(10),
+        };
+        let flood_keys = [("flood", "count"), ("policy", "flood_count")];
+        let has_flood = flood_keys.iter().any(|(sec, k)| get(sec, k).is_some());
+        set!("flood", "count", flood.count, parse_count);
+        set!("flood", "interval", flood.interval, parse_duration);
+        set!("policy", "flood_count", flood.count, parse_count);
+        set!("policy", "flood_interval", flood.interval, parse_duration);
+        if has_flood {
+            p.flood = Some(flood);
+        }
+        let mut scan = EnumRule {
+            max_accounts: 10,
+            window: Duration::from_secs(600),
+        };
+        let has_scan = get("policy", "enumeration").is_some();
+        set!("policy", "enumeration", scan.max_accounts, parse_count);
+        set!("policy", "enumeration_window", scan.window, parse_duration);
+        if has_scan {
+            p.enumeration = Some(scan);
+        }
+        set!("policy", "test_accounts", p.test_accounts, |v: &str| Ok::<
+            _,
+            String,
+        >(
+            v.split(',')
+                .map(str::trim)
+                .filter(|a| !a.is_empty())
+                .map(str::to_string)
+                .collect()
+        ));
+        set!("policy", "ban_time_factor", p.ban_time_factor, |v: &str| v
+            .parse::<f64>()
+            .map_err(|_| "not a number".to_string()));
+        set!("policy", "max_ban_time", p.max_ban_time, |v: &str| {
+            parse_duration(v).map(Some)
+        });
+        set!("policy", "block_threshold", p.block_threshold, |v: &str| {
+            parse_count(v).map(Some)
+        });
+        set!("policy", "forget_after", p.forget_after, parse_duration);
+        if let Err(e) = c.policy.validate() {
+            // Name the key the operator wrote (the detector's names match).
+            let key = e.key.split('.').next_back().unwrap_or(e.key);
+            let (section, key) = match key {
+                "count" | "interval" if get("flood", key).is_some() => ("flood", key.to_string()),
+                "count" => ("policy", "flood_count".to_string()),
+                "interval" => ("policy", "flood_interval".to_string()),
+                "max_accounts" => ("policy", "enumeration".to_string()),
+                "window" => ("policy", "enumeration_window".to_string()),
+                "counted_events" => ("policy", "events".to_string()),
+                "ban_time" if get("policy", "ban_time").is_none() => ("timer", "ban".to_string()),
+                k => ("policy", k.to_string()),
+            };
+            return Err(ConfigError::Value(Box::new(BadValue {
+                path: path.to_path_buf(),
+                line: reader.line(section, &key),
+                section: section.into(),
+                value: get(section, &key).unwrap_or_default(),
+                key,
+                why: e.message,
+            })));
+        }
+
+        c.lists.allow = c.iptables.white_list.clone();
+        set!("lists", "allow", c.lists.allow, parse_path);
+        set!("lists", "deny", c.lists.deny, parse_path);
         Ok(Loaded {
             config: c,
             warnings,
@@ -470,6 +587,41 @@ fn parse_chain(v: &str) -> Result<String, String> {
     }
 }
 
+fn parse_count(v: &str) -> Result<u32, String> {
+    v.parse::<u32>()
+        .map_err(|_| "not a whole number".to_string())
+}
+
+/// `InvalidAccountID, InvalidPassword, ...` (Asterisk's event names).
+fn parse_events(v: &str) -> Result<std::collections::BTreeSet<EventKind>, String> {
+    let mut out = std::collections::BTreeSet::new();
+    for name in v.split(',').map(str::trim).filter(|n| !n.is_empty()) {
+        match EventKind::from_name(name) {
+            EventKind::Other(n) => return Err(format!("unknown security event {n:?}")),
+            kind => {
+                out.insert(kind);
+            }
+        }
+    }
+    Ok(out)
+}
+
+/// `all`, or `SIP, PJSIP, IAX2, AMI`.
+fn parse_services(v: &str) -> Result<Option<std::collections::BTreeSet<String>>, String> {
+    if v.trim().eq_ignore_ascii_case("all") {
+        return Ok(None);
+    }
+    let set: std::collections::BTreeSet<String> = v
+        .split(',')
+        .map(|s| s.trim().to_ascii_uppercase())
+        .filter(|s| !s.is_empty())
+        .collect();
+    if set.is_empty() {
+        return Err("name at least one service, or all".into());
+    }
+    Ok(Some(set))
+}
+
 /// `FAMILY NAME` (`inet sipban`); a bare name means `inet NAME`.
 fn parse_table(v: &str) -> Result<String, String> {
     let words: Vec<&str> = v.split_whitespace().collect();
@@ -574,6 +726,39 @@ impl fmt::Display for Config {
         )?;
         let yn = if c.firewall.conntrack { "yes" } else { "no" };
         writeln!(f, "conntrack = {yn}")?;
+        let p = &c.policy;
+        writeln!(f, "\n[policy]")?;
+        writeln!(f, "max_failures = {}", p.max_failures)?;
+        writeln!(f, "find_time = {}", secs(p.find_time))?;
+        let events: Vec<&str> = p.counted_events.iter().map(|e| e.name()).collect();
+        writeln!(f, "events = \"{}\"", events.join(", "))?;
+        match &p.services {
+            None => writeln!(f, "services = \"all\"")?,
+            Some(s) => {
+                let s: Vec<&str> = s.iter().map(String::as_str).collect();
+                writeln!(f, "services = \"{}\"", s.join(", "))?;
+            }
+        }
+        if let Some(fl) = &p.flood {
+            writeln!(f, "flood_count = {}", fl.count)?;
+            writeln!(f, "flood_interval = {}", secs(fl.interval))?;
+        }
+        if let Some(e) = &p.enumeration {
+            writeln!(f, "enumeration = {}", e.max_accounts)?;
+            writeln!(f, "enumeration_window = {}", secs(e.window))?;
+        }
+        writeln!(f, "test_accounts = \"{}\"", p.test_accounts.join(", "))?;
+        writeln!(f, "ban_time_factor = {}", p.ban_time_factor)?;
+        if let Some(m) = p.max_ban_time {
+            writeln!(f, "max_ban_time = {}", secs(m))?;
+        }
+        if let Some(b) = p.block_threshold {
+            writeln!(f, "block_threshold = {b}")?;
+        }
+        writeln!(f, "forget_after = {}", secs(p.forget_after))?;
+        writeln!(f, "\n[lists]")?;
+        writeln!(f, "allow = \"{}\"", c.lists.allow.display())?;
+        writeln!(f, "deny = \"{}\"", c.lists.deny.display())?;
         writeln!(f, "\n[log]")?;
         writeln!(f, "file = \"{}\"", c.log_file.display())
     }

@@ -6,7 +6,7 @@ use std::net::IpAddr;
 
 /// The Asterisk security event types sipban knows by name (Asterisk's
 /// `security_events.h`); anything else keeps its name in `Other`.
-#[derive(Clone, Debug, PartialEq, Eq, Hash)]
+#[derive(Clone, Debug, PartialEq, Eq, Hash, PartialOrd, Ord)]
 pub enum EventKind {
     InvalidAccountId,
     InvalidPassword,

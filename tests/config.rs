@@ -97,7 +97,7 @@ fn original_readme_example_loads_as_the_defaults() {
 }
 
 #[test]
-fn newer_original_loads_with_scope_drop_and_a_flood_warning() {
+fn newer_original_loads_with_scope_drop_and_its_flood_rule() {
     let loaded = load("newer-original.conf");
     let c = &loaded.config;
     assert_eq!(c.ami.host, "192.0.2.5");
@@ -120,15 +120,11 @@ fn newer_original_loads_with_scope_drop_and_a_flood_warning() {
     assert_eq!(c.iptables.dump, Path::new("/var/lib/sipban/sipban.dump"));
     assert_eq!(c.log_file, Path::new("/var/log/sipban/sipban.log"));
 
-    let path = fixture("newer-original.conf");
-    assert_eq!(
-        loaded.warnings,
-        vec![format!(
-            "{}:30: [flood] is accepted for compatibility but not applied yet: \
-             ChallengeSent never bans in this version",
-            path.display()
-        )]
-    );
+    // The newer SIPban's [flood] rule applies (ChallengeSent flood).
+    assert!(loaded.warnings.is_empty(), "{:?}", loaded.warnings);
+    let flood = c.policy.flood.as_ref().expect("[flood] applied");
+    assert_eq!((flood.count, flood.interval), (5, Duration::from_secs(10)));
+    assert_eq!(c.policy.ban_time, Duration::from_secs(3600));
 }
 
 #[test]

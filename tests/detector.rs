@@ -3,7 +3,7 @@
 //! realistic registration cadences, enumeration, test accounts, escalation,
 //! history across a restart and the memory bounds.
 
-use std::collections::{BTreeMap, HashSet};
+use std::collections::{BTreeMap, BTreeSet};
 use std::net::IpAddr;
 use std::time::Duration;
 
@@ -227,7 +227,7 @@ fn a_ban_restarts_the_count() {
 #[test]
 fn services_filter_is_case_insensitive() {
     let mut d = detector(DetectorConfig {
-        services: Some(HashSet::from(["pjsip".to_string(), "SIP".to_string()])),
+        services: Some(BTreeSet::from(["pjsip".to_string(), "SIP".to_string()])),
         ..DetectorConfig::default()
     });
     let ami = ev(EventKind::InvalidPassword, "AMI", "admin", "203.0.113.30");
@@ -264,7 +264,7 @@ fn counted_events_choose_what_is_a_failure() {
 
     // Only unknown users count: wrong passwords are left alone.
     let mut d = detector(DetectorConfig {
-        counted_events: HashSet::from([EventKind::InvalidAccountId]),
+        counted_events: BTreeSet::from([EventKind::InvalidAccountId]),
         ..DetectorConfig::default()
     });
     assert_eq!(d.observe(&crf("203.0.113.43", "1001"), 0), None);
@@ -939,7 +939,7 @@ fn validate_rejects_out_of_range_settings() {
     });
     assert_eq!(e.key, "find_time");
     let e = check(DetectorConfig {
-        services: Some(HashSet::new()),
+        services: Some(BTreeSet::new()),
         ..DetectorConfig::default()
     });
     assert_eq!(e.key, "services");

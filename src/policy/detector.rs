@@ -87,7 +87,7 @@
 //! 1000, ban 1 h doubling per re-ban up to 1 week, permanent after 5 dynamic
 //! bans, history forgotten after 30 days.
 
-use std::collections::{HashMap, HashSet, VecDeque};
+use std::collections::{BTreeSet, HashMap, HashSet, VecDeque};
 use std::net::IpAddr;
 use std::time::Duration;
 
@@ -135,10 +135,10 @@ pub struct DetectorConfig {
     pub find_time: Duration,
     /// Which events are failures. ChallengeSent and SuccessfulAuth cannot be
     /// (they accompany every good login).
-    pub counted_events: HashSet<EventKind>,
+    pub counted_events: BTreeSet<EventKind>,
     /// Services watched (`SIP`, `PJSIP`, `IAX2`, `AMI`, ...), compared without
     /// case; `None` watches all.
-    pub services: Option<HashSet<String>>,
+    pub services: Option<BTreeSet<String>>,
     pub flood: Option<FloodRule>,
     pub enumeration: Option<EnumRule>,
     /// AccountIDs that ban at once (see the module documentation for which
@@ -165,8 +165,8 @@ pub struct DetectorConfig {
 
 impl DetectorConfig {
     /// The three events the original bans on.
-    pub fn original_counted_events() -> HashSet<EventKind> {
-        HashSet::from([
+    pub fn original_counted_events() -> BTreeSet<EventKind> {
+        BTreeSet::from([
             EventKind::InvalidAccountId,
             EventKind::InvalidPassword,
             EventKind::ChallengeResponseFailed,
