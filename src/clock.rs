@@ -42,6 +42,15 @@ impl Clock {
         }
     }
 
+    /// Milliseconds, for the detector's sliding windows (a manual clock has
+    /// whole seconds).
+    pub fn now_ms(&self) -> u64 {
+        match &self.0 {
+            Inner::System => system_now_millis(),
+            Inner::Manual(tx) => tx.borrow().saturating_mul(1000),
+        }
+    }
+
     /// Moves a manual clock forward; a no-op on the system clock.
     pub fn advance(&self, secs: u64) {
         if let Inner::Manual(tx) = &self.0 {

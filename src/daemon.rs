@@ -25,6 +25,8 @@ use crate::firewall::{
     ApplierOptions, Backend, ChainBackend, DryRun, Firewall, FirewallError, Hook, IpsetBackend,
     NftBackend, SetSettings,
 };
+use crate::policy::detector::DetectorConfig;
+use crate::policy::lists::{AddressList, Lists};
 use crate::policy::{Policy, Verdict, Whitelist};
 
 /// Everything the daemon needs, already validated.
@@ -101,6 +103,8 @@ pub fn build_backend(c: &Config, dry_run: bool) -> Box<dyn Backend> {
         action6: c.iptables.rule6.clone(),
         hook: c.firewall.hook,
         mode: c.firewall.mode,
+        deny4: None,
+        deny6: None,
     };
     if kind != BackendKind::Chain
         && c.firewall.hook == Hook::Raw
@@ -124,8 +128,31 @@ pub fn build_backend(c: &Config, dry_run: bool) -> Box<dyn Backend> {
     }
 }
 
+/// The detection policy and list files (`[policy]`, `[lists]`). Without
+/// it, [`Daemon::start`] runs the original's policy on `Settings::whitelist`.
+#[derive(Clone, Debug)]
+pub struct PolicySettings {
+    pub detector: DetectorConfig,
+    pub allow: PathBuf,
+    pub deny: PathBuf,
+}
+
+impl PolicySettings {
+    pub fn from_config(c: &Config) -> PolicySettings {
+        PolicySettings {
+            detector: c.policy.clone(),
+            allow: c.lists.allow.clone(),
+            deny: c.lists.deny.clone(),
+        }
+    }
+}
+
 #[derive(Debug, Error)]
 pub enum StartError {
+    #[error("lists: {0}")]
+    Lists(#[from] crate::policy::lists::ListError),
+    #[error("[policy] {0}")]
+    Policy(#[from] crate::policy::detector::InvalidSetting),
     #[error("firewall: {0}")]
     Firewall(#[from] FirewallError),
     #[error("cannot listen on {addr} for the console: {source}")]
@@ -148,6 +175,8 @@ pub struct Daemon {
     shutdown: CancellationToken,
     tasks: Vec<JoinHandle<()>>,
     whitelist_path: Option<PathBuf>,
+    /// Allow and deny files, when started with a [`PolicySettings`].
+    policy_files: Option<(PathBuf, PathBuf)>,
 }
 
 /// Resolves the AMI host so its addresses can be protected from bans.
@@ -170,9 +199,41 @@ impl Daemon {
         backend: Box<dyn Backend>,
         clock: Clock,
     ) -> Result<Daemon, StartError> {
+        Self::start_with(settings, backend, clock, None).await
+    }
+
+    /// Starts with the detection policy and list files of `policy`.
+    pub async fn start_with(
+        settings: Settings,
+        backend: Box<dyn Backend>,
+        clock: Clock,
+        policy_settings: Option<PolicySettings>,
+    ) -> Result<Daemon, StartError> {
         tracing::info!("SipBan Start");
-        for net in settings.whitelist.entries() {
-            tracing::info!("WHITE LIST => {net}");
+        let policy_obj = match &policy_settings {
+            None => Policy::new(
+                settings.whitelist.clone(),
+                settings.ami_hosts.clone(),
+                settings.ban_time,
+            ),
+            Some(ps) => {
+                let loaded = Lists::load(&ps.allow, &ps.deny)?;
+                for path in &loaded.missing {
+                    tracing::warn!("LISTS => {} not found: empty list", path.display());
+                }
+                Policy::with(
+                    loaded.lists,
+                    settings.ami_hosts.clone(),
+                    ps.detector.clone(),
+                )?
+            }
+        };
+        let lists = policy_obj.lists();
+        for e in lists.allow.entries() {
+            tracing::info!("WHITE LIST => {}", e.net);
+        }
+        if !lists.deny.is_empty() {
+            tracing::info!("DENY LIST => {} entries", lists.deny.len());
         }
         let listener = TcpListener::bind(settings.console)
             .await
@@ -194,10 +255,13 @@ impl Daemon {
         )
         .await?;
         let bans = BanManager::new(firewall, clock, settings.ban_time, settings.dump.clone());
-        let policy = Arc::new(Policy::new(
-            settings.whitelist.clone(),
-            settings.ami_hosts.clone(),
-        ));
+        let policy = Arc::new(policy_obj);
+        {
+            let p = Arc::clone(&policy);
+            bans.set_history_provider(Box::new(move || {
+                serde_json::to_string(&p.detector().history()).ok()
+            }));
+        }
         restore_at_start(&bans, &policy).await;
 
         let shutdown = CancellationToken::new();
@@ -228,10 +292,17 @@ impl Daemon {
                 tracing::error!("AMI client failed: {e}");
             }
         }));
+        let deny_path = policy_settings.as_ref().map(|p| p.deny.clone());
         tasks.push(watch("event judge").spawn(judge_events(
             events_rx,
             Arc::clone(&policy),
             Arc::clone(&bans),
+            deny_path.clone(),
+        )));
+        tasks.push(watch("detector purge").spawn(purge_detector(
+            Arc::clone(&policy),
+            bans.clock().clone(),
+            shutdown.clone(),
         )));
 
         let ctx = Arc::new(ConsoleContext {
@@ -240,6 +311,9 @@ impl Daemon {
             ami: Some(ami.clone()),
             chain: settings.chain.clone(),
             started: Instant::now(),
+            list_files: policy_settings
+                .as_ref()
+                .map(|p| (p.allow.clone(), p.deny.clone())),
         });
         tasks.push(watch("console").spawn(console::serve(listener, ctx, shutdown.clone())));
         tracing::info!("CONSOLE => listening on {console_addr}");
@@ -253,6 +327,7 @@ impl Daemon {
             shutdown,
             tasks,
             whitelist_path: settings.whitelist_path,
+            policy_files: policy_settings.map(|p| (p.allow, p.deny)),
         })
     }
 
@@ -261,15 +336,23 @@ impl Daemon {
         self.died.cancelled().await
     }
 
-    /// Re-reads the white list; on error the old list stays in force.
-    pub fn reload_whitelist(&self) -> Result<usize, crate::policy::ListError> {
-        let Some(path) = &self.whitelist_path else {
-            return Ok(self.policy.whitelist().entries().len());
+    /// Re-reads the allow (white) and deny lists; on error the old lists
+    /// stay in force, whole. Returns the number of (allow, deny) entries.
+    pub fn reload_lists(&self) -> Result<(usize, usize), crate::policy::lists::ListError> {
+        let lists = match (&self.policy_files, &self.whitelist_path) {
+            (Some((allow, deny)), _) => Lists::load(allow, deny)?.lists,
+            (None, Some(path)) => {
+                let (allow, _) = AddressList::load(path)?;
+                Lists {
+                    allow,
+                    deny: self.policy.lists().deny.clone(),
+                }
+            }
+            (None, None) => return Ok(counts(&self.policy.lists())),
         };
-        let (wl, _) = Whitelist::load(path)?;
-        let n = wl.entries().len();
-        self.policy.set_whitelist(wl);
-        tracing::info!("WHITE LIST => reloaded {} ({n} entries)", path.display());
+        let n = counts(&lists);
+        self.policy.set_lists(lists);
+        tracing::info!("LISTS => reloaded: {} allow, {} deny entries", n.0, n.1);
         Ok(n)
     }
 
@@ -294,9 +377,21 @@ impl Daemon {
     }
 }
 
-/// Restores the dump at start. A dump that cannot be parsed is moved aside
-/// (never overwritten) and the daemon starts without it.
+/// Restores the dump at start (bans, and the detector's history). A dump
+/// that cannot be parsed is moved aside (never overwritten) and the daemon
+/// starts without it.
 async fn restore_at_start(bans: &Arc<BanManager>, policy: &Arc<Policy>) {
+    if let Some(path) = bans.dump_path()
+        && let Ok(Some(history)) = crate::bans::persist::read_history(path)
+    {
+        match serde_json::from_value(history) {
+            Ok(h) => {
+                let n = policy.detector().load_history(h, bans.clock().now_ms());
+                tracing::info!("RESTORE => history of {n} sources");
+            }
+            Err(e) => tracing::warn!("RESTORE => history ignored: {e}"),
+        }
+    }
     let p = Arc::clone(policy);
     match bans
         .restore(move |ip| p.protection(ip).map(|pr| pr.to_string()))
@@ -326,12 +421,23 @@ async fn judge_events(
     mut events: mpsc::Receiver<SecurityEvent>,
     policy: Arc<Policy>,
     bans: Arc<BanManager>,
+    deny_path: Option<PathBuf>,
 ) {
     while let Some(event) = events.recv().await {
-        match policy.judge(&event) {
-            Verdict::Ban { reason } => {
-                bans.ban(event.source, &reason);
+        let now_ms = bans.clock().now_ms();
+        match policy.judge(&event, now_ms) {
+            Verdict::Ban {
+                reason,
+                ban_for,
+                permanent: false,
+            } => {
+                bans.ban_for(event.source, &reason, ban_for);
             }
+            Verdict::Ban {
+                reason,
+                permanent: true,
+                ..
+            } => promote(&policy, &bans, deny_path.as_deref(), event.source, &reason).await,
             Verdict::Spared(why) => tracing::info!(
                 "WHITE LIST => {} not blocked ({}, {} account {:?}; {why})",
                 event.source,
@@ -339,9 +445,69 @@ async fn judge_events(
                 event.service,
                 event.account
             ),
+            // The original's semantics: a banned source that keeps
+            // attacking has its ban extended (never a second rule).
+            Verdict::Ignore
+                if policy.is_attack(&event.kind)
+                    && bans.get(event.source).is_some_and(|b| b.active) =>
+            {
+                bans.ban_for(event.source, event.kind.reason(), None);
+            }
             Verdict::Ignore => {}
         }
     }
+}
+
+/// A repeat offender moves to the permanent deny list (saved to its file)
+/// and stays banned.
+async fn promote(
+    policy: &Policy,
+    bans: &BanManager,
+    deny_path: Option<&std::path::Path>,
+    ip: IpAddr,
+    reason: &str,
+) {
+    let note = format!(
+        "permanent {} after: {}",
+        crate::clock::stamp(bans.clock().now()).trim_matches(['[', ']']),
+        reason.replace('#', "")
+    );
+    let mut lists = (*policy.lists()).clone();
+    let _ = lists.deny.add(ipnet::IpNet::from(ip), Some(&note));
+    if let Some(path) = deny_path {
+        let list = lists.deny.clone();
+        let path = path.to_path_buf();
+        match tokio::task::spawn_blocking(move || list.save(&path)).await {
+            Ok(Ok(())) => {}
+            Ok(Err(e)) => tracing::error!("DENY LIST => not saved: {e}"),
+            Err(e) => tracing::error!("DENY LIST => not saved: {e}"),
+        }
+    }
+    policy.set_lists(lists);
+    tracing::info!("DENY => {ip} added to the deny list ({reason})");
+    bans.ban_for(
+        ip,
+        &format!("{reason}; permanent"),
+        Some(Duration::from_secs(crate::config::MAX_DURATION)),
+    );
+}
+
+/// Drops idle per-source state and forgotten history once a minute.
+async fn purge_detector(policy: Arc<Policy>, clock: Clock, shutdown: CancellationToken) {
+    let mut tick = tokio::time::interval(Duration::from_secs(60));
+    tick.tick().await;
+    loop {
+        tokio::select! {
+            _ = tick.tick() => {
+                policy.detector().purge(clock.now_ms());
+            }
+            _ = shutdown.cancelled() => return,
+        }
+    }
+}
+
+fn counts(l: &Lists) -> (usize, usize) {
+    (l.allow.len(), l.deny.len())
 }
 
 /// Marks a core task: if it ends (or panics) before shutdown, `died` fires.

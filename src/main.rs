@@ -1,24 +1,35 @@
 //! The `sipban` binary: arguments, logging, signals. Everything else is in
 //! the library so tests drive it directly.
 
+use std::net::SocketAddr;
 use std::path::{Path, PathBuf};
 use std::process::ExitCode;
 use std::time::Duration;
 
 use anyhow::{Context, Result, bail};
-use clap::{Parser, Subcommand};
+use clap::{Arg, ArgAction, ArgMatches, FromArgMatches, Parser, Subcommand};
 use tokio::signal::unix::{SignalKind, signal};
 
+use sipban::client::{self, ClientError, Outcome};
 use sipban::clock::Clock;
 use sipban::config::{Config, Loaded};
-use sipban::daemon::{Daemon, Settings, build_backend, resolve_ami_host};
+use sipban::daemon::{Daemon, PolicySettings, Settings, build_backend, resolve_ami_host};
 use sipban::policy::{Policy, Whitelist};
 
 const DEFAULT_CONFIG: &str = "/etc/sipban.conf";
 
+const CLIENT_HELP: &str = "\
+Console commands (status, check, block, ...) are sent to the running
+daemon's console ([control] address/port of the config, or --console) and
+the reply is printed. Exit status: 0 answered, 1 the console answered with
+an error (printed on stderr), 2 usage error, 3 the console could not be
+reached (or timed out, or closed the connection).";
+
 /// Bans SIP brute-force attackers reported by Asterisk's AMI security events.
 #[derive(Parser, Debug)]
-#[command(name = "sipban", version, about)]
+#[command(name = "sipban", version, about, after_help = CLIENT_HELP)]
+// `help` is the console's command; `--help` stays.
+#[command(disable_help_subcommand = true)]
 struct Cli {
     /// Configuration file (the original SIPban's format).
     #[arg(short = 'c', long = "config", value_name = "PATH")]
@@ -35,6 +46,10 @@ struct Cli {
     /// Log debug detail (AMI traffic summaries, extended bans).
     #[arg(short, long)]
     verbose: bool,
+    /// Console address for the client commands, instead of the config's
+    /// `[control] address` and `port`.
+    #[arg(long, value_name = "ADDR:PORT")]
+    console: Option<SocketAddr>,
     #[command(subcommand)]
     command: Option<Cmd>,
 }
@@ -47,13 +62,91 @@ enum Cmd {
         /// Raw AMI bytes, as captured from the manager port.
         file: PathBuf,
     },
+    /// Interactive console session: history, tab completion of commands and
+    /// banned addresses, Ctrl-D to leave. Runs the commands read from
+    /// standard input when it is not a terminal.
+    Console,
+    #[command(flatten)]
+    Remote(RemoteCmd),
+}
+
+/// A console command run once (`sipban block 203.0.113.5`): one subcommand
+/// per name in [`client::COMMANDS`], its arguments passed on as typed.
+#[derive(Debug)]
+struct RemoteCmd {
+    name: String,
+    args: Vec<String>,
+}
+
+impl RemoteCmd {
+    /// The console line: name and arguments joined by spaces.
+    fn line(&self) -> String {
+        std::iter::once(&self.name)
+            .chain(&self.args)
+            .map(String::as_str)
+            .collect::<Vec<_>>()
+            .join(" ")
+    }
+}
+
+impl FromArgMatches for RemoteCmd {
+    fn from_arg_matches(matches: &ArgMatches) -> Result<Self, clap::Error> {
+        let Some((name, sub)) = matches.subcommand() else {
+            return Err(clap::Error::new(clap::error::ErrorKind::MissingSubcommand));
+        };
+        if client::command_spec(name).is_none() {
+            return Err(clap::Error::new(clap::error::ErrorKind::InvalidSubcommand));
+        }
+        let args = sub
+            .get_many::<String>("args")
+            .map(|values| values.cloned().collect())
+            .unwrap_or_default();
+        Ok(RemoteCmd {
+            name: name.to_string(),
+            args,
+        })
+    }
+
+    fn update_from_arg_matches(&mut self, matches: &ArgMatches) -> Result<(), clap::Error> {
+        *self = Self::from_arg_matches(matches)?;
+        Ok(())
+    }
+}
+
+impl Subcommand for RemoteCmd {
+    fn augment_subcommands(cmd: clap::Command) -> clap::Command {
+        client::COMMANDS.iter().fold(cmd, |cmd, c| {
+            // Passed on as typed (`status --all` too); the console checks them.
+            let args = Arg::new("args")
+                .action(ArgAction::Append)
+                .num_args(0..)
+                .trailing_var_arg(true)
+                .allow_hyphen_values(true)
+                .hide(true);
+            let usage = format!("sipban [OPTIONS] {} {}", c.name, c.usage);
+            cmd.subcommand(
+                clap::Command::new(c.name)
+                    .about(c.about)
+                    .override_usage(usage.trim_end().to_string())
+                    .arg(args),
+            )
+        })
+    }
+
+    fn augment_subcommands_for_update(cmd: clap::Command) -> clap::Command {
+        Self::augment_subcommands(cmd)
+    }
+
+    fn has_subcommand(name: &str) -> bool {
+        client::command_spec(name).is_some()
+    }
 }
 
 fn main() -> ExitCode {
     limit_malloc_arenas();
     let cli = Cli::parse();
     match run(cli) {
-        Ok(()) => ExitCode::SUCCESS,
+        Ok(code) => code,
         Err(e) => {
             eprintln!("sipban: {e:#}");
             ExitCode::FAILURE
@@ -72,7 +165,19 @@ fn limit_malloc_arenas() {
     }
 }
 
-fn run(cli: Cli) -> Result<()> {
+fn run(cli: Cli) -> Result<ExitCode> {
+    match &cli.command {
+        Some(Cmd::Remote(remote)) => {
+            let addr = console_addr(&cli)?;
+            let line = remote.line();
+            let (mut out, mut err) = (std::io::stdout(), std::io::stderr());
+            return Ok(client_exit(client::run_one(
+                addr, &line, &mut out, &mut err,
+            )));
+        }
+        Some(Cmd::Console) => return Ok(client_exit(client::run_console(console_addr(&cli)?))),
+        _ => {}
+    }
     let runtime = tokio::runtime::Builder::new_multi_thread()
         .worker_threads(2)
         .enable_all()
@@ -80,8 +185,39 @@ fn run(cli: Cli) -> Result<()> {
         .context("starting the async runtime")?;
     match &cli.command {
         Some(Cmd::Replay { file }) => runtime.block_on(replay(&cli, file)),
+        Some(Cmd::Console | Cmd::Remote(_)) => unreachable!("handled above"),
         None if cli.check_config => check_config(&cli),
         None => runtime.block_on(daemon(&cli)),
+    }?;
+    Ok(ExitCode::SUCCESS)
+}
+
+/// The console for the client commands: `--console`, else the config's
+/// `[control]` (defaults when the default config is missing).
+fn console_addr(cli: &Cli) -> Result<SocketAddr> {
+    if let Some(addr) = cli.console {
+        return Ok(addr);
+    }
+    let path = cli
+        .config
+        .clone()
+        .unwrap_or_else(|| PathBuf::from(DEFAULT_CONFIG));
+    let (addr, warning) = client::console_addr_from_config(&path, cli.config.is_some())
+        .map_err(|e| anyhow::anyhow!("{e}"))?;
+    if let Some(w) = warning {
+        eprintln!("warning: {w}");
+    }
+    Ok(addr)
+}
+
+/// Exit status of a client command (see [`client`]'s module docs).
+fn client_exit(result: Result<Outcome, ClientError>) -> ExitCode {
+    match result {
+        Ok(outcome) => ExitCode::from(outcome.exit_code()),
+        Err(e) => {
+            eprintln!("sipban: {e}");
+            ExitCode::from(client::EXIT_NO_CONSOLE)
+        }
     }
 }
 
@@ -124,6 +260,9 @@ fn check_config(cli: &Cli) -> Result<()> {
     if let Some(w) = warning {
         eprintln!("warning: {w}");
     }
+    if let Err(e) = sipban::policy::lists::Lists::load(&c.lists.allow, &c.lists.deny) {
+        bail!(e);
+    }
     if let Some(Err(e)) = sipban::bans::persist::read(&c.iptables.dump).transpose() {
         bail!(e);
     }
@@ -152,7 +291,14 @@ async fn replay(cli: &Cli, file: &Path) -> Result<()> {
     }
     let bytes = std::fs::read(file).with_context(|| format!("cannot read {}", file.display()))?;
     let hosts = resolve_ami_host(&c.ami.host, c.ami.port).await;
-    let policy = Policy::new(wl, hosts);
+    // With a config, its [policy] and [lists] apply: test a config against
+    // recorded traffic.
+    let policy = if cli.config.is_some() {
+        let lists = sipban::policy::lists::Lists::load(&c.lists.allow, &c.lists.deny)?;
+        Policy::with(lists.lists, hosts, c.policy.clone())?
+    } else {
+        Policy::new(wl, hosts, c.ban_time)
+    };
     let report = sipban::replay::replay(&bytes, &policy, c.ban_time).await?;
     print!("{report}");
     Ok(())
@@ -169,7 +315,8 @@ async fn daemon(cli: &Cli) -> Result<()> {
     let hosts = resolve_ami_host(&c.ami.host, c.ami.port).await;
     let backend = build_backend(&c, cli.dry_run);
     let settings = Settings::from_config(&c, wl, hosts);
-    let daemon = match Daemon::start(settings, backend, Clock::system()).await {
+    let policy = PolicySettings::from_config(&c);
+    let daemon = match Daemon::start_with(settings, backend, Clock::system(), Some(policy)).await {
         Ok(d) => d,
         Err(e) => {
             tracing::error!("start failed: {e}");
@@ -189,8 +336,8 @@ async fn daemon(cli: &Cli) -> Result<()> {
             _ = term.recv() => break,
             _ = int.recv() => break,
             _ = hup.recv() => {
-                if let Err(e) = daemon.reload_whitelist() {
-                    tracing::error!("WHITE LIST => reload failed, old list kept: {e}");
+                if let Err(e) = daemon.reload_lists() {
+                    tracing::error!("LISTS => reload failed, old lists kept: {e}");
                 }
             }
         }

@@ -93,9 +93,18 @@ pub async fn replay(
             clock.set(t);
             bans.expire_due();
         }
-        match policy.judge(&event) {
-            Verdict::Ban { reason } => {
-                if bans.ban(event.source, &reason) == Upsert::New {
+        match policy.judge(&event, clock.now_ms()) {
+            Verdict::Ban {
+                reason,
+                ban_for,
+                permanent,
+            } => {
+                let reason = if permanent {
+                    format!("{reason}; permanent")
+                } else {
+                    reason
+                };
+                if bans.ban_for(event.source, &reason, ban_for) == Upsert::New {
                     let why = format!(
                         "{} {} account {:?} via {}{}",
                         event.service,

@@ -587,3 +587,160 @@ async fn the_original_dump_format_is_migrated_and_a_corrupt_dump_is_kept_aside()
     assert_eq!(kept.len(), 1, "corrupt dump kept aside");
     daemon.stop().await.unwrap();
 }
+
+/// `[policy]` and `[lists]` in the daemon: thresholds, escalation to the
+/// deny list, the new console commands, and history across a restart.
+mod policy {
+    use super::*;
+    use sipban::daemon::PolicySettings;
+    use sipban::policy::detector::DetectorConfig;
+
+    struct Files {
+        _dir: tempfile::TempDir,
+        dump: PathBuf,
+        allow: PathBuf,
+        deny: PathBuf,
+    }
+
+    fn files() -> Files {
+        let dir = tempfile::tempdir().unwrap();
+        let p = |n: &str| dir.path().join(n);
+        std::fs::write(p("allow"), "198.51.100.0/24 office\n").unwrap();
+        std::fs::write(p("deny"), "# none yet\n").unwrap();
+        Files {
+            dump: p("dump"),
+            allow: p("allow"),
+            deny: p("deny"),
+            _dir: dir,
+        }
+    }
+
+    fn policy(f: &Files) -> PolicySettings {
+        PolicySettings {
+            detector: DetectorConfig {
+                max_failures: 3,
+                find_time: Duration::from_secs(60),
+                ban_time: Duration::from_secs(BAN),
+                ban_time_factor: 2.0,
+                block_threshold: Some(1),
+                ..DetectorConfig::default()
+            },
+            allow: f.allow.clone(),
+            deny: f.deny.clone(),
+        }
+    }
+
+    async fn start_with(ami: &FakeAmi, f: &Files, clock: &Clock) -> Daemon {
+        let s = settings(ami, &f.dump, Whitelist::default());
+        let d = Daemon::start_with(s, Box::new(DryRun::new()), clock.clone(), Some(policy(f)))
+            .await
+            .expect("daemon starts");
+        ami.wait_logins(ami.logins() + 1).await;
+        d
+    }
+
+    #[tokio::test]
+    async fn thresholds_escalation_lists_and_history() {
+        let ami = FakeAmi::start().await;
+        let f = files();
+        let clock = Clock::manual(T0);
+        let d = start_with(&ami, &f, &clock).await;
+        let (mut c, _) = ConsoleClient::connect(d.console_addr).await;
+        let a = "203.0.113.77";
+
+        // Two failures: below the threshold. The third bans.
+        for _ in 0..2 {
+            ami.send_event("ChallengeResponseFailed", "PJSIP", "1001", a);
+        }
+        ami.send_event("InvalidPassword", "PJSIP", "1001", "203.0.113.1");
+        ami.send_event("InvalidPassword", "PJSIP", "1001", "203.0.113.1");
+        ami.send_event("InvalidPassword", "PJSIP", "1001", "203.0.113.1");
+        eventually("marker", || d.bans.get(ip("203.0.113.1")).is_some()).await;
+        assert!(d.bans.get(ip(a)).is_none(), "two failures do not ban");
+        ami.send_event("ChallengeResponseFailed", "PJSIP", "1001", a);
+        eventually("third failure bans", || d.bans.get(ip(a)).is_some()).await;
+        let b = d.bans.get(ip(a)).unwrap();
+        assert!(b.reason.contains("3 failures"), "{}", b.reason);
+        assert_eq!(b.expires, T0 + BAN);
+
+        let check = c.command(&format!("check {a}")).await;
+        assert!(check.contains("banned until"), "{check}");
+        assert!(check.contains("accounts tried: 1001"), "{check}");
+
+        // Unblocked, it offends again: past block_threshold 1, permanent.
+        assert_eq!(
+            c.command(&format!("unblock {a}")).await,
+            format!("{a} unblocked")
+        );
+        clock.advance(5);
+        for _ in 0..3 {
+            ami.send_event("ChallengeResponseFailed", "PJSIP", "1001", a);
+        }
+        eventually("permanent", || {
+            d.bans
+                .get(ip(a))
+                .is_some_and(|b| b.reason.ends_with("; permanent"))
+        })
+        .await;
+        let deny = std::fs::read_to_string(&f.deny).unwrap();
+        assert!(deny.contains(a), "{deny}");
+        let status = c.command("status").await;
+        assert!(status.contains("Dynamic (permanent)"), "{status}");
+        assert!(
+            status
+                .lines()
+                .any(|l| l.starts_with("Deny") && l.ends_with(" 1")),
+            "{status}"
+        );
+
+        // The allow list wins, and lifts a ban at once.
+        ami.send_event("InvalidPassword", "SIP", "9", "203.0.113.88");
+        ami.send_event("InvalidPassword", "SIP", "9", "203.0.113.88");
+        ami.send_event("InvalidPassword", "SIP", "9", "203.0.113.88");
+        eventually("ban .88", || d.bans.get(ip("203.0.113.88")).is_some()).await;
+        assert_eq!(
+            c.command("allow add 203.0.113.88 new office").await,
+            "203.0.113.88/32 added to the allow list"
+        );
+        assert!(d.bans.get(ip("203.0.113.88")).is_none());
+        assert!(
+            std::fs::read_to_string(&f.allow)
+                .unwrap()
+                .contains("203.0.113.88 new office")
+        );
+        assert!(
+            c.command("check 203.0.113.88")
+                .await
+                .contains("allowed by the allow list")
+        );
+
+        // deny del lifts the permanent ban.
+        assert_eq!(
+            c.command(&format!("deny del {a}")).await,
+            format!("{a}/32 removed from the deny list")
+        );
+        assert!(d.bans.get(ip(a)).is_none());
+
+        // A bad list file on reload: the old lists stay in force.
+        std::fs::write(&f.allow, "198.51.100.0/24\nnot-an-address\n").unwrap();
+        let r = c.command("reload").await;
+        assert!(
+            r.starts_with("reload failed, old lists kept:") && r.contains(":2:"),
+            "{r}"
+        );
+        assert!(c.command("allow list").await.contains("203.0.113.88"));
+        assert_eq!(
+            c.command("version").await,
+            format!("sipban {}", env!("CARGO_PKG_VERSION"))
+        );
+        d.stop().await.unwrap();
+
+        // The history survives a restart (persisted with the bans).
+        std::fs::write(&f.allow, "198.51.100.0/24\n").unwrap();
+        let d = start_with(&ami, &f, &clock).await;
+        let (mut c, _) = ConsoleClient::connect(d.console_addr).await;
+        let check = c.command("check 203.0.113.1").await;
+        assert!(check.contains("banned 1 time so far"), "{check}");
+        d.stop().await.unwrap();
+    }
+}

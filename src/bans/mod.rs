@@ -70,7 +70,12 @@ pub struct BanManager {
     dirty: Notify,
     /// Counts changes, for observers that wait for a ban (tests, benchmark).
     changes: tokio::sync::watch::Sender<u64>,
+    /// Serialised extra state dumped with the bans (the policy's history).
+    history: std::sync::OnceLock<HistoryProvider>,
 }
+
+/// Gives the JSON of the state to dump alongside the bans.
+pub type HistoryProvider = Box<dyn Fn() -> Option<String> + Send + Sync>;
 
 impl BanManager {
     pub fn new(
@@ -88,6 +93,7 @@ impl BanManager {
             expiry_changed: Notify::new(),
             dirty: Notify::new(),
             changes: tokio::sync::watch::Sender::new(0),
+            history: std::sync::OnceLock::new(),
         })
     }
 
@@ -95,6 +101,11 @@ impl BanManager {
     fn changed(&self) {
         self.dirty.notify_one();
         self.changes.send_modify(|n| *n += 1);
+    }
+
+    /// Sets what is dumped as `history` (once).
+    pub fn set_history_provider(&self, provider: HistoryProvider) {
+        let _ = self.history.set(provider);
     }
 
     /// A receiver that sees every change of the ban store.
@@ -124,7 +135,13 @@ impl BanManager {
 
     /// Bans `ip` for the configured time (or extends its ban).
     pub fn ban(&self, ip: IpAddr, reason: &str) -> Upsert {
-        let expires = self.clock.now().saturating_add(self.ban_time.as_secs());
+        self.ban_for(ip, reason, None)
+    }
+
+    /// Bans `ip` for `ban_for` (the configured time if `None`).
+    pub fn ban_for(&self, ip: IpAddr, reason: &str, ban_for: Option<Duration>) -> Upsert {
+        let secs = ban_for.unwrap_or(self.ban_time).as_secs();
+        let expires = self.clock.now().saturating_add(secs);
         self.ban_until(ip, expires, reason, 1)
     }
 
@@ -219,6 +236,7 @@ impl BanManager {
             return Ok(0);
         };
         let (rows, reasons) = self.lock().dump_rows();
+        let history = self.history.get().and_then(|h| h());
         let n = rows.len();
         let now = self.clock.now();
         tokio::task::spawn_blocking(move || {
@@ -229,6 +247,7 @@ impl BanManager {
                     (*ip, *expiry, r, *count)
                 }),
                 now,
+                history.as_deref(),
             );
             drop(rows);
             crate::release_freed_memory();

@@ -52,6 +52,9 @@ struct DumpFile {
     /// When the dump was written (unix seconds).
     written: UnixTime,
     bans: Vec<DumpEntry>,
+    /// The policy's per-source ban history (escalation across restarts).
+    #[serde(default)]
+    history: Option<serde_json::Value>,
 }
 
 #[derive(Debug, Serialize, Deserialize, PartialEq, Eq)]
@@ -71,6 +74,7 @@ pub fn write(path: &Path, bans: &[Ban], now: UnixTime) -> Result<(), DumpError> 
         bans.iter()
             .map(|b| (b.ip, b.expires, b.reason.as_str(), b.count)),
         now,
+        None,
     )
 }
 
@@ -80,6 +84,7 @@ pub fn write_rows<'a>(
     path: &Path,
     rows: impl Iterator<Item = (IpAddr, UnixTime, &'a str, u32)>,
     now: UnixTime,
+    history: Option<&str>,
 ) -> Result<(), DumpError> {
     let werr = |source| DumpError::Write {
         path: path.to_path_buf(),
@@ -96,10 +101,11 @@ pub fn write_rows<'a>(
     let tmp = dir.join(format!(".{file_name}.tmp"));
     let result = (|| {
         let mut f = std::io::BufWriter::with_capacity(64 * 1024, File::create(&tmp)?);
-        write!(
-            f,
-            "{{\n  \"version\": 1,\n  \"written\": {now},\n  \"bans\": ["
-        )?;
+        write!(f, "{{\n  \"version\": 1,\n  \"written\": {now},\n")?;
+        if let Some(h) = history {
+            writeln!(f, "  \"history\": {h},")?;
+        }
+        write!(f, "  \"bans\": [")?;
         for (i, (ip, expiry, reason, count)) in rows.enumerate() {
             let reason = serde_json::to_string(reason).map_err(std::io::Error::other)?;
             let sep = if i == 0 { "" } else { "," };
@@ -120,6 +126,28 @@ pub fn write_rows<'a>(
         let _ = fs::remove_file(&tmp);
     }
     result.map_err(werr)
+}
+
+/// The `history` part of a JSON dump, if any.
+pub fn read_history(path: &Path) -> Result<Option<serde_json::Value>, DumpError> {
+    let text = match fs::read_to_string(path) {
+        Ok(t) => t,
+        Err(e) if e.kind() == std::io::ErrorKind::NotFound => return Ok(None),
+        Err(source) => {
+            return Err(DumpError::Read {
+                path: path.to_path_buf(),
+                source,
+            });
+        }
+    };
+    if !text.trim_start().starts_with('{') {
+        return Ok(None);
+    }
+    let dump: DumpFile = serde_json::from_str(&text).map_err(|source| DumpError::Json {
+        path: path.to_path_buf(),
+        source,
+    })?;
+    Ok(dump.history)
 }
 
 /// Reads a dump in either format. `Ok(None)` when the file does not exist.

@@ -16,12 +16,51 @@ pub enum Command {
     Wl,
     /// Compare the firewall with the bans and repair drift.
     CheckFirewall,
+    /// `status [--all|--allow|--deny|--dynamic]`.
+    Status(StatusView),
+    /// `check IP`: which list or ban holds it, and why.
+    Check(IpAddr),
+    /// `allow|deny add NET [note]`, `allow|deny del NET`, `allow|deny list`.
+    Lists(ListName, ListOp),
+    Reload,
+    Version,
     Help,
     Quit,
     /// An empty line: just a new prompt.
     Nothing,
     /// A line we could not accept; the text is the reply.
     Error(String),
+}
+
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum StatusView {
+    Summary,
+    All,
+    Allow,
+    Deny,
+    Dynamic,
+}
+
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum ListName {
+    Allow,
+    Deny,
+}
+
+impl ListName {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            ListName::Allow => "allow",
+            ListName::Deny => "deny",
+        }
+    }
+}
+
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub enum ListOp {
+    Add(ipnet::IpNet, Option<String>),
+    Del(ipnet::IpNet),
+    Show,
 }
 
 impl Command {
@@ -53,10 +92,52 @@ impl Command {
             "uptime" => no_args(Command::Uptime),
             "wl" => no_args(Command::Wl),
             "check-firewall" => no_args(Command::CheckFirewall),
+            "status" => match args.as_slice() {
+                [] => Command::Status(StatusView::Summary),
+                ["--all"] => Command::Status(StatusView::All),
+                ["--allow"] => Command::Status(StatusView::Allow),
+                ["--deny"] => Command::Status(StatusView::Deny),
+                ["--dynamic"] => Command::Status(StatusView::Dynamic),
+                _ => Command::Error(format!(
+                    "status takes --all, --allow, --deny or --dynamic (got {:?})",
+                    args.join(" ")
+                )),
+            },
+            "check" => one_ip(&args).map_or_else(Command::Error, Command::Check),
+            "allow" => list_command(ListName::Allow, &args),
+            "deny" => list_command(ListName::Deny, &args),
+            "reload" => no_args(Command::Reload),
+            "version" => no_args(Command::Version),
             "help" => Command::Help,
             "exit" | "quit" => Command::Quit,
             _ => Command::Error(format!("Invalid command: {}", line.trim())),
         }
+    }
+}
+
+fn list_command(list: ListName, args: &[&str]) -> Command {
+    let name = list.as_str();
+    let net = |s: &str| {
+        crate::policy::lists::parse_net(s)
+            .ok_or_else(|| format!("{s} don't seems like a valid address or network"))
+    };
+    match args {
+        ["list"] => Command::Lists(list, ListOp::Show),
+        ["add", target, note @ ..] => match net(target) {
+            Ok(n) => {
+                let note = note.join(" ");
+                let note = (!note.is_empty()).then_some(note);
+                Command::Lists(list, ListOp::Add(n, note))
+            }
+            Err(e) => Command::Error(e),
+        },
+        ["del", target] => match net(target) {
+            Ok(n) => Command::Lists(list, ListOp::Del(n)),
+            Err(e) => Command::Error(e),
+        },
+        _ => Command::Error(format!(
+            "usage: {name} add IP|CIDR [note] | {name} del IP|CIDR | {name} list"
+        )),
     }
 }
 
@@ -107,6 +188,34 @@ mod tests {
         assert_eq!(Command::parse(""), Command::Nothing);
         assert_eq!(Command::parse("wl"), Command::Wl);
         assert_eq!(Command::parse("check-firewall"), Command::CheckFirewall);
+        assert_eq!(
+            Command::parse("status --deny"),
+            Command::Status(StatusView::Deny)
+        );
+        assert_eq!(
+            Command::parse("allow add 198.51.100.0/24 office VPN"),
+            Command::Lists(
+                ListName::Allow,
+                ListOp::Add(
+                    "198.51.100.0/24".parse().unwrap(),
+                    Some("office VPN".into())
+                )
+            )
+        );
+        assert_eq!(
+            Command::parse("deny del 2001:db8::/32"),
+            Command::Lists(
+                ListName::Deny,
+                ListOp::Del("2001:db8::/32".parse().unwrap())
+            )
+        );
+        assert!(
+            matches!(Command::parse("deny add nonsense"), Command::Error(e) if e.contains("nonsense"))
+        );
+        assert!(matches!(
+            Command::parse("status --bogus"),
+            Command::Error(_)
+        ));
     }
 
     #[test]

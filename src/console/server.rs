@@ -14,7 +14,7 @@ use tokio::sync::Semaphore;
 use tokio_util::codec::{Decoder, FramedRead};
 use tokio_util::sync::CancellationToken;
 
-use super::command::{Command, uptime_text};
+use super::command::{Command, ListName, ListOp, StatusView, uptime_text};
 use crate::ami::AmiHandle;
 use crate::bans::{BanManager, UnbanReason};
 use crate::clock::stamp;
@@ -31,6 +31,8 @@ pub struct ConsoleContext {
     pub ami: Option<AmiHandle>,
     pub chain: String,
     pub started: Instant,
+    /// Allow and deny list files (`[lists]`); changes are saved there.
+    pub list_files: Option<(std::path::PathBuf, std::path::PathBuf)>,
 }
 
 #[derive(Debug, PartialEq, Eq)]
@@ -197,6 +199,10 @@ pub async fn execute(ctx: &ConsoleContext, cmd: Command) -> Option<String> {
             }
         }
         Command::Unblock(ip) => {
+            // The detector must know: the source may be caught again.
+            ctx.policy
+                .detector()
+                .unbanned(ip, ctx.bans.clock().now_ms());
             if ctx.bans.unban(ip, UnbanReason::Manual) {
                 format!("{ip} unblocked\n")
             } else {
@@ -239,21 +245,236 @@ pub async fn execute(ctx: &ConsoleContext, cmd: Command) -> Option<String> {
         Command::Uptime => format!("Uptime {}\n", uptime_text(ctx.started.elapsed().as_secs())),
         Command::Wl => ctx
             .policy
-            .whitelist()
+            .lists()
+            .allow
             .entries()
             .iter()
-            .map(|net| match net.prefix_len() == net.max_prefix_len() {
-                true => format!("{}\n", net.addr()),
-                false => format!("{net}\n"),
+            .map(|e| {
+                let net = e.net;
+                let addr = if net.prefix_len() == net.max_prefix_len() {
+                    net.addr().to_string()
+                } else {
+                    net.to_string()
+                };
+                match &e.note {
+                    Some(note) => format!("{addr} {note}\n"),
+                    None => format!("{addr}\n"),
+                }
             })
             .collect(),
         Command::CheckFirewall => match ctx.bans.check_firewall().await {
             Ok(report) => format!("{report}\n"),
             Err(e) => format!("firewall check failed: {e}\n"),
         },
+        Command::Status(view) => status(ctx, view),
+        Command::Check(ip) => check(ctx, ip),
+        Command::Lists(name, op) => list_change(ctx, name, op).await,
+        Command::Reload => match &ctx.list_files {
+            None => "no list files configured\n".to_string(),
+            Some((allow, deny)) => match ctx.policy.reload_lists(allow, deny) {
+                Ok((a, d)) => format!("lists reloaded: {a} allow, {d} deny entries\n"),
+                Err(e) => format!("reload failed, old lists kept: {e}\n"),
+            },
+        },
+        Command::Version => format!("sipban {}\n", env!("CARGO_PKG_VERSION")),
         Command::Help => help(&ctx.chain),
     };
     Some(reply)
+}
+
+/// `addr note` lines of a list.
+fn entries_text(list: &crate::policy::lists::AddressList) -> String {
+    list.entries().iter().map(|e| format!("{e}\n")).collect()
+}
+
+/// Bans promoted to the deny list carry this reason suffix.
+const PERMANENT: &str = "; permanent";
+
+fn status(ctx: &ConsoleContext, view: StatusView) -> String {
+    let lists = ctx.policy.lists();
+    let bans = ctx.bans.list();
+    let permanent = bans
+        .iter()
+        .filter(|b| b.reason.ends_with(PERMANENT))
+        .count();
+    let mut out = format!(
+        "{:<22}{:>8}\n{:<22}{:>8}\n{:<22}{:>8}\n{:<22}{:>8}\n{:<22}{:>8}\n",
+        "List",
+        "Entries",
+        "Allow",
+        lists.allow.len(),
+        "Deny",
+        lists.deny.len(),
+        "Dynamic (permanent)",
+        permanent,
+        "Dynamic (temporary)",
+        bans.len() - permanent
+    );
+    let dynamic = || -> String {
+        bans.iter()
+            .map(|b| {
+                format!(
+                    "{} {} ({}, {} event{})\n",
+                    stamp(b.expires),
+                    b.ip,
+                    b.reason,
+                    b.count,
+                    if b.count == 1 { "" } else { "s" }
+                )
+            })
+            .collect()
+    };
+    let section = |title: &str, body: String| format!("\n{title}:\n{body}");
+    match view {
+        StatusView::Summary => {}
+        StatusView::Allow => out.push_str(&section("Allow", entries_text(&lists.allow))),
+        StatusView::Deny => out.push_str(&section("Deny", entries_text(&lists.deny))),
+        StatusView::Dynamic => out.push_str(&section("Dynamic", dynamic())),
+        StatusView::All => {
+            out.push_str(&section("Allow", entries_text(&lists.allow)));
+            out.push_str(&section("Deny", entries_text(&lists.deny)));
+            out.push_str(&section("Dynamic", dynamic()));
+        }
+    }
+    out
+}
+
+fn check(ctx: &ConsoleContext, ip: std::net::IpAddr) -> String {
+    let mut out = Vec::new();
+    let lists = ctx.policy.lists();
+    match ctx.policy.protection(ip) {
+        Some(crate::policy::Protected::WhiteList(net)) => {
+            let note = lists.allow.get(net).and_then(|e| e.note.clone());
+            out.push(format!(
+                "{ip}: allowed by the allow list entry {net}{}",
+                note.map(|n| format!(" ({n})")).unwrap_or_default()
+            ));
+        }
+        Some(p) => out.push(format!("{ip}: never banned ({p})")),
+        None => {}
+    }
+    if let Some(e) = lists.deny.find(ip) {
+        out.push(format!(
+            "{ip}: denied by the deny list entry {}{}",
+            e.net,
+            e.note
+                .as_ref()
+                .map(|n| format!(" ({n})"))
+                .unwrap_or_default()
+        ));
+    }
+    if let Some(b) = ctx.bans.get(ip) {
+        out.push(format!(
+            "{ip}: banned until {} ({}), reported {} time{}{}",
+            stamp(b.expires),
+            b.reason,
+            b.count,
+            if b.count == 1 { "" } else { "s" },
+            if b.active { "" } else { ", flushed" }
+        ));
+    }
+    let now_ms = ctx.bans.clock().now_ms();
+    let detector = ctx.policy.detector();
+    if let Some(h) = detector.history_of(ip, now_ms) {
+        out.push(format!(
+            "{ip}: banned {} time{} so far{}",
+            h.ban_count,
+            if h.ban_count == 1 { "" } else { "s" },
+            if h.permanent { ", now permanent" } else { "" }
+        ));
+    }
+    if let Some(i) = detector.source_info(ip) {
+        out.push(format!(
+            "{ip}: first seen {}, last seen {}, {} events ({} failures), accounts tried: {}",
+            stamp(i.first_seen_ms / 1000),
+            stamp(i.last_seen_ms / 1000),
+            i.events,
+            i.failures,
+            if i.accounts_tried.is_empty() {
+                "none".to_string()
+            } else {
+                i.accounts_tried.join(", ")
+            }
+        ));
+    }
+    if out.is_empty() {
+        out.push(format!("{ip}: not listed, not banned, no events seen"));
+    }
+    out.join("\n") + "\n"
+}
+
+/// `allow|deny add|del|list`: changes the list in force and its file.
+async fn list_change(ctx: &ConsoleContext, name: ListName, op: ListOp) -> String {
+    let which = name.as_str();
+    let mut lists = (*ctx.policy.lists()).clone();
+    let list = match name {
+        ListName::Allow => &mut lists.allow,
+        ListName::Deny => &mut lists.deny,
+    };
+    let (reply, net) = match op {
+        ListOp::Show => return entries_text(list),
+        ListOp::Add(net, note) => match list.add(net, note.as_deref()) {
+            Ok(true) => (format!("{net} added to the {which} list"), net),
+            Ok(false) => return format!("{net} is already in the {which} list\n"),
+            Err(e) => return format!("{e}\n"),
+        },
+        ListOp::Del(net) => {
+            if list.remove(net) {
+                (format!("{net} removed from the {which} list"), net)
+            } else {
+                return format!("{net} is not in the {which} list\n");
+            }
+        }
+    };
+    let saved = match &ctx.list_files {
+        None => Some("not saved: no list file configured".to_string()),
+        Some((allow, deny)) => {
+            let path = match name {
+                ListName::Allow => allow.clone(),
+                ListName::Deny => deny.clone(),
+            };
+            let list = list.clone();
+            match tokio::task::spawn_blocking(move || list.save(&path)).await {
+                Ok(Ok(())) => None,
+                Ok(Err(e)) => Some(format!("not saved: {e}")),
+                Err(e) => Some(format!("not saved: {e}")),
+            }
+        }
+    };
+    let added = lists.allow.get(net).is_some() || lists.deny.get(net).is_some();
+    ctx.policy.set_lists(lists);
+    tracing::info!("LISTS => {reply} (console)");
+    // An allowed address is let in at once.
+    if name == ListName::Allow && added {
+        for b in ctx.bans.list().iter().filter(|b| net.contains(&b.ip)) {
+            ctx.bans.unban(b.ip, UnbanReason::Manual);
+        }
+    }
+    // Taken off the deny list: its permanent bans end, its history resets.
+    if name == ListName::Deny && !added {
+        let now_ms = ctx.bans.clock().now_ms();
+        for b in ctx.bans.list().iter().filter(|b| net.contains(&b.ip)) {
+            if b.reason.ends_with(PERMANENT) {
+                ctx.bans.unban(b.ip, UnbanReason::Manual);
+                ctx.policy.detector().unbanned(b.ip, now_ms);
+            }
+        }
+    }
+    // A denied single address is banned at once, permanently.
+    if name == ListName::Deny && added && net.prefix_len() == net.max_prefix_len() {
+        let ip = net.addr();
+        if ctx.policy.protection(ip).is_none() {
+            ctx.bans.ban_for(
+                ip,
+                &format!("deny list{PERMANENT}"),
+                Some(std::time::Duration::from_secs(crate::config::MAX_DURATION)),
+            );
+        }
+    }
+    match saved {
+        None => format!("{reply}\n"),
+        Some(problem) => format!("{reply} ({problem})\n"),
+    }
 }
 
 fn help(chain: &str) -> String {
@@ -268,6 +489,12 @@ fn help(chain: &str) -> String {
          uptime               => show the program uptime\n\
          wl                   => show white list ip address\n\
          check-firewall       => compare the firewall with the bans, repair drift\n\
+         status [--all|--allow|--deny|--dynamic] => list and ban counts (or entries)\n\
+         check {{ip address}}   => which list or ban holds it, and why\n\
+         allow add|del {{ip/cidr}} [note], allow list => the allow (white) list\n\
+         deny add|del {{ip/cidr}} [note], deny list   => the permanent deny list\n\
+         reload               => re-read the allow and deny list files\n\
+         version              => show the version\n\
          exit/quit            => exit console session\n"
     )
 }

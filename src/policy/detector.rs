@@ -675,8 +675,19 @@ pub struct Detector {
 
 impl Detector {
     pub fn new(config: DetectorConfig) -> Result<Self, InvalidSetting> {
+        let mut d = Self::original(config.ban_time);
+        d.reconfigure(config)?;
+        Ok(d)
+    }
+
+    /// The original SIPban's rules ([`DetectorConfig::default`]) with the
+    /// configured ban time (validated by the config: at least 1 s).
+    pub fn original(ban_time: Duration) -> Self {
         let mut d = Detector {
-            config: DetectorConfig::default(),
+            config: DetectorConfig {
+                ban_time: ban_time.clamp(Duration::from_secs(1), MAX_DURATION),
+                ..DetectorConfig::default()
+            },
             services: None,
             test_accounts: HashSet::new(),
             proven_accounts: HashSet::new(),
@@ -685,8 +696,8 @@ impl Detector {
             seq: 0,
             history: HashMap::new(),
         };
-        d.reconfigure(config)?;
-        Ok(d)
+        d.test_accounts = d.config.test_accounts.iter().cloned().collect();
+        d
     }
 
     pub fn config(&self) -> &DetectorConfig {

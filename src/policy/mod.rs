@@ -7,11 +7,14 @@ pub mod lists;
 pub mod whitelist;
 
 use std::net::IpAddr;
-use std::sync::{Arc, RwLock};
+use std::sync::{Arc, Mutex, MutexGuard, RwLock};
+use std::time::Duration;
 
 use ipnet::IpNet;
 
-use crate::event::{EventKind, SecurityEvent};
+use crate::event::SecurityEvent;
+use detector::{Detector, DetectorConfig, InvalidSetting};
+use lists::{AddressList, ListVerdict, Lists};
 pub use whitelist::{ListError, Whitelist};
 
 /// Why an address must never be banned.
@@ -20,6 +23,7 @@ pub enum Protected {
     Loopback,
     Unspecified,
     AmiHost,
+    /// The allow list (the original's white list) entry covering it.
     WhiteList(IpNet),
 }
 
@@ -38,42 +42,94 @@ impl std::fmt::Display for Protected {
 pub enum Verdict {
     Ban {
         reason: String,
+        /// `None`: the configured ban time.
+        ban_for: Option<Duration>,
+        /// Promote to the permanent deny list.
+        permanent: bool,
     },
     /// Would have been banned, but the source is protected.
     Spared(Protected),
-    /// Not an attack (e.g. ChallengeSent, SuccessfulAuth).
+    /// Not an attack (e.g. ChallengeSent, SuccessfulAuth), or not yet.
     Ignore,
 }
 
-/// The never-ban rules plus the event rules. The white list can be swapped
-/// at run time (reload) while events are being judged.
+/// The never-ban rules, the allow/deny lists and the detector. The lists can
+/// be swapped at run time (reload) while events are being judged.
 #[derive(Debug)]
 pub struct Policy {
-    whitelist: RwLock<Arc<Whitelist>>,
+    lists: RwLock<Arc<Lists>>,
     ami_hosts: Vec<IpAddr>,
+    detector: Mutex<Detector>,
 }
 
 impl Policy {
-    pub fn new(whitelist: Whitelist, ami_hosts: Vec<IpAddr>) -> Self {
+    /// The original SIPban's policy: white list, first event bans for
+    /// `ban_time`.
+    pub fn new(whitelist: Whitelist, ami_hosts: Vec<IpAddr>, ban_time: Duration) -> Self {
+        let mut allow = AddressList::new();
+        for net in whitelist.entries() {
+            let _ = allow.add(*net, None);
+        }
+        let lists = Lists {
+            allow,
+            deny: AddressList::new(),
+        };
         Policy {
-            whitelist: RwLock::new(Arc::new(whitelist)),
+            lists: RwLock::new(Arc::new(lists)),
             ami_hosts: ami_hosts.into_iter().map(|ip| ip.to_canonical()).collect(),
+            detector: Mutex::new(Detector::original(ban_time)),
         }
     }
 
-    pub fn whitelist(&self) -> Arc<Whitelist> {
-        match self.whitelist.read() {
-            Ok(w) => Arc::clone(&w),
+    /// Whether `kind` counts as an attack (a banned source reporting one
+    /// more gets its ban extended).
+    pub fn is_attack(&self, kind: &crate::event::EventKind) -> bool {
+        self.detector().config().counted_events.contains(kind)
+    }
+
+    pub fn with(
+        lists: Lists,
+        ami_hosts: Vec<IpAddr>,
+        detector: DetectorConfig,
+    ) -> Result<Self, InvalidSetting> {
+        Ok(Policy {
+            lists: RwLock::new(Arc::new(lists)),
+            ami_hosts: ami_hosts.into_iter().map(|ip| ip.to_canonical()).collect(),
+            detector: Mutex::new(Detector::new(detector)?),
+        })
+    }
+
+    pub fn lists(&self) -> Arc<Lists> {
+        match self.lists.read() {
+            Ok(l) => Arc::clone(&l),
             Err(poisoned) => Arc::clone(&poisoned.into_inner()),
         }
     }
 
-    pub fn set_whitelist(&self, wl: Whitelist) {
-        let mut guard = match self.whitelist.write() {
+    pub fn set_lists(&self, lists: Lists) {
+        let mut guard = match self.lists.write() {
             Ok(g) => g,
             Err(poisoned) => poisoned.into_inner(),
         };
-        *guard = Arc::new(wl);
+        *guard = Arc::new(lists);
+    }
+
+    /// Re-reads both list files; on error the old lists stay in force,
+    /// whole. Returns the (allow, deny) entry counts.
+    pub fn reload_lists(
+        &self,
+        allow: &std::path::Path,
+        deny: &std::path::Path,
+    ) -> Result<(usize, usize), lists::ListError> {
+        let loaded = Lists::load(allow, deny)?;
+        let n = (loaded.lists.allow.len(), loaded.lists.deny.len());
+        self.set_lists(loaded.lists);
+        Ok(n)
+    }
+
+    /// The detector (per-source state, history); never held across await.
+    pub fn detector(&self) -> MutexGuard<'_, Detector> {
+        self.detector.lock().unwrap_or_else(|p| p.into_inner())
     }
 
     /// Why `ip` must never be banned, if it must not.
@@ -88,37 +144,57 @@ impl Policy {
         if self.ami_hosts.contains(&ip) {
             return Some(Protected::AmiHost);
         }
-        self.whitelist().find(ip).map(Protected::WhiteList)
+        self.lists()
+            .allow
+            .find(ip)
+            .map(|e| Protected::WhiteList(e.net))
     }
 
-    pub fn judge(&self, event: &SecurityEvent) -> Verdict {
-        if !bans_on_first_event(&event.kind) {
-            return Verdict::Ignore;
+    /// `now_ms`: wall-clock milliseconds (the detector's windows).
+    pub fn judge(&self, event: &SecurityEvent, now_ms: u64) -> Verdict {
+        if let Some(p) = self.protection(event.source) {
+            // Only attack events are worth a log line about sparing.
+            let attack = self
+                .detector()
+                .config()
+                .counted_events
+                .contains(&event.kind);
+            return if attack {
+                Verdict::Spared(p)
+            } else {
+                Verdict::Ignore
+            };
         }
-        match self.protection(event.source) {
-            Some(p) => Verdict::Spared(p),
-            None => Verdict::Ban {
-                reason: event.kind.reason().to_string(),
+        let lists = self.lists();
+        if let ListVerdict::Denied(e) = lists.verdict(event.source)
+            && self
+                .detector()
+                .config()
+                .counted_events
+                .contains(&event.kind)
+        {
+            return Verdict::Ban {
+                reason: format!("deny list {}", e.net),
+                ban_for: None,
+                permanent: false,
+            };
+        }
+        match self.detector().observe(event, now_ms) {
+            Some(d) => Verdict::Ban {
+                reason: d.reason,
+                ban_for: Some(d.ban_for),
+                permanent: d.permanent,
             },
+            None => Verdict::Ignore,
         }
     }
-}
-
-/// The original SIPban's rule: these ban on the first event, whatever the
-/// service (a brute force on the manager port is an attack too).
-/// ChallengeSent and SuccessfulAuth accompany every good login.
-fn bans_on_first_event(kind: &EventKind) -> bool {
-    matches!(
-        kind,
-        EventKind::InvalidAccountId
-            | EventKind::InvalidPassword
-            | EventKind::ChallengeResponseFailed
-    )
 }
 
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    use crate::event::EventKind;
 
     fn event(kind: EventKind, ip: &str) -> SecurityEvent {
         SecurityEvent {
@@ -134,21 +210,23 @@ mod tests {
 
     fn policy() -> Policy {
         let wl = Whitelist::parse("198.51.100.0/24\n2001:db8:1::/48\n", "t".as_ref()).unwrap();
-        Policy::new(wl, vec!["192.0.2.1".parse().unwrap()])
+        Policy::new(
+            wl,
+            vec!["192.0.2.1".parse().unwrap()],
+            Duration::from_secs(60),
+        )
     }
 
     #[test]
     fn attacks_ban_on_first_event() {
         let p = policy();
-        for kind in [
-            EventKind::InvalidAccountId,
-            EventKind::InvalidPassword,
-            EventKind::ChallengeResponseFailed,
+        // One source each: a banned source's further events are no news.
+        for (kind, src) in [
+            (EventKind::InvalidAccountId, "203.0.113.5"),
+            (EventKind::InvalidPassword, "203.0.113.6"),
+            (EventKind::ChallengeResponseFailed, "203.0.113.7"),
         ] {
-            assert!(matches!(
-                p.judge(&event(kind, "203.0.113.5")),
-                Verdict::Ban { .. }
-            ));
+            assert!(matches!(p.judge(&event(kind, src), 0), Verdict::Ban { .. }));
         }
     }
 
@@ -156,14 +234,14 @@ mod tests {
     fn good_logins_never_ban() {
         let p = policy();
         for kind in [EventKind::ChallengeSent, EventKind::SuccessfulAuth] {
-            assert_eq!(p.judge(&event(kind, "203.0.113.5")), Verdict::Ignore);
+            assert_eq!(p.judge(&event(kind, "203.0.113.5"), 0), Verdict::Ignore);
         }
     }
 
     #[test]
     fn protected_sources_are_spared() {
         let p = policy();
-        let judge = |ip| p.judge(&event(EventKind::InvalidPassword, ip));
+        let judge = |ip| p.judge(&event(EventKind::InvalidPassword, ip), 0);
         assert_eq!(judge("127.0.0.1"), Verdict::Spared(Protected::Loopback));
         assert_eq!(judge("::1"), Verdict::Spared(Protected::Loopback));
         assert_eq!(judge("192.0.2.1"), Verdict::Spared(Protected::AmiHost));
