@@ -61,6 +61,8 @@ fn sets() -> SetSettings {
         action6: Action::Drop,
         hook: Hook::Raw,
         mode: Ownership::Own,
+        deny4: None,
+        deny6: None,
     }
 }
 
@@ -410,6 +412,73 @@ async fn rss(n: usize, backend: &str) -> u64 {
     kb * 1024
 }
 
+/// Events per second through the policy (allow/deny lookups, detector)
+/// into the ban store, with a `cidrs`-entry deny list and `live` bans.
+async fn policy_rate(cidrs: usize, live: usize, events: usize) -> f64 {
+    use sipban::event::{EventKind, SecurityEvent};
+    use sipban::policy::Policy;
+    use sipban::policy::detector::DetectorConfig;
+    use sipban::policy::lists::{AddressList, Lists};
+    let mut deny = AddressList::new();
+    for i in 0..cidrs {
+        // /24s across 10.0.0.0/8 and 2001:db8::/32 /48s.
+        let net: ipnet::IpNet = if i % 2 == 0 {
+            format!("10.{}.{}.0/24", (i >> 9) & 255, (i >> 1) & 255)
+                .parse()
+                .unwrap()
+        } else {
+            format!("2001:db8:{:x}::/48", i >> 1).parse().unwrap()
+        };
+        let _ = deny.add(net, None);
+    }
+    let lists = Lists {
+        allow: AddressList::new(),
+        deny,
+    };
+    let policy = Policy::with(lists, vec![], DetectorConfig::recommended()).expect("policy");
+    let fw = sipban::firewall::Firewall::start(Box::new(sipban::firewall::DryRun::quiet()))
+        .await
+        .expect("firewall");
+    let clock = Clock::manual(T0);
+    let bans =
+        sipban::bans::BanManager::new(fw.clone(), clock.clone(), Duration::from_secs(BAN), None);
+    for i in 0..live {
+        bans.ban(addr(i), "seed");
+    }
+    fw.sync().await;
+    let kinds = [
+        EventKind::ChallengeSent,
+        EventKind::SuccessfulAuth,
+        EventKind::ChallengeResponseFailed,
+        EventKind::InvalidAccountId,
+    ];
+    let evs: Vec<SecurityEvent> = (0..events)
+        .map(|i| SecurityEvent {
+            kind: kinds[i % kinds.len()].clone(),
+            service: "PJSIP".into(),
+            account: format!("{}", 1000 + i % 50),
+            source: addr(150_000 + (i % 20_000)),
+            port: 5060,
+            transport: Some("UDP".into()),
+            event_time: None,
+        })
+        .collect();
+    let t = Instant::now();
+    for (i, ev) in evs.iter().enumerate() {
+        let now_ms = clock.now_ms() + i as u64;
+        if let sipban::policy::Verdict::Ban {
+            reason, ban_for, ..
+        } = policy.judge(ev, now_ms)
+        {
+            bans.ban_for(ev.source, &reason, ban_for);
+        }
+    }
+    let rate = events as f64 / t.elapsed().as_secs_f64();
+    fw.sync().await;
+    let _ = fw.shutdown().await;
+    rate
+}
+
 fn enter_private_netns() {
     let before = std::fs::read_link("/proc/thread-self/ns/net").ok();
     // SAFETY: plain syscall; affects only this (still single) thread.
@@ -443,6 +512,11 @@ async fn run(full: bool) {
     } else {
         (300, 1_000, 200, 30)
     };
+    if std::env::var("SIPBAN_BENCH").as_deref() == Ok("policy") {
+        let rate = policy_rate(50_000, 100_000, 200_000).await;
+        println!("policy: {rate:.0} events/s");
+        return;
+    }
     if std::env::var("SIPBAN_BENCH").as_deref() == Ok("applier") {
         for kind in [Kind::DryRun, Kind::NftLib] {
             let fw = sipban::firewall::Firewall::start(backend(kind))
@@ -563,6 +637,17 @@ async fn run(full: bool) {
         Kind::Chain.label(),
         secs(p50),
         secs(p99)
+    );
+    let (cidrs, live, events) = if full {
+        (50_000, 100_000, 200_000)
+    } else {
+        (1_000, 1_000, 2_000)
+    };
+    let rate = policy_rate(cidrs, live, events).await;
+    let _ = writeln!(
+        out,
+        "{:<26} {rate:>10.0} events/s through the policy ({cidrs}-CIDR deny list, {live} live bans)",
+        "policy (recommended rules)"
     );
     for backend in ["nftables", "dry-run"] {
         let bytes = rss(large, backend).await;

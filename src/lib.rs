@@ -23,6 +23,7 @@
 
 pub mod ami;
 pub mod bans;
+pub mod client;
 pub mod clock;
 pub mod config;
 pub mod console;
