@@ -416,7 +416,7 @@ async fn list_change(ctx: &ConsoleContext, name: ListName, op: ListOp) -> String
         ListOp::Add(net, note) => match list.add(net, note.as_deref()) {
             Ok(true) => (format!("{net} added to the {which} list"), net),
             Ok(false) => return format!("{net} is already in the {which} list\n"),
-            Err(e) => return format!("{e}\n"),
+            Err(e) => return format!("error: {e}\n"),
         },
         ListOp::Del(net) => {
             if list.remove(net) {
@@ -473,7 +473,7 @@ async fn list_change(ctx: &ConsoleContext, name: ListName, op: ListOp) -> String
     }
     match saved {
         None => format!("{reply}\n"),
-        Some(problem) => format!("{reply} ({problem})\n"),
+        Some(problem) => format!("error: {reply}, but {problem}\n"),
     }
 }
 
