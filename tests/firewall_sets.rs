@@ -435,6 +435,8 @@ fn settings(names: Names, hook: Hook, mode: Ownership, bin_dir: &str) -> SetSett
         action4,
         hook,
         mode,
+        deny4: None,
+        deny6: None,
     }
 }
 

@@ -1,15 +1,29 @@
 //! The original SIPban's design: one iptables rule per banned IP in our own
 //! chain (`sipban-udp`), entered by one jump at the top of INPUT for the
 //! configured scope, ended by RETURN. IPv6 goes through ip6tables.
+//!
+//! Permanent deny entries live in a second chain, `<chain>-deny`
+//! (`sipban-udp-deny`), one `-s NET -j <rule>` rule per entry, entered by a
+//! `-j sipban-udp-deny` rule just before our chain's final RETURN. Kept
+//! apart like this, `list` (our chain's `-s` rules) never sees them and
+//! reconciling the bans never deletes them; the deny chain is refilled as a
+//! whole by one `iptables-restore --noflush` (declaring the chain flushes
+//! it in the same commit), so a replacement is atomic and 50k entries are
+//! one call, not 50k. The deny chain and its jump exist only while the
+//! family has deny entries.
 
 use std::collections::HashSet;
+use std::fmt::Write as _;
 use std::net::IpAddr;
 use std::path::Path;
 use std::process::Command;
 use std::time::Duration;
 
+use ipnet::IpNet;
 use iptables::IPTables;
 
+use super::deny::{self, DenyList};
+use super::exec::run;
 use super::rule::{Action, Scope};
 use super::{Backend, FirewallError};
 
@@ -43,6 +57,8 @@ pub struct ChainBackend {
     v4: Family,
     v6: Family,
     pending: Vec<(IpAddr, bool)>,
+    /// The last deny list given, put back by `repair`.
+    deny: DenyList,
 }
 
 fn err(what: String) -> impl FnOnce(Box<dyn std::error::Error>) -> FirewallError {
@@ -95,7 +111,12 @@ impl ChainBackend {
             v6: family("ip6tables", settings.action_v6.clone()),
             settings,
             pending: Vec::new(),
+            deny: DenyList::default(),
         }
+    }
+
+    fn deny_chain(&self) -> String {
+        deny_chain_name(&self.settings.chain)
     }
 
     fn family(&mut self, ip: &IpAddr) -> &mut Family {
@@ -133,6 +154,12 @@ impl ChainBackend {
         }
         ipt.append(TABLE, chain, "-j RETURN")
             .map_err(err(format!("{} -A {chain} -j RETURN", fam.label)))?;
+        // A crashed run's deny entries: unreferenced now that our chain is
+        // flushed; the deny list in force comes with `set_denied`.
+        let deny = self.deny_chain();
+        if remove_deny(&ipt, chain, &deny)? {
+            tracing::info!("CHAIN => stale {deny} removed ({})", fam.label);
+        }
         let jump = self.jump_rule();
         // Exactly one jump, at the top of INPUT.
         ipt.delete_all(TABLE, HOOK, &jump)
@@ -283,8 +310,70 @@ impl Backend for ChainBackend {
                     .map_err(fail("-I INPUT"))?;
                 repaired.push(format!("{label} INPUT jump"));
             }
+            let v6 = label == "ip6tables";
+            let nets = self.deny.family(v6);
+            if nets.is_empty() {
+                continue;
+            }
+            let deny = deny_chain_name(&chain);
+            let exists = ipt.chain_exists(TABLE, &deny).map_err(fail("-L"))?;
+            let filled = exists && {
+                let rules = list_rules(ipt, &deny)?;
+                let listed: Vec<IpNet> = rules.iter().filter_map(|r| parse_net(r)).collect();
+                let appended = rules.iter().filter(|r| r.starts_with("-A ")).count();
+                appended == listed.len() && self.deny.matches(v6, &listed)
+            };
+            if !filled {
+                fill_deny(ipt, &deny, nets, &fam.action)?;
+                repaired.push(if exists {
+                    format!("{label} deny entries of {deny}")
+                } else {
+                    format!("{label} chain {deny}")
+                });
+            }
+            if ensure_deny_jump(ipt, &chain, &deny)? {
+                repaired.push(format!("{label} jump to {deny}"));
+            }
         }
         Ok(repaired)
+    }
+
+    fn set_denied(&mut self, nets: &[IpNet]) -> Result<(), FirewallError> {
+        self.deny = DenyList::new(nets);
+        let chain = self.settings.chain.clone();
+        let deny = self.deny_chain();
+        let mut first_error = None;
+        for (fam, v6) in [(&self.v4, false), (&self.v6, true)] {
+            let nets = self.deny.family(v6);
+            let Some(ipt) = fam.ipt.as_ref() else {
+                if !nets.is_empty() {
+                    tracing::warn!(
+                        "CHAIN => {} not available: {} deny entries not enforced",
+                        fam.label,
+                        nets.len()
+                    );
+                }
+                continue;
+            };
+            let result = if nets.is_empty() {
+                remove_deny(ipt, &chain, &deny).map(|_| ())
+            } else {
+                fill_deny(ipt, &deny, nets, &fam.action)
+                    .and_then(|()| ensure_deny_jump(ipt, &chain, &deny).map(|_| ()))
+            };
+            match result {
+                Ok(()) => tracing::info!(
+                    "CHAIN => {} deny entries in {deny} ({})",
+                    nets.len(),
+                    fam.label
+                ),
+                Err(e) => {
+                    tracing::error!("CHAIN => {e}");
+                    first_error.get_or_insert(e);
+                }
+            }
+        }
+        first_error.map_or(Ok(()), Err)
     }
 
     fn shutdown(&mut self) -> Result<(), FirewallError> {
@@ -295,12 +384,19 @@ impl Backend for ChainBackend {
             let Some(ipt) = fam.ipt.take() else {
                 continue;
             };
-            let steps: [(&str, IptResult); 3] = [
+            let steps: [(&str, IptResult); 2] = [
                 ("-D INPUT jump", ipt.delete_all(TABLE, HOOK, &jump)),
                 ("-F", ipt.flush_chain(TABLE, &chain)),
-                ("-X", ipt.delete_chain(TABLE, &chain)),
             ];
-            for (what, result) in steps {
+            let deny = deny_chain_name(&chain);
+            let deny_step: (&str, IptResult) = (
+                "remove deny chain of",
+                remove_deny(&ipt, &chain, &deny)
+                    .map(|_| ())
+                    .map_err(|e| e.to_string().into()),
+            );
+            let last: (&str, IptResult) = ("-X", ipt.delete_chain(TABLE, &chain));
+            for (what, result) in steps.into_iter().chain([deny_step, last]) {
                 if let Err(e) = result {
                     let e = FirewallError::Command {
                         what: format!("{} {what} {chain}", fam.label),
@@ -315,6 +411,69 @@ impl Backend for ChainBackend {
         }
         first_error.map_or(Ok(()), Err)
     }
+}
+
+/// The chain holding the deny entries of our chain `chain`.
+fn deny_chain_name(chain: &str) -> String {
+    format!("{chain}-deny")
+}
+
+/// Refills the deny chain (creating it if needed) with `nets`, atomically:
+/// `iptables-restore --noflush` flushes a chain it declares, and the
+/// declaration and the new rules are one commit.
+fn fill_deny(
+    ipt: &IPTables,
+    deny: &str,
+    nets: &[IpNet],
+    action: &Action,
+) -> Result<(), FirewallError> {
+    let mut script = String::with_capacity(32 + nets.len() * 48);
+    let _ = writeln!(script, "*{TABLE}\n:{deny} - [0:0]");
+    for net in nets {
+        let _ = writeln!(script, "-A {deny} -s {net} -j {action}");
+    }
+    script.push_str("COMMIT\n");
+    let restore = format!("{}-restore", ipt.cmd);
+    run(&restore, &["-w", "--noflush"], Some(script.as_bytes())).map(|_| ())
+}
+
+/// Ensures one `-j DENY` rule in our chain, just before its final RETURN
+/// (ban rules are inserted above it). True if it had to be added.
+fn ensure_deny_jump(ipt: &IPTables, chain: &str, deny: &str) -> Result<bool, FirewallError> {
+    let rules = list_rules(ipt, chain)?;
+    let jump = format!("-A {chain} -j {deny}");
+    if rules.iter().any(|r| r.trim() == jump) {
+        return Ok(false);
+    }
+    let appended = rules.iter().filter(|r| r.starts_with("-A ")).count();
+    let ends_in_return = rules.last().map(|r| r.trim()) == Some(&format!("-A {chain} -j RETURN"));
+    let pos = if ends_in_return {
+        appended
+    } else {
+        appended + 1
+    };
+    let rule = format!("-j {deny}");
+    ipt.insert(TABLE, chain, &rule, pos.max(1) as i32)
+        .map_err(err(format!("{} -I {chain} {pos} {rule}", ipt.cmd)))?;
+    Ok(true)
+}
+
+/// Removes the deny chain and every jump to it from our chain. True if
+/// there was one.
+fn remove_deny(ipt: &IPTables, chain: &str, deny: &str) -> Result<bool, FirewallError> {
+    let fail = |what: &str| err(format!("{} {what}", ipt.cmd));
+    if !ipt.chain_exists(TABLE, deny).map_err(fail("-L"))? {
+        return Ok(false);
+    }
+    if ipt.chain_exists(TABLE, chain).map_err(fail("-L"))? {
+        ipt.delete_all(TABLE, chain, &format!("-j {deny}"))
+            .map_err(fail(&format!("-D {chain} -j {deny}")))?;
+    }
+    ipt.flush_chain(TABLE, deny)
+        .map_err(fail(&format!("-F {deny}")))?;
+    ipt.delete_chain(TABLE, deny)
+        .map_err(fail(&format!("-X {deny}")))?;
+    Ok(true)
 }
 
 /// `iptables -S chain`, failing on a non-zero exit (the crate's `list`
@@ -347,6 +506,13 @@ fn parse_source(rule: &str) -> Option<IpAddr> {
     let src = words.next()?;
     let addr = src.split('/').next()?;
     addr.parse().ok()
+}
+
+/// The source network of a `-A chain-deny -s 192.0.2.0/24 -j DROP` line.
+fn parse_net(rule: &str) -> Option<IpNet> {
+    let mut words = rule.split_whitespace();
+    words.find(|w| *w == "-s")?;
+    deny::parse_net(words.next()?)
 }
 
 #[cfg(test)]

@@ -6,6 +6,9 @@ use std::net::IpAddr;
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
+use ipnet::IpNet;
+
+use super::deny::{DenyList, text};
 use super::{Backend, FirewallError};
 
 #[derive(Clone, Debug, PartialEq, Eq)]
@@ -15,12 +18,22 @@ pub enum DryRunOp {
     /// Kernel timeout renewed for a present ban.
     Refresh(IpAddr),
     Delete(IpAddr),
+    /// The permanent deny entries replaced by these (normalised: host bits
+    /// cleared, sorted, overlaps removed; empty clears them).
+    Deny(Vec<IpNet>),
     Shutdown,
 }
 
 /// Shared view of what the dry-run backend was asked to do.
 #[derive(Clone, Debug, Default)]
-pub struct DryRunLog(Arc<Mutex<(VecDeque<DryRunOp>, BTreeSet<IpAddr>)>>);
+pub struct DryRunLog(Arc<Mutex<State>>);
+
+#[derive(Debug, Default)]
+struct State {
+    ops: VecDeque<DryRunOp>,
+    banned: BTreeSet<IpAddr>,
+    denied: Vec<IpNet>,
+}
 
 /// Calls remembered (the oldest are forgotten), so a long `--dry-run`
 /// does not grow without bound.
@@ -28,33 +41,42 @@ const KEEP_OPS: usize = 10_000;
 
 impl DryRunLog {
     pub fn ops(&self) -> Vec<DryRunOp> {
-        self.lock().0.iter().cloned().collect()
+        self.lock().ops.iter().cloned().collect()
     }
 
     fn record(&self, op: DryRunOp) {
         let mut log = self.lock();
         match &op {
             DryRunOp::Add(ip) => {
-                log.1.insert(*ip);
+                log.banned.insert(*ip);
             }
             DryRunOp::Delete(ip) => {
-                log.1.remove(ip);
+                log.banned.remove(ip);
             }
-            DryRunOp::Shutdown => log.1.clear(),
+            DryRunOp::Deny(nets) => log.denied = nets.clone(),
+            DryRunOp::Shutdown => {
+                log.banned.clear();
+                log.denied.clear();
+            }
             DryRunOp::Init | DryRunOp::Refresh(_) => {}
         }
-        if log.0.len() == KEEP_OPS {
-            log.0.pop_front();
+        if log.ops.len() == KEEP_OPS {
+            log.ops.pop_front();
         }
-        log.0.push_back(op);
+        log.ops.push_back(op);
     }
 
     /// What the "kernel" would hold now.
     pub fn banned(&self) -> Vec<IpAddr> {
-        self.lock().1.iter().copied().collect()
+        self.lock().banned.iter().copied().collect()
     }
 
-    fn lock(&self) -> std::sync::MutexGuard<'_, (VecDeque<DryRunOp>, BTreeSet<IpAddr>)> {
+    /// The deny entries the "kernel" would hold now.
+    pub fn denied(&self) -> Vec<IpNet> {
+        self.lock().denied.clone()
+    }
+
+    fn lock(&self) -> std::sync::MutexGuard<'_, State> {
         self.0.lock().unwrap_or_else(|p| p.into_inner())
     }
 }
@@ -127,6 +149,30 @@ impl Backend for DryRun {
 
     fn list(&mut self) -> Result<Vec<IpAddr>, FirewallError> {
         Ok(self.log.banned())
+    }
+
+    fn set_denied(&mut self, nets: &[IpNet]) -> Result<(), FirewallError> {
+        let list = DenyList::new(nets).nets();
+        if !self.quiet {
+            if list.is_empty() {
+                tracing::info!("DRY-RUN => would clear the deny entries");
+            } else {
+                let shown: Vec<String> = list.iter().take(10).map(text).collect();
+                let more = list.len().saturating_sub(shown.len());
+                tracing::info!(
+                    "DRY-RUN => would deny {} entries permanently: {}{}",
+                    list.len(),
+                    shown.join(", "),
+                    if more > 0 {
+                        format!(" and {more} more")
+                    } else {
+                        String::new()
+                    }
+                );
+            }
+        }
+        self.log.record(DryRunOp::Deny(list));
+        Ok(())
     }
 
     fn shutdown(&mut self) -> Result<(), FirewallError> {

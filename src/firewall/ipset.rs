@@ -5,6 +5,17 @@
 //! without it, as one `ipset restore` per batch. Sets, listings and rules
 //! use the tools.
 //!
+//! Permanent deny entries go to `hash:net` sets `<set4>-deny` /
+//! `<set6>-deny` (no timeout) with their own `--match-set ... src` rule per
+//! family beside the ban rule; a family's deny set and rule exist only
+//! while it has deny entries. A new deny list is loaded into a temporary
+//! set and swapped in (`ipset swap`, atomic), all in one `ipset restore`:
+//! the netlink module speaks `hash:ip` element changes only, and a deny
+//! list changes rarely. In set-only mode the administrator's `hash:net`
+//! sets named by `deny4` / `deny6` are brought to the list by adding the
+//! missing entries, then deleting the dropped ones (no temporary set is
+//! created there, and entries in both lists are never absent).
+//!
 //! [`ipset_netlink`]: super::ipset_netlink
 
 use std::collections::HashSet;
@@ -12,8 +23,10 @@ use std::fmt::Write as _;
 use std::net::IpAddr;
 use std::time::Duration;
 
+use ipnet::IpNet;
 use iptables::IPTables;
 
+use super::deny::{self, DenyList};
 use super::exec::{run, tool, works};
 use super::ipset_netlink::{self, Change, IpsetNetlink};
 use super::rule::Hook;
@@ -35,6 +48,29 @@ pub struct IpsetBackend {
     /// changes: it belongs to that thread's network namespace. Once an
     /// open failed (or `spawn_only`), `ipset restore` for good.
     nl_tried: bool,
+    /// The last deny list given, put back by `repair`.
+    deny: DenyList,
+    /// Set-only mode: `set_denied` was called, so the configured deny
+    /// sets' content is ours (emptied on stop).
+    deny_given: bool,
+    /// Set-only mode without deny sets: said once that they are not
+    /// enforced.
+    deny_warned: bool,
+}
+
+/// `maxelem` of our sets.
+const MAXELEM: &str = "2000000";
+
+/// Longest ipset name (`IPSET_MAXNAMELEN` - 1).
+const MAX_NAME: usize = 31;
+
+/// The temporary set a new deny list is loaded into before the swap.
+fn swap_name(set: &str) -> String {
+    let mut cut = set.len().min(MAX_NAME - 4);
+    while !set.is_char_boundary(cut) {
+        cut -= 1;
+    }
+    format!("{}-new", &set[..cut])
 }
 
 fn iptables(dir: &str, name: &str) -> Result<IPTables, FirewallError> {
@@ -73,6 +109,9 @@ impl IpsetBackend {
             known: HashSet::new(),
             nl: None,
             nl_tried: spawn_only,
+            deny: DenyList::default(),
+            deny_given: false,
+            deny_warned: false,
         }
     }
 
@@ -98,11 +137,12 @@ impl IpsetBackend {
     }
 
     fn rule(&self, v6: bool) -> String {
-        let (set, action) = if v6 {
-            (&self.s.set6, &self.s.action6)
-        } else {
-            (&self.s.set4, &self.s.action4)
-        };
+        self.match_rule(v6, if v6 { &self.s.set6 } else { &self.s.set4 })
+    }
+
+    /// The rule dropping (or rejecting) sources in `set` for the scope.
+    fn match_rule(&self, v6: bool, set: &str) -> String {
+        let action = if v6 { &self.s.action6 } else { &self.s.action4 };
         let scope = self.s.scope.to_string();
         let sep = if scope.is_empty() { "" } else { " " };
         format!(
@@ -123,7 +163,7 @@ impl IpsetBackend {
                     &self.ipset,
                     &[
                         "create", set, "hash:ip", "family", family, "timeout", "0", "maxelem",
-                        "2000000", "-exist",
+                        MAXELEM, "-exist",
                     ],
                     None,
                 )?;
@@ -133,12 +173,26 @@ impl IpsetBackend {
         Ok(made)
     }
 
-    /// Removes every rule matching one of our sets, in either hook: a run
-    /// with another hook, scope or action may have left its own (a crash).
+    /// Removes every rule matching one of our sets (deny sets included), in
+    /// either hook: a run with another hook, scope or action may have left
+    /// its own (a crash).
     fn remove_our_rules(&self) -> Result<usize, FirewallError> {
         let mut removed = 0;
-        for (ipt, set) in [(&self.ipt4, &self.s.set4), (&self.ipt6, &self.s.set6)] {
-            let Some(ipt) = ipt else { continue };
+        for v6 in [false, true] {
+            let set = if v6 { &self.s.set6 } else { &self.s.set4 };
+            removed += self.remove_rules_of(v6, set)?;
+            if let Some(deny) = self.own_deny_set(v6) {
+                removed += self.remove_rules_of(v6, &deny)?;
+            }
+        }
+        Ok(removed)
+    }
+
+    /// Removes every rule matching `set` in either hook.
+    fn remove_rules_of(&self, v6: bool, set: &str) -> Result<usize, FirewallError> {
+        let mut removed = 0;
+        let ipt = if v6 { &self.ipt6 } else { &self.ipt4 };
+        if let Some(ipt) = ipt {
             let needle = format!("--match-set {set} src");
             for (table, chain) in [("raw", "PREROUTING"), ("filter", "INPUT")] {
                 let listing = run(ipt.cmd, &["-w", "-t", table, "-S", chain], None)?;
@@ -154,6 +208,161 @@ impl IpsetBackend {
             }
         }
         Ok(removed)
+    }
+
+    /// Own mode: our deny set of a family.
+    fn own_deny_set(&self, v6: bool) -> Option<String> {
+        (self.s.mode == Ownership::Own)
+            .then(|| self.s.deny_set(v6))
+            .flatten()
+    }
+
+    /// Entries of a `hash:net` set as `ipset save` lists them.
+    fn saved_nets(&self, set: &str) -> Result<Vec<IpNet>, FirewallError> {
+        let saved = run(&self.ipset, &["save", set], None)?;
+        Ok(saved
+            .lines()
+            .filter_map(|l| {
+                let mut w = l.split_whitespace();
+                (w.next() == Some("add") && w.next() == Some(set))
+                    .then(|| deny::parse_net(w.next()?))
+                    .flatten()
+            })
+            .collect())
+    }
+
+    /// Own mode: loads the family's deny entries into a temporary set and
+    /// swaps it in, in one `ipset restore`; creates the set if missing.
+    fn fill_own_deny(&self, v6: bool, set: &str) -> Result<(), FirewallError> {
+        if set.len() > MAX_NAME {
+            return Err(FirewallError::Command {
+                what: format!("ipset {set}"),
+                detail: format!("set name longer than {MAX_NAME} characters"),
+            });
+        }
+        let family = if v6 { "inet6" } else { "inet" };
+        let tmp = swap_name(set);
+        if self.set_exists(&tmp) {
+            run(&self.ipset, &["destroy", &tmp], None)?;
+        }
+        let nets = deny::without_zero_prefix(self.deny.family(v6));
+        let mut script = String::with_capacity(128 + nets.len() * 40);
+        let create =
+            |name: &str| format!("create {name} hash:net family {family} maxelem {MAXELEM}");
+        if !self.set_exists(set) {
+            let _ = writeln!(script, "{}", create(set));
+        }
+        let _ = writeln!(script, "{}", create(&tmp));
+        for net in &nets {
+            let _ = writeln!(script, "add {tmp} {net}");
+        }
+        let _ = writeln!(script, "swap {tmp} {set}");
+        let _ = writeln!(script, "destroy {tmp}");
+        let result = run(&self.ipset, &["restore"], Some(script.as_bytes())).map(|_| ());
+        if result.is_err() && self.set_exists(&tmp) {
+            let _ = run(&self.ipset, &["destroy", &tmp], None);
+        }
+        result
+    }
+
+    /// Set-only mode: brings the administrator's deny set to the list, adds
+    /// first, then deletes.
+    fn fill_admin_deny(&self, v6: bool, set: &str) -> Result<(), FirewallError> {
+        let want: HashSet<IpNet> = deny::without_zero_prefix(self.deny.family(v6))
+            .into_iter()
+            .collect();
+        let held: HashSet<IpNet> = self.saved_nets(set)?.into_iter().collect();
+        let mut script = String::new();
+        for net in want.difference(&held) {
+            let _ = writeln!(script, "add {set} {net}");
+        }
+        for net in held.difference(&want) {
+            let _ = writeln!(script, "del {set} {net}");
+        }
+        if script.is_empty() {
+            return Ok(());
+        }
+        self.restore(&script)
+    }
+
+    /// Own mode: makes the family's deny set and rule match the list (both
+    /// removed when it has no entries).
+    fn apply_own_deny(&self, v6: bool) -> Result<(), FirewallError> {
+        let Some(set) = self.own_deny_set(v6) else {
+            return Ok(());
+        };
+        if self.deny.family(v6).is_empty() {
+            self.remove_rules_of(v6, &set)?;
+            if self.set_exists(&set) {
+                run(&self.ipset, &["destroy", &set], None)?;
+            }
+            return Ok(());
+        }
+        let ipt = if v6 { &self.ipt6 } else { &self.ipt4 };
+        if ipt.is_none() {
+            tracing::warn!(
+                "IPSET => ip6tables not available: {} IPv6 deny entries not enforced",
+                self.deny.family(v6).len()
+            );
+            return Ok(());
+        }
+        self.fill_own_deny(v6, &set)?;
+        self.apply_own_deny_rule(v6, &set).map(|_| ())
+    }
+
+    /// Own mode: inserts the deny set's match rule at the top of the hook
+    /// unless it is there; returns what was made.
+    fn apply_own_deny_rule(&self, v6: bool, set: &str) -> Result<Option<String>, FirewallError> {
+        let ipt = if v6 { &self.ipt6 } else { &self.ipt4 };
+        let Some(ipt) = ipt else {
+            return Ok(None);
+        };
+        let (table, chain) = self.table_chain();
+        let rule = self.match_rule(v6, set);
+        let present = ipt
+            .exists(table, chain, &rule)
+            .map_err(ipt_err(format!("{} -C {chain} {rule}", ipt.cmd)))?;
+        if present {
+            return Ok(None);
+        }
+        ipt.insert(table, chain, &rule, 1).map_err(ipt_err(format!(
+            "{} -t {table} -I {chain} 1 {rule}",
+            ipt.cmd
+        )))?;
+        Ok(Some(format!(
+            "{} -t {table} {chain} rule for {set}",
+            ipt.cmd
+        )))
+    }
+
+    /// Own mode: destroys deny sets (and half-done swaps) nothing refers
+    /// to any more.
+    fn destroy_deny_sets(&self) -> Result<usize, FirewallError> {
+        let mut destroyed = 0;
+        for v6 in [false, true] {
+            let Some(set) = self.own_deny_set(v6) else {
+                continue;
+            };
+            for name in [swap_name(&set), set] {
+                if self.set_exists(&name) {
+                    run(&self.ipset, &["destroy", &name], None)?;
+                    destroyed += 1;
+                }
+            }
+        }
+        Ok(destroyed)
+    }
+
+    /// What differs between the deny sets and the list: sets missing or
+    /// not holding exactly the entries (rules are checked by the caller).
+    fn deny_drift(&self, v6: bool, set: &str) -> Option<String> {
+        if !self.set_exists(set) {
+            return Some(format!("ipset {set}"));
+        }
+        match self.saved_nets(set) {
+            Ok(held) if self.deny.matches(v6, &held) => None,
+            _ => Some(format!("deny entries of ipset {set}")),
+        }
     }
 
     /// Ensures exactly one match rule per family, at the top of the hook.
@@ -314,7 +523,8 @@ impl Backend for IpsetBackend {
     fn init(&mut self) -> Result<(), FirewallError> {
         run(&self.ipset, &["--version"], None)?;
         if self.s.mode == Ownership::SetOnly {
-            for set in [&self.s.set4, &self.s.set6] {
+            let denies = [&self.s.deny4, &self.s.deny6].into_iter().flatten();
+            for set in [&self.s.set4, &self.s.set6].into_iter().chain(denies) {
                 if !self.set_exists(set) {
                     return Err(FirewallError::Command {
                         what: format!("set-only mode: ipset {set}"),
@@ -337,6 +547,11 @@ impl Backend for IpsetBackend {
         }
         let made = self.create_sets()?;
         self.ensure_rules(true)?;
+        // A crashed run's deny sets, their rules removed just now; the deny
+        // list in force comes with `set_denied`.
+        if self.destroy_deny_sets()? > 0 {
+            tracing::info!("IPSET => stale deny sets removed");
+        }
         let (table, chain) = self.table_chain();
         tracing::info!(
             "IPSET => sets {} / {} {} with their rule in {table} {chain}",
@@ -406,7 +621,8 @@ impl Backend for IpsetBackend {
 
     fn repair(&mut self) -> Result<Vec<String>, FirewallError> {
         if self.s.mode == Ownership::SetOnly {
-            for set in [&self.s.set4, &self.s.set6] {
+            let denies = [&self.s.deny4, &self.s.deny6].into_iter().flatten();
+            for set in [&self.s.set4, &self.s.set6].into_iter().chain(denies) {
                 if !self.set_exists(set) {
                     return Err(FirewallError::Command {
                         what: format!("set-only mode: ipset {set}"),
@@ -414,11 +630,76 @@ impl Backend for IpsetBackend {
                     });
                 }
             }
-            return Ok(Vec::new());
+            let mut repaired = Vec::new();
+            for (v6, set) in [(false, &self.s.deny4), (true, &self.s.deny6)] {
+                let Some(set) = set.as_ref().filter(|_| self.deny_given) else {
+                    continue;
+                };
+                if let Some(drift) = self.deny_drift(v6, set) {
+                    self.fill_admin_deny(v6, set)?;
+                    repaired.push(drift);
+                }
+            }
+            return Ok(repaired);
         }
         let mut made = self.create_sets()?;
         made.extend(self.ensure_rules(false)?);
+        for v6 in [false, true] {
+            let Some(set) = self.own_deny_set(v6) else {
+                continue;
+            };
+            let ipt = if v6 { &self.ipt6 } else { &self.ipt4 };
+            if self.deny.family(v6).is_empty() || ipt.is_none() {
+                continue;
+            }
+            let drift = self.deny_drift(v6, &set);
+            if drift.is_some() {
+                self.fill_own_deny(v6, &set)?;
+            }
+            made.extend(drift);
+            made.extend(self.apply_own_deny_rule(v6, &set)?);
+        }
         Ok(made)
+    }
+
+    fn set_denied(&mut self, nets: &[IpNet]) -> Result<(), FirewallError> {
+        self.deny = DenyList::new(nets);
+        if self.s.mode == Ownership::SetOnly {
+            self.deny_given = true;
+            let mut first = None;
+            let mut unenforced = 0;
+            for (v6, set) in [(false, &self.s.deny4), (true, &self.s.deny6)] {
+                match set {
+                    Some(set) => {
+                        if let Err(e) = self.fill_admin_deny(v6, set) {
+                            first.get_or_insert(e);
+                        }
+                    }
+                    None => unenforced += self.deny.family(v6).len(),
+                }
+            }
+            if unenforced > 0 && !self.deny_warned {
+                self.deny_warned = true;
+                tracing::warn!(
+                    "IPSET => set-only mode without deny4/deny6 sets: {unenforced} deny entries \
+                     are not enforced in the firewall (name hash:net sets of your ruleset there)"
+                );
+            }
+            return first.map_or(Ok(()), Err);
+        }
+        let mut first = None;
+        for v6 in [false, true] {
+            if let Err(e) = self.apply_own_deny(v6) {
+                first.get_or_insert(e);
+            }
+        }
+        tracing::info!(
+            "IPSET => {} deny entries in {} / {}",
+            self.deny.len(),
+            self.s.deny_set(false).unwrap_or_default(),
+            self.s.deny_set(true).unwrap_or_default()
+        );
+        first.map_or(Ok(()), Err)
     }
 
     fn shutdown(&mut self) -> Result<(), FirewallError> {
@@ -426,8 +707,17 @@ impl Backend for IpsetBackend {
             let ours: Vec<(IpAddr, Option<Duration>)> =
                 self.known.drain().map(|ip| (ip, None)).collect();
             let failures = self.apply(&ours);
+            let mut flushed = Ok(());
+            if std::mem::take(&mut self.deny_given) {
+                // The deny sets' content is the deny list: ours to empty.
+                for set in [&self.s.deny4, &self.s.deny6].into_iter().flatten() {
+                    if let Err(e) = run(&self.ipset, &["flush", set], None) {
+                        flushed = Err(e);
+                    }
+                }
+            }
             return if failures.is_empty() {
-                Ok(())
+                flushed
             } else {
                 Err(FirewallError::Elements(failures))
             };
@@ -443,6 +733,9 @@ impl Backend for IpsetBackend {
                 first.get_or_insert(e);
             }
         }
+        if let Err(e) = self.destroy_deny_sets() {
+            first.get_or_insert(e);
+        }
         self.known.clear();
         let mut msg = String::new();
         let _ = write!(
@@ -452,5 +745,20 @@ impl Backend for IpsetBackend {
         );
         tracing::info!("{msg}");
         first.map_or(Ok(()), Err)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn swap_names_fit_ipset_limit() {
+        assert_eq!(swap_name("sipban-udp-v4-deny"), "sipban-udp-v4-deny-new");
+        let long = "a-very-long-chain-name-v4-deny";
+        assert_eq!(long.len(), 30);
+        let tmp = swap_name(long);
+        assert!(tmp.len() <= MAX_NAME, "{tmp}");
+        assert_ne!(tmp, long);
     }
 }

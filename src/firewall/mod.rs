@@ -5,6 +5,7 @@
 
 pub mod chain;
 pub mod conntrack;
+pub mod deny;
 pub mod dryrun;
 pub mod exec;
 pub mod ipset;
@@ -19,10 +20,12 @@ use std::net::IpAddr;
 use std::thread;
 use std::time::Duration;
 
+use ipnet::IpNet;
 use thiserror::Error;
 use tokio::sync::{mpsc, oneshot};
 
 pub use chain::ChainBackend;
+pub use deny::DenyList;
 pub use dryrun::{DryRun, DryRunLog, DryRunOp};
 pub use ipset::IpsetBackend;
 pub use nftables::NftBackend;
@@ -68,10 +71,18 @@ pub trait Backend: Send + 'static {
     /// The banned addresses the kernel holds right now.
     fn list(&mut self) -> Result<Vec<IpAddr>, FirewallError>;
     /// Recreates our objects if someone removed them (drift); returns what
-    /// was repaired. Elements are re-added by the caller's reconcile.
+    /// was repaired. Elements are re-added by the caller's reconcile; the
+    /// deny entries are put back here, from the last [`Backend::set_denied`].
     fn repair(&mut self) -> Result<Vec<String>, FirewallError> {
         Ok(Vec::new())
     }
+    /// The permanent deny entries (addresses and CIDR networks) the kernel
+    /// holds are exactly `nets` from now on: a replacement, not an
+    /// addition; an empty list removes them all. Called after `init` and on
+    /// every change of the deny list. They live apart from the timed bans:
+    /// `list` never returns them and reconciling the bans never removes
+    /// them; `repair` puts them back; `shutdown` removes them.
+    fn set_denied(&mut self, nets: &[IpNet]) -> Result<(), FirewallError>;
     /// Removes everything `init` created, leaving the firewall as found.
     fn shutdown(&mut self) -> Result<(), FirewallError>;
 }
@@ -126,6 +137,7 @@ enum Op {
     ),
     Barrier(oneshot::Sender<()>),
     List(oneshot::Sender<Result<Vec<IpAddr>, FirewallError>>),
+    Deny(Vec<IpNet>, oneshot::Sender<Result<(), FirewallError>>),
     Shutdown(oneshot::Sender<Result<(), FirewallError>>),
 }
 
@@ -236,6 +248,18 @@ impl Firewall {
         {
             let _ = reply.send(Err(FirewallError::Stopped));
         }
+    }
+
+    /// Makes the firewall's permanent deny entries exactly `nets`
+    /// (addresses and CIDR networks; host bits are cleared, overlaps
+    /// removed, an empty list clears them), ordered after every change
+    /// queued before; returns once the kernel holds them.
+    pub async fn set_denied(&self, nets: Vec<IpNet>) -> Result<(), FirewallError> {
+        let (tx, rx) = oneshot::channel();
+        self.tx
+            .send(Op::Deny(nets, tx))
+            .map_err(|_| FirewallError::Stopped)?;
+        rx.await.map_err(|_| FirewallError::Stopped)?
     }
 
     /// Commits what is queued, then removes our objects; the thread ends.
@@ -414,6 +438,14 @@ fn applier(
                     commit(backend.as_mut(), &mut batch, flusher);
                     let _ = reply.send(backend.list());
                 }
+                Op::Deny(nets, reply) => {
+                    commit(backend.as_mut(), &mut batch, flusher);
+                    let result = backend.set_denied(&nets);
+                    if let Err(e) = &result {
+                        tracing::error!("FIREWALL => deny entries: {e}");
+                    }
+                    let _ = reply.send(result);
+                }
                 Op::Shutdown(reply) => {
                     commit(backend.as_mut(), &mut batch, flusher);
                     let _ = reply.send(backend.shutdown());
@@ -471,5 +503,36 @@ mod tests {
         fw.shutdown().await.unwrap();
         assert!(log.ops().contains(&DryRunOp::Shutdown));
         assert!(fw.list().await.is_err());
+    }
+
+    #[tokio::test]
+    async fn deny_entries_are_ordered_with_the_bans_and_kept_apart() {
+        let net = |s: &str| s.parse::<IpNet>().unwrap();
+        let dry = DryRun::quiet();
+        let log = dry.log();
+        let fw = Firewall::start(Box::new(dry)).await.unwrap();
+        fw.add(ip("192.0.2.1"), Duration::from_secs(60));
+        fw.set_denied(vec![
+            net("198.51.100.77/24"),
+            net("198.51.100.5/32"),
+            net("2001:db8::/48"),
+        ])
+        .await
+        .unwrap();
+        let want = vec![net("198.51.100.0/24"), net("2001:db8::/48")];
+        assert_eq!(log.denied(), want);
+        let ops = log.ops();
+        let add = ops
+            .iter()
+            .position(|o| *o == DryRunOp::Add(ip("192.0.2.1")));
+        let deny = ops.iter().position(|o| *o == DryRunOp::Deny(want.clone()));
+        assert!(add.unwrap() < deny.unwrap(), "{ops:?}");
+        assert_eq!(fw.list().await.unwrap(), vec![ip("192.0.2.1")]);
+        assert!(fw.reconcile(Vec::new()).await.unwrap().removed == 1);
+        assert_eq!(log.denied(), want);
+        fw.set_denied(Vec::new()).await.unwrap();
+        assert!(log.denied().is_empty());
+        fw.shutdown().await.unwrap();
+        assert!(fw.set_denied(want).await.is_err());
     }
 }

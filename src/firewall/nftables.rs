@@ -3,12 +3,26 @@
 //! prerouting, raw priority by default. Each batch is one nftables
 //! transaction, in-process through libnftables when available
 //! ([`super::libnft`]).
+//!
+//! Permanent deny entries go to interval sets `<set4>-deny` / `<set6>-deny`
+//! (`flags interval`, no timeouts) with their own rule each in our chain;
+//! a family's deny set and rule exist only while it has deny entries. A new
+//! deny list is one transaction: `flush set` and `add element` together, so
+//! no packet ever sees the set half filled. Overlaps are removed before
+//! (see [`super::deny`]): interval sets refuse overlapping elements unless
+//! `auto-merge` is set, and auto-merge would list merged neighbours instead
+//! of the entries given. In set-only mode the administrator's interval sets
+//! named by `deny4` / `deny6` are refilled the same way.
 
 use std::collections::HashSet;
 use std::fmt::Write as _;
 use std::net::IpAddr;
 use std::time::Duration;
 
+use ipnet::IpNet;
+use serde_json::Value;
+
+use super::deny::{DenyList, text};
 use super::exec::{tool, works};
 use super::libnft::Nft;
 use super::rule::Hook;
@@ -35,6 +49,14 @@ pub struct NftBackend {
     /// Set-only mode: the elements we added (the set is shared with the
     /// administrator's own). Unused when we own the sets.
     known: HashSet<IpAddr>,
+    /// The last deny list given, put back by `repair`.
+    deny: DenyList,
+    /// Set-only mode: `set_denied` was called, so the configured deny sets'
+    /// content is ours (emptied on stop).
+    deny_given: bool,
+    /// Set-only mode without deny sets: said once that they are not
+    /// enforced.
+    deny_warned: bool,
 }
 
 impl NftBackend {
@@ -50,6 +72,9 @@ impl NftBackend {
             s,
             pending: Vec::new(),
             known: HashSet::new(),
+            deny: DenyList::default(),
+            deny_given: false,
+            deny_warned: false,
         }
     }
 
@@ -72,11 +97,7 @@ impl NftBackend {
     /// kept; the chain is rebuilt so a changed hook or scope takes effect.
     fn setup_script(&mut self) -> Result<String, FirewallError> {
         let t = self.table();
-        let bad = |e: super::rule::RuleError| FirewallError::Command {
-            what: "nftables scope".into(),
-            detail: e.0,
-        };
-        let scope = self.s.scope.to_nft().map_err(bad)?;
+        let scope = self.scope()?;
         let (hook, prio) = match self.s.hook {
             Hook::Raw => ("prerouting", "raw"),
             Hook::Filter => ("input", "filter"),
@@ -101,18 +122,124 @@ impl NftBackend {
             sc,
             "add chain {t} {CHAIN} {{ type filter hook {hook} priority {prio}; policy accept; }}"
         );
-        let sep = if scope.is_empty() { "" } else { " " };
-        for (family, set, action) in [
-            ("ip", &self.s.set4, &self.s.action4),
-            ("ip6", &self.s.set6, &self.s.action6),
-        ] {
-            let _ = writeln!(
-                sc,
-                "add rule {t} {CHAIN} {scope}{sep}{family} saddr @{set} {}",
-                action.at(self.s.hook).to_nft()
-            );
+        for v6 in [false, true] {
+            let set = if v6 { &self.s.set6 } else { &self.s.set4 };
+            let _ = writeln!(sc, "{}", self.rule_line(&scope, v6, set));
+        }
+        // Deny sets and rules for the families that have deny entries (the
+        // elements are put in by `deny_script`); a crashed run's deny sets,
+        // unreferenced once the chain is rebuilt, go.
+        for v6 in [false, true] {
+            let Some(set) = self.s.deny_set(v6) else {
+                continue;
+            };
+            if !self.deny.family(v6).is_empty() {
+                let _ = writeln!(sc, "{}", deny_set_decl(&t, &set, v6));
+                let _ = writeln!(sc, "{}", self.rule_line(&scope, v6, &set));
+            } else if self.nft.ok(&format!("list set {t} {set}")) {
+                let _ = writeln!(sc, "delete set {t} {set}");
+            }
         }
         Ok(sc)
+    }
+
+    /// The nftables form of the configured scope.
+    fn scope(&self) -> Result<String, FirewallError> {
+        self.s.scope.to_nft().map_err(|e| FirewallError::Command {
+            what: "nftables scope".into(),
+            detail: e.0,
+        })
+    }
+
+    /// `add rule` dropping (or rejecting) sources in `set` for the scope.
+    fn rule_line(&self, scope: &str, v6: bool, set: &str) -> String {
+        let t = self.table();
+        let sep = if scope.is_empty() { "" } else { " " };
+        let (family, action) = if v6 {
+            ("ip6", &self.s.action6)
+        } else {
+            ("ip", &self.s.action4)
+        };
+        format!(
+            "add rule {t} {CHAIN} {scope}{sep}{family} saddr @{set} {}",
+            action.at(self.s.hook).to_nft()
+        )
+    }
+
+    /// One transaction making the deny sets hold exactly `self.deny`: per
+    /// family, `flush set` + `add element` (own mode: the set and its rule
+    /// created if missing, both removed when the family has no entries).
+    fn deny_script(&mut self) -> Result<String, FirewallError> {
+        let t = self.table();
+        let own = self.s.mode == Ownership::Own;
+        let scope = if own { self.scope()? } else { String::new() };
+        let chain = if own {
+            self.nft.run(&format!("list chain {t} {CHAIN}")).ok()
+        } else {
+            None
+        };
+        let mut sc = String::new();
+        for v6 in [false, true] {
+            let Some(set) = self.s.deny_set(v6) else {
+                continue;
+            };
+            let nets = self.deny.family(v6);
+            let rules = chain
+                .as_deref()
+                .map(|json| rules_using(json, &set))
+                .unwrap_or_default();
+            if own && nets.is_empty() {
+                if self.nft.ok(&format!("list set {t} {set}")) {
+                    for handle in rules {
+                        let _ = writeln!(sc, "delete rule {t} {CHAIN} handle {handle}");
+                    }
+                    let _ = writeln!(sc, "delete set {t} {set}");
+                }
+                continue;
+            }
+            if own {
+                let _ = writeln!(sc, "{}", deny_set_decl(&t, &set, v6));
+            }
+            let _ = writeln!(sc, "flush set {t} {set}");
+            let elements: Vec<String> = nets.iter().map(text).collect();
+            for chunk in elements.chunks(CHUNK) {
+                let _ = writeln!(sc, "add element {t} {set} {{ {} }}", chunk.join(", "));
+            }
+            if own && rules.is_empty() {
+                let _ = writeln!(sc, "{}", self.rule_line(&scope, v6, &set));
+            }
+        }
+        Ok(sc)
+    }
+
+    /// What is missing or wrong in the deny sets and rules (`chain`: our
+    /// chain's listing, own mode).
+    fn deny_drift(&mut self, chain: Option<&str>) -> Vec<String> {
+        let t = self.table();
+        let mut drift = Vec::new();
+        for v6 in [false, true] {
+            let Some(set) = self.s.deny_set(v6) else {
+                continue;
+            };
+            if self.s.mode == Ownership::Own && self.deny.family(v6).is_empty() {
+                continue;
+            }
+            match self.nft.run(&format!("list set {t} {set}")) {
+                Err(_) => drift.push(format!("set {set}")),
+                Ok(json) => {
+                    let held = parse_spans(&json);
+                    if !held.is_some_and(|h| self.deny.matches_spans(v6, &h)) {
+                        drift.push(format!("deny entries of set {set}"));
+                    }
+                }
+            }
+            if let Some(json) = chain
+                && rules_using(json, &set).is_empty()
+            {
+                drift.push(format!("rule for set {set}"));
+            }
+        }
+        drift
     }
 
     /// Script lines for `changes`: deletes first, then adds, so a refresh
@@ -185,11 +312,18 @@ impl NftBackend {
 
     fn check_sets(&mut self) -> Result<(), FirewallError> {
         let t = self.table();
-        for set in [self.s.set4.clone(), self.s.set6.clone()] {
+        let bans = [self.s.set4.clone(), self.s.set6.clone()]
+            .into_iter()
+            .map(|s| (s, "flags timeout"));
+        let denies = [self.s.deny4.clone(), self.s.deny6.clone()]
+            .into_iter()
+            .flatten()
+            .map(|s| (s, "flags interval"));
+        for (set, flags) in bans.chain(denies) {
             if !self.nft.ok(&format!("list set {t} {set}")) {
                 return Err(FirewallError::Command {
                     what: format!("set-only mode: nft set {t} {set}"),
-                    detail: "set does not exist; create it (flags timeout) in your ruleset".into(),
+                    detail: format!("set does not exist; create it ({flags}) in your ruleset"),
                 });
             }
         }
@@ -200,6 +334,64 @@ impl NftBackend {
 /// `inet sipban` -> `sipban`; a bare name stays.
 fn own_table_name(table: &str) -> &str {
     table.split_whitespace().last().unwrap_or("sipban")
+}
+
+/// `add set` of a deny set: an interval set of the family, no timeouts.
+fn deny_set_decl(t: &str, set: &str, v6: bool) -> String {
+    let ty = if v6 { "ipv6_addr" } else { "ipv4_addr" };
+    format!("add set {t} {set} {{ type {ty}; flags interval; }}")
+}
+
+/// Handles of the rules in an `nft -j list chain` listing that look up
+/// `@set`.
+fn rules_using(json: &str, set: &str) -> Vec<u64> {
+    let Ok(v) = serde_json::from_str::<Value>(json) else {
+        return Vec::new();
+    };
+    let needle = Value::String(format!("@{set}")).to_string();
+    v["nftables"]
+        .as_array()
+        .into_iter()
+        .flatten()
+        .filter_map(|item| {
+            let rule = item.get("rule")?;
+            rule["expr"]
+                .to_string()
+                .contains(&needle)
+                .then(|| rule["handle"].as_u64())
+                .flatten()
+        })
+        .collect()
+}
+
+/// Elements of an interval set in `nft -j list set` output, as inclusive
+/// ranges; `None` if one cannot be read.
+fn parse_spans(json: &str) -> Option<Vec<(IpAddr, IpAddr)>> {
+    fn span(v: &Value) -> Option<(IpAddr, IpAddr)> {
+        if let Some(s) = v.as_str() {
+            let ip: IpAddr = s.parse().ok()?;
+            return Some((ip, ip));
+        }
+        if let Some(p) = v.get("prefix") {
+            let addr: IpAddr = p["addr"].as_str()?.parse().ok()?;
+            let net = IpNet::new(addr, u8::try_from(p["len"].as_u64()?).ok()?).ok()?;
+            return Some((net.network(), net.broadcast()));
+        }
+        if let Some(r) = v.get("range").and_then(Value::as_array) {
+            let a = r.first()?.as_str()?.parse().ok()?;
+            let b = r.get(1)?.as_str()?.parse().ok()?;
+            return Some((a, b));
+        }
+        span(&v.get("elem")?["val"])
+    }
+    let v = serde_json::from_str::<Value>(json).ok()?;
+    let mut out = Vec::new();
+    for item in v["nftables"].as_array()? {
+        for e in item["set"]["elem"].as_array().into_iter().flatten() {
+            out.push(span(e)?);
+        }
+    }
+    Some(out)
 }
 
 /// Addresses in `nft -j list set` output.
@@ -332,7 +524,15 @@ impl Backend for NftBackend {
     fn repair(&mut self) -> Result<Vec<String>, FirewallError> {
         if self.s.mode == Ownership::SetOnly {
             self.check_sets()?;
-            return Ok(Vec::new());
+            if !self.deny_given {
+                return Ok(Vec::new());
+            }
+            let drift = self.deny_drift(None);
+            if !drift.is_empty() {
+                let script = self.deny_script()?;
+                self.apply(&script)?;
+            }
+            return Ok(drift);
         }
         let t = self.table();
         let mut missing = Vec::new();
@@ -347,8 +547,8 @@ impl Backend for NftBackend {
             match self.nft.run(&format!("list chain {t} {CHAIN}")) {
                 Err(_) => missing.push(format!("chain {CHAIN}")),
                 Ok(json) => {
-                    let rules = json.matches("\"rule\"").count();
-                    if rules < 2 {
+                    let ours = [&self.s.set4, &self.s.set6];
+                    if ours.iter().any(|set| rules_using(&json, set).is_empty()) {
                         missing.push(format!("rules of chain {CHAIN}"));
                     }
                 }
@@ -358,13 +558,59 @@ impl Backend for NftBackend {
             let script = self.setup_script()?;
             self.apply(&script)?;
         }
+        if !self.deny.is_empty() {
+            let chain = self.nft.run(&format!("list chain {t} {CHAIN}"))?;
+            let drift = self.deny_drift(Some(&chain));
+            if !drift.is_empty() {
+                let script = self.deny_script()?;
+                self.apply(&script)?;
+                missing.extend(drift);
+            }
+        }
         Ok(missing)
+    }
+
+    fn set_denied(&mut self, nets: &[IpNet]) -> Result<(), FirewallError> {
+        self.deny = DenyList::new(nets);
+        let t = self.table();
+        if self.s.mode == Ownership::SetOnly {
+            self.deny_given = true;
+            let unenforced: usize = [(false, &self.s.deny4), (true, &self.s.deny6)]
+                .into_iter()
+                .filter(|(_, set)| set.is_none())
+                .map(|(v6, _)| self.deny.family(v6).len())
+                .sum();
+            if unenforced > 0 && !self.deny_warned {
+                self.deny_warned = true;
+                tracing::warn!(
+                    "NFT => set-only mode without deny4/deny6 sets: {unenforced} deny entries \
+                     are not enforced in the firewall (name interval sets of your ruleset there)"
+                );
+            }
+        }
+        let script = self.deny_script()?;
+        if !script.is_empty() {
+            self.apply(&script)?;
+        }
+        tracing::info!("NFT => {} deny entries in {t}", self.deny.len());
+        Ok(())
     }
 
     fn shutdown(&mut self) -> Result<(), FirewallError> {
         if self.s.mode == Ownership::SetOnly {
             let dels: Vec<_> = self.known.iter().map(|ip| (*ip, Change::Delete)).collect();
-            let script = self.script(&dels);
+            let mut script = self.script(&dels);
+            if self.deny_given {
+                // The deny sets' content is the deny list: ours to empty.
+                let t = self.table();
+                for set in [self.s.deny4.clone(), self.s.deny6.clone()]
+                    .into_iter()
+                    .flatten()
+                {
+                    let _ = writeln!(script, "flush set {t} {set}");
+                }
+                self.deny_given = false;
+            }
             self.known.clear();
             return if script.is_empty() {
                 Ok(())
@@ -401,5 +647,29 @@ mod tests {
             ]
         );
         assert!(parse_elements("not json").is_empty());
+    }
+
+    #[test]
+    fn interval_elements_and_rules_from_json_listings() {
+        let set = r#"{"nftables":[{"metainfo":{}},{"set":{"name":"d4","flags":["interval"],"elem":[{"prefix":{"addr":"10.0.0.0","len":24}},"10.0.1.5",{"range":["10.0.2.1","10.0.2.9"]},{"elem":{"val":{"prefix":{"addr":"10.0.3.0","len":30}},"counter":{}}}]}}]}"#;
+        let a = |s: &str| s.parse::<IpAddr>().unwrap();
+        assert_eq!(
+            parse_spans(set).unwrap(),
+            vec![
+                (a("10.0.0.0"), a("10.0.0.255")),
+                (a("10.0.1.5"), a("10.0.1.5")),
+                (a("10.0.2.1"), a("10.0.2.9")),
+                (a("10.0.3.0"), a("10.0.3.3")),
+            ]
+        );
+        assert_eq!(
+            parse_spans(r#"{"nftables":[{"set":{"name":"e"}}]}"#),
+            Some(vec![])
+        );
+        assert!(parse_spans(r#"{"nftables":[{"set":{"elem":[{"x":1}]}}]}"#).is_none());
+        let chain = r#"{"nftables":[{"chain":{"name":"sipban"}},{"rule":{"handle":5,"expr":[{"match":{"right":"@v4"}}]}},{"rule":{"handle":6,"expr":[{"match":{"right":"@v4-deny"}}]}}]}"#;
+        assert_eq!(rules_using(chain, "v4"), vec![5]);
+        assert_eq!(rules_using(chain, "v4-deny"), vec![6]);
+        assert!(rules_using(chain, "v6").is_empty());
     }
 }

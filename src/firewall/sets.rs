@@ -51,6 +51,32 @@ pub struct SetSettings {
     pub action6: Action,
     pub hook: Hook,
     pub mode: Ownership,
+    /// Set-only mode: the administrator's sets for the permanent deny
+    /// entries (nftables: `type ipv4_addr; flags interval;`, ipset:
+    /// `hash:net family inet`), wired into their ruleset like `set4`;
+    /// sipban replaces their whole content with the deny list. `None`: deny
+    /// entries of that family are not enforced in the firewall in set-only
+    /// mode (a warning says so once). Unused in own mode, where the sets
+    /// are ours: `<set4>-deny` / `<set6>-deny`.
+    pub deny4: Option<String>,
+    pub deny6: Option<String>,
+}
+
+impl SetSettings {
+    /// The deny set of a family: ours in own mode, the administrator's (if
+    /// configured) in set-only mode.
+    pub fn deny_set(&self, v6: bool) -> Option<String> {
+        match self.mode {
+            Ownership::Own => Some(format!("{}-deny", if v6 { &self.set6 } else { &self.set4 })),
+            Ownership::SetOnly => {
+                if v6 {
+                    self.deny6.clone()
+                } else {
+                    self.deny4.clone()
+                }
+            }
+        }
+    }
 }
 
 /// When a ban is extended past what the kernel holds, the kernel timeout is
