@@ -114,6 +114,10 @@ pub struct FirewallConfig {
     /// Set names; default `<chain>-v4` / `<chain>-v6`.
     pub set4: String,
     pub set6: String,
+    /// Set-only mode: the administrator's interval/`hash:net` sets for the
+    /// deny list (`None`: deny entries are not put in the firewall).
+    pub deny4: Option<String>,
+    pub deny6: Option<String>,
     /// How often the firewall is checked for drift; `None` disables.
     pub check_interval: Option<Duration>,
     /// Delete a new ban's conntrack entries.
@@ -174,6 +178,8 @@ impl Default for Config {
                 table: "inet sipban".into(),
                 set4: "sipban-udp-v4".into(),
                 set6: "sipban-udp-v6".into(),
+                deny4: None,
+                deny6: None,
                 check_interval: Some(Duration::from_secs(60)),
                 conntrack: true,
             },
@@ -215,6 +221,8 @@ const KNOWN: &[(&str, &[&str])] = &[
             "table",
             "set4",
             "set6",
+            "deny4",
+            "deny6",
             "check_interval",
             "conntrack",
         ],
@@ -384,6 +392,12 @@ impl Config {
         set!("firewall", "table", c.firewall.table, parse_table);
         set!("firewall", "set4", c.firewall.set4, parse_set_name);
         set!("firewall", "set6", c.firewall.set6, parse_set_name);
+        set!("firewall", "deny4", c.firewall.deny4, |v: &str| {
+            parse_set_name(v).map(Some)
+        });
+        set!("firewall", "deny6", c.firewall.deny6, |v: &str| {
+            parse_set_name(v).map(Some)
+        });
         set!(
             "firewall",
             "check_interval",
@@ -719,6 +733,12 @@ impl fmt::Display for Config {
         writeln!(f, "table = \"{}\"", c.firewall.table)?;
         writeln!(f, "set4 = \"{}\"", c.firewall.set4)?;
         writeln!(f, "set6 = \"{}\"", c.firewall.set6)?;
+        if let Some(d) = &c.firewall.deny4 {
+            writeln!(f, "deny4 = \"{d}\"")?;
+        }
+        if let Some(d) = &c.firewall.deny6 {
+            writeln!(f, "deny6 = \"{d}\"")?;
+        }
         writeln!(
             f,
             "check_interval = {}",

@@ -103,8 +103,8 @@ pub fn build_backend(c: &Config, dry_run: bool) -> Box<dyn Backend> {
         action6: c.iptables.rule6.clone(),
         hook: c.firewall.hook,
         mode: c.firewall.mode,
-        deny4: None,
-        deny6: None,
+        deny4: c.firewall.deny4.clone(),
+        deny6: c.firewall.deny6.clone(),
     };
     if kind != BackendKind::Chain
         && c.firewall.hook == Hook::Raw
@@ -263,6 +263,7 @@ impl Daemon {
             }));
         }
         restore_at_start(&bans, &policy).await;
+        enforce_deny_list(&bans, &policy).await;
 
         let shutdown = CancellationToken::new();
         let died = CancellationToken::new();
@@ -353,6 +354,8 @@ impl Daemon {
         let n = counts(&lists);
         self.policy.set_lists(lists);
         tracing::info!("LISTS => reloaded: {} allow, {} deny entries", n.0, n.1);
+        let (bans, policy) = (Arc::clone(&self.bans), Arc::clone(&self.policy));
+        tokio::spawn(async move { enforce_deny_list(&bans, &policy).await });
         Ok(n)
     }
 
@@ -485,6 +488,7 @@ async fn promote(
     }
     policy.set_lists(lists);
     tracing::info!("DENY => {ip} added to the deny list ({reason})");
+    enforce_deny_list(bans, policy).await;
     bans.ban_for(
         ip,
         &format!("{reason}; permanent"),
@@ -532,5 +536,16 @@ impl Drop for Watch {
             tracing::error!("internal task '{}' stopped unexpectedly", self.name);
             self.died.cancel();
         }
+    }
+}
+
+/// Puts the deny list in force in the firewall (permanent, CIDR as well).
+pub async fn enforce_deny_list(bans: &BanManager, policy: &Policy) {
+    let nets = policy.lists().deny.nets();
+    let n = nets.len();
+    match bans.firewall().set_denied(nets).await {
+        Ok(()) if n > 0 => tracing::info!("DENY LIST => {n} entries in the firewall"),
+        Ok(()) => {}
+        Err(e) => tracing::error!("DENY LIST => not in the firewall: {e}"),
     }
 }

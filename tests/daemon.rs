@@ -744,3 +744,55 @@ mod policy {
         d.stop().await.unwrap();
     }
 }
+
+#[tokio::test]
+async fn deny_list_is_enforced_in_the_firewall_and_follows_changes() {
+    use sipban::daemon::PolicySettings;
+    use sipban::policy::detector::DetectorConfig;
+    let ami = FakeAmi::start().await;
+    let dir = tempfile::tempdir().unwrap();
+    let (allow, deny) = (dir.path().join("allow"), dir.path().join("deny"));
+    std::fs::write(&allow, "").unwrap();
+    std::fs::write(&deny, "10.9.0.0/16 scanners\n2001:db8:9::/48\n").unwrap();
+    let dry = DryRun::new();
+    let fw = dry.log();
+    let policy = PolicySettings {
+        detector: DetectorConfig::default(),
+        allow,
+        deny: deny.clone(),
+    };
+    let s = settings(&ami, &dir.path().join("dump"), Whitelist::default());
+    let d = Daemon::start_with(s, Box::new(dry), Clock::manual(T0), Some(policy))
+        .await
+        .unwrap();
+    let nets = |v: &[&str]| -> Vec<ipnet::IpNet> { v.iter().map(|n| n.parse().unwrap()).collect() };
+    assert_eq!(fw.denied(), nets(&["10.9.0.0/16", "2001:db8:9::/48"]));
+    ami.wait_logins(1).await;
+    let (mut c, _) = ConsoleClient::connect(d.console_addr).await;
+    assert_eq!(
+        c.command("deny add 198.51.100.0/24 botnet").await,
+        "198.51.100.0/24 added to the deny list"
+    );
+    assert_eq!(
+        fw.denied(),
+        nets(&["10.9.0.0/16", "198.51.100.0/24", "2001:db8:9::/48"])
+    );
+    assert!(
+        std::fs::read_to_string(&deny)
+            .unwrap()
+            .contains("198.51.100.0/24 botnet")
+    );
+    c.command("deny del 10.9.0.0/16").await;
+    assert_eq!(fw.denied(), nets(&["198.51.100.0/24", "2001:db8:9::/48"]));
+    // An event from inside a denied network bans that source too.
+    ami.send_event("InvalidPassword", "SIP", "1", "198.51.100.7");
+    eventually("ban", || d.bans.get(ip("198.51.100.7")).is_some()).await;
+    assert!(
+        d.bans
+            .get(ip("198.51.100.7"))
+            .unwrap()
+            .reason
+            .contains("deny list")
+    );
+    d.stop().await.unwrap();
+}

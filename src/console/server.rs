@@ -272,7 +272,10 @@ pub async fn execute(ctx: &ConsoleContext, cmd: Command) -> Option<String> {
         Command::Reload => match &ctx.list_files {
             None => "no list files configured\n".to_string(),
             Some((allow, deny)) => match ctx.policy.reload_lists(allow, deny) {
-                Ok((a, d)) => format!("lists reloaded: {a} allow, {d} deny entries\n"),
+                Ok((a, d)) => {
+                    crate::daemon::enforce_deny_list(&ctx.bans, &ctx.policy).await;
+                    format!("lists reloaded: {a} allow, {d} deny entries\n")
+                }
                 Err(e) => format!("reload failed, old lists kept: {e}\n"),
             },
         },
@@ -444,6 +447,9 @@ async fn list_change(ctx: &ConsoleContext, name: ListName, op: ListOp) -> String
     let added = lists.allow.get(net).is_some() || lists.deny.get(net).is_some();
     ctx.policy.set_lists(lists);
     tracing::info!("LISTS => {reply} (console)");
+    if name == ListName::Deny {
+        crate::daemon::enforce_deny_list(&ctx.bans, &ctx.policy).await;
+    }
     // An allowed address is let in at once.
     if name == ListName::Allow && added {
         for b in ctx.bans.list().iter().filter(|b| net.contains(&b.ip)) {

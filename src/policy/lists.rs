@@ -311,6 +311,11 @@ impl AddressList {
     }
 
     /// Entries in file order (added ones at the end).
+    /// The networks, for the firewall.
+    pub fn nets(&self) -> Vec<IpNet> {
+        self.entries().iter().map(|e| e.net).collect()
+    }
+
     pub fn entries(&self) -> &[ListEntry] {
         &self.entries
     }
