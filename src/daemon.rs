@@ -259,6 +259,9 @@ impl Daemon {
         {
             let p = Arc::clone(&policy);
             bans.set_history_provider(Box::new(move || {
+                if p.is_original() {
+                    return None;
+                }
                 serde_json::to_string(&p.detector().history()).ok()
             }));
         }
@@ -385,6 +388,7 @@ impl Daemon {
 /// starts without it.
 async fn restore_at_start(bans: &Arc<BanManager>, policy: &Arc<Policy>) {
     if let Some(path) = bans.dump_path()
+        && !policy.is_original()
         && let Ok(Some(history)) = crate::bans::persist::read_history(path)
     {
         match serde_json::from_value(history) {

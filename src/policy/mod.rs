@@ -60,6 +60,19 @@ pub struct Policy {
     lists: RwLock<Arc<Lists>>,
     ami_hosts: Vec<IpAddr>,
     detector: Mutex<Detector>,
+    /// The original's rule (first counted event bans, no escalation): the
+    /// detector is not fed, so no per-source state or history is kept.
+    original: bool,
+}
+
+/// Whether `c` bans exactly like the original SIPban.
+fn is_original(c: &DetectorConfig) -> bool {
+    c.max_failures <= 1
+        && c.flood.is_none()
+        && c.enumeration.is_none()
+        && c.services.is_none()
+        && c.ban_time_factor <= 1.0
+        && c.block_threshold.is_none()
 }
 
 impl Policy {
@@ -78,6 +91,7 @@ impl Policy {
             lists: RwLock::new(Arc::new(lists)),
             ami_hosts: ami_hosts.into_iter().map(|ip| ip.to_canonical()).collect(),
             detector: Mutex::new(Detector::original(ban_time)),
+            original: true,
         }
     }
 
@@ -95,6 +109,7 @@ impl Policy {
         Ok(Policy {
             lists: RwLock::new(Arc::new(lists)),
             ami_hosts: ami_hosts.into_iter().map(|ip| ip.to_canonical()).collect(),
+            original: is_original(&detector),
             detector: Mutex::new(Detector::new(detector)?),
         })
     }
@@ -125,6 +140,11 @@ impl Policy {
         let n = (loaded.lists.allow.len(), loaded.lists.deny.len());
         self.set_lists(loaded.lists);
         Ok(n)
+    }
+
+    /// True when running the original's rule (no detector state).
+    pub fn is_original(&self) -> bool {
+        self.original
     }
 
     /// The detector (per-source state, history); never held across await.
@@ -177,6 +197,22 @@ impl Policy {
                 reason: format!("deny list {}", e.net),
                 ban_for: None,
                 permanent: false,
+            };
+        }
+        if self.original {
+            // Every counted event bans (or extends the ban), as the
+            // original did; nothing to remember per source.
+            let d = self.detector();
+            let c = d.config();
+            let watched = c.counted_events.contains(&event.kind);
+            return if watched {
+                Verdict::Ban {
+                    reason: event.kind.reason().to_string(),
+                    ban_for: Some(c.ban_time),
+                    permanent: false,
+                }
+            } else {
+                Verdict::Ignore
             };
         }
         match self.detector().observe(event, now_ms) {
