@@ -13,6 +13,8 @@ use super::exec::run;
 
 /// `NFT_CTX_OUTPUT_JSON`: listings in JSON, as `nft -j`.
 const OUTPUT_JSON: c_uint = 1 << 4;
+/// `NFT_CTX_OUTPUT_TERSE`: listings without set elements, as `nft -t`.
+const OUTPUT_TERSE: c_uint = 1 << 11;
 
 type CtxNew = unsafe extern "C" fn(u32) -> *mut c_void;
 type CtxFree = unsafe extern "C" fn(*mut c_void);
@@ -26,6 +28,7 @@ struct Lib {
     free: CtxFree,
     get_output: CtxGet,
     get_error: CtxGet,
+    set_flags: SetFlags,
     run_cmd: RunCmd,
     // Must outlive the function pointers above; dropped last.
     _lib: Library,
@@ -76,6 +79,7 @@ impl Lib {
                 free,
                 get_output,
                 get_error,
+                set_flags,
                 run_cmd,
                 _lib: lib,
             };
@@ -165,8 +169,27 @@ impl Nft {
         }
     }
 
+    /// Whether a `list ...` command succeeds, i.e. the object exists. Runs
+    /// terse (without set elements): cheap even with 100k elements.
     pub fn ok(&mut self, script: &str) -> bool {
-        self.run(script).is_ok()
+        match self.lib() {
+            Some(lib) => {
+                // SAFETY: ctx is valid; flags are plain bits.
+                unsafe { (lib.set_flags)(lib.ctx, OUTPUT_JSON | OUTPUT_TERSE) };
+                let ok = lib.run(script).is_ok();
+                // SAFETY: as above.
+                unsafe { (lib.set_flags)(lib.ctx, OUTPUT_JSON) };
+                ok
+            }
+            None => match script.trim().strip_prefix("list ") {
+                Some(what) if !script.trim().contains('\n') => {
+                    let mut args = vec!["-t", "-j", "list"];
+                    args.extend(what.split_whitespace());
+                    run(&self.bin, &args, None).is_ok()
+                }
+                _ => run(&self.bin, &["-f", "-"], Some(script.as_bytes())).is_ok(),
+            },
+        }
     }
 }
 
