@@ -512,6 +512,14 @@ async fn run(full: bool) {
     } else {
         (300, 1_000, 200, 30)
     };
+    if std::env::var("SIPBAN_BENCH").as_deref() == Ok("restore") {
+        let _ = tracing_subscriber::fmt()
+            .with_writer(std::io::stderr)
+            .try_init();
+        let f = storm_restore_unban(Kind::NftLib, 100_000, true).await;
+        println!("restore {:?}", f.restore);
+        return;
+    }
     if std::env::var("SIPBAN_BENCH").as_deref() == Ok("policy") {
         let rate = policy_rate(50_000, 100_000, 200_000).await;
         println!("policy: {rate:.0} events/s");

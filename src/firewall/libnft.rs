@@ -169,25 +169,33 @@ impl Nft {
         }
     }
 
-    /// Whether a `list ...` command succeeds, i.e. the object exists. Runs
-    /// terse (without set elements): cheap even with 100k elements.
+    /// Whether a `list ...` command succeeds, i.e. the object exists.
     pub fn ok(&mut self, script: &str) -> bool {
+        self.run_terse(script).is_ok()
+    }
+
+    /// A listing without set elements (as `nft -t`): cheap even when our
+    /// sets hold 100k elements (a chain listing would otherwise fetch them).
+    pub fn run_terse(&mut self, script: &str) -> Result<String, FirewallError> {
         match self.lib() {
             Some(lib) => {
                 // SAFETY: ctx is valid; flags are plain bits.
                 unsafe { (lib.set_flags)(lib.ctx, OUTPUT_JSON | OUTPUT_TERSE) };
-                let ok = lib.run(script).is_ok();
+                let out = lib.run(script);
                 // SAFETY: as above.
                 unsafe { (lib.set_flags)(lib.ctx, OUTPUT_JSON) };
-                ok
+                out.map_err(|detail| FirewallError::Command {
+                    what: format!("nft {}", first_line(script)),
+                    detail: detail.trim().to_string(),
+                })
             }
             None => match script.trim().strip_prefix("list ") {
                 Some(what) if !script.trim().contains('\n') => {
                     let mut args = vec!["-t", "-j", "list"];
                     args.extend(what.split_whitespace());
-                    run(&self.bin, &args, None).is_ok()
+                    run(&self.bin, &args, None)
                 }
-                _ => run(&self.bin, &["-f", "-"], Some(script.as_bytes())).is_ok(),
+                _ => run(&self.bin, &["-f", "-"], Some(script.as_bytes())),
             },
         }
     }

@@ -57,6 +57,10 @@ pub struct NftBackend {
     /// Set-only mode without deny sets: said once that they are not
     /// enforced.
     deny_warned: bool,
+    /// Own mode: the deny list applied last was empty, so no deny objects
+    /// exist (init removes a crashed run's). An empty list then needs no
+    /// kernel work: listing our chain costs ~0.5 s with 100k bans.
+    deny_empty: bool,
 }
 
 impl NftBackend {
@@ -75,6 +79,7 @@ impl NftBackend {
             deny: DenyList::default(),
             deny_given: false,
             deny_warned: false,
+            deny_empty: true,
         }
     }
 
@@ -174,7 +179,7 @@ impl NftBackend {
         let own = self.s.mode == Ownership::Own;
         let scope = if own { self.scope()? } else { String::new() };
         let chain = if own {
-            self.nft.run(&format!("list chain {t} {CHAIN}")).ok()
+            self.nft.run_terse(&format!("list chain {t} {CHAIN}")).ok()
         } else {
             None
         };
@@ -544,7 +549,7 @@ impl Backend for NftBackend {
                     missing.push(format!("set {set}"));
                 }
             }
-            match self.nft.run(&format!("list chain {t} {CHAIN}")) {
+            match self.nft.run_terse(&format!("list chain {t} {CHAIN}")) {
                 Err(_) => missing.push(format!("chain {CHAIN}")),
                 Ok(json) => {
                     let ours = [&self.s.set4, &self.s.set6];
@@ -559,7 +564,7 @@ impl Backend for NftBackend {
             self.apply(&script)?;
         }
         if !self.deny.is_empty() {
-            let chain = self.nft.run(&format!("list chain {t} {CHAIN}"))?;
+            let chain = self.nft.run_terse(&format!("list chain {t} {CHAIN}"))?;
             let drift = self.deny_drift(Some(&chain));
             if !drift.is_empty() {
                 let script = self.deny_script()?;
@@ -573,6 +578,10 @@ impl Backend for NftBackend {
     fn set_denied(&mut self, nets: &[IpNet]) -> Result<(), FirewallError> {
         self.deny = DenyList::new(nets);
         let t = self.table();
+        let own = self.s.mode == Ownership::Own;
+        if own && self.deny.is_empty() && self.deny_empty {
+            return Ok(());
+        }
         if self.s.mode == Ownership::SetOnly {
             self.deny_given = true;
             let unenforced: usize = [(false, &self.s.deny4), (true, &self.s.deny6)]
@@ -592,6 +601,7 @@ impl Backend for NftBackend {
         if !script.is_empty() {
             self.apply(&script)?;
         }
+        self.deny_empty = self.deny.is_empty();
         tracing::info!("NFT => {} deny entries in {t}", self.deny.len());
         Ok(())
     }
