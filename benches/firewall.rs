@@ -16,7 +16,6 @@ use std::path::Path;
 use std::process::{Command, Stdio};
 use std::time::{Duration, Instant};
 
-use sipban::ami::{AmiSettings, Backoff, Secret};
 use sipban::clock::Clock;
 use sipban::daemon::{Daemon, Settings};
 use sipban::firewall::chain::ChainSettings;
@@ -24,10 +23,9 @@ use sipban::firewall::{
     Action, Backend, ChainBackend, Hook, IpsetBackend, NftBackend, Ownership, Scope, SetSettings,
 };
 use sipban::policy::Whitelist;
-use support::FakeAmi;
+use support::{BAN, FakeAmi};
 
 const T0: u64 = 1_900_000_000;
-const BAN: u64 = 3600;
 
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 enum Kind {
@@ -88,31 +86,13 @@ fn addr(i: usize) -> IpAddr {
     IpAddr::V4(Ipv4Addr::from(n))
 }
 
+/// The tests' daemon settings (tests/support), with a longer AMI reply
+/// timeout and no trusted AMI hosts.
 fn settings(ami: &FakeAmi, dump: &Path) -> Settings {
-    Settings {
-        ami: AmiSettings {
-            host: "127.0.0.1".into(),
-            port: ami.addr.port(),
-            username: "sipban".into(),
-            secret: Secret::new("getout"),
-            ping_interval: None,
-            reply_timeout: Duration::from_secs(5),
-            backoff: Backoff {
-                min: Duration::from_millis(20),
-                max: Duration::from_millis(200),
-                stable: Duration::from_secs(60),
-            },
-        },
-        console: "127.0.0.1:0".parse().unwrap(),
-        ban_time: Duration::from_secs(BAN),
-        dump: Some(dump.to_path_buf()),
-        whitelist: Whitelist::default(),
-        whitelist_path: None,
-        ami_hosts: vec![],
-        chain: "sipban-udp".into(),
-        firewall_check: None,
-        conntrack: None,
-    }
+    let mut s = support::settings(ami, dump, Whitelist::default());
+    s.ami.reply_timeout = Duration::from_secs(5);
+    s.ami_hosts = vec![];
+    s
 }
 
 /// One AMI stream holding `n` attack events from distinct sources.

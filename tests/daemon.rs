@@ -4,48 +4,19 @@
 mod support;
 
 use std::net::IpAddr;
-use std::path::{Path, PathBuf};
+use std::path::PathBuf;
 use std::time::Duration;
 
-use sipban::ami::{AmiSettings, Backoff, Secret};
 use sipban::clock::Clock;
 use sipban::daemon::{Daemon, Settings};
 use sipban::firewall::{DryRun, DryRunLog, DryRunOp};
 use sipban::policy::Whitelist;
-use support::{ConsoleClient, FakeAmi};
+use support::{BAN, ConsoleClient, FakeAmi, settings};
 
 const T0: u64 = 1_800_000_000;
-const BAN: u64 = 3600;
 
 fn ip(s: &str) -> IpAddr {
     s.parse().unwrap()
-}
-
-fn settings(ami: &FakeAmi, dump: &Path, wl: Whitelist) -> Settings {
-    Settings {
-        ami: AmiSettings {
-            host: "127.0.0.1".into(),
-            port: ami.addr.port(),
-            username: "sipban".into(),
-            secret: Secret::new("getout"),
-            ping_interval: None,
-            reply_timeout: Duration::from_secs(2),
-            backoff: Backoff {
-                min: Duration::from_millis(20),
-                max: Duration::from_millis(200),
-                stable: Duration::from_secs(60),
-            },
-        },
-        console: "127.0.0.1:0".parse().unwrap(),
-        ban_time: Duration::from_secs(BAN),
-        dump: Some(dump.to_path_buf()),
-        whitelist: wl,
-        whitelist_path: None,
-        ami_hosts: vec![ip("127.0.0.1")],
-        chain: "sipban-udp".into(),
-        firewall_check: None,
-        conntrack: None,
-    }
 }
 
 async fn start(settings: Settings, clock: &Clock) -> (Daemon, DryRunLog) {

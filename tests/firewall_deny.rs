@@ -19,21 +19,16 @@
 //!
 //! Needs root, iptables, ip6tables, ipset, nft and iproute2.
 
-use std::cell::RefCell;
-use std::fs::File;
-use std::future::Future;
-use std::io::{self, ErrorKind, Write};
-use std::net::{IpAddr, SocketAddr, UdpSocket};
-use std::os::fd::AsRawFd;
-use std::os::unix::fs::MetadataExt;
-use std::path::{Path, PathBuf};
-use std::process::{Command, Output, Stdio};
-use std::sync::Mutex;
-use std::sync::Once;
-use std::sync::atomic::{AtomicUsize, Ordering};
+mod netns;
+
+use std::net::{IpAddr, UdpSocket};
 use std::time::{Duration, Instant};
 
 use ipnet::IpNet;
+use netns::{
+    NamedNetns, assert_blocked, assert_reaches, capture_logs, in_private_netns, logs, nft_script,
+    ruleset_snapshot, run, run_ok, runtime,
+};
 use serde_json::Value;
 use sipban::firewall::chain::ChainSettings;
 use sipban::firewall::{
@@ -83,276 +78,6 @@ fn sorted_nets(mut v: Vec<IpNet>) -> Vec<IpNet> {
 fn sorted(mut v: Vec<IpAddr>) -> Vec<IpAddr> {
     v.sort();
     v
-}
-
-// ---------------------------------------------------------------------------
-// Namespaces (as in tests/firewall_sets.rs)
-// ---------------------------------------------------------------------------
-
-fn thread_netns() -> PathBuf {
-    std::fs::read_link("/proc/thread-self/ns/net").expect("read /proc/thread-self/ns/net")
-}
-
-thread_local! {
-    /// (namespace this thread left, private namespace it entered).
-    static ENTERED: RefCell<Option<(PathBuf, PathBuf)>> = const { RefCell::new(None) };
-}
-
-fn record_entered(before: PathBuf) {
-    let after = thread_netns();
-    assert_ne!(
-        before, after,
-        "the network namespace of this thread did not change"
-    );
-    ENTERED.with(|e| {
-        let mut e = e.borrow_mut();
-        let host = e.take().map_or(before, |(host, _)| host);
-        assert_ne!(host, after, "back in the namespace this thread started in");
-        *e = Some((host, after));
-    });
-}
-
-/// Panics unless the calling thread is in the private namespace it entered.
-fn assert_private() {
-    let now = thread_netns();
-    ENTERED.with(|e| match &*e.borrow() {
-        Some((host, private)) => {
-            assert_ne!(&now, host, "refusing to touch the original namespace");
-            assert_eq!(&now, private, "thread left its private namespace");
-        }
-        None => panic!(
-            "refusing to run a firewall command: this thread never entered a private network namespace"
-        ),
-    });
-}
-
-/// Moves the calling thread into a new, empty network namespace with
-/// loopback up.
-fn unshare_netns() {
-    let before = thread_netns();
-    // SAFETY: plain syscall on the calling thread.
-    let rc = unsafe { libc::unshare(libc::CLONE_NEWNET) };
-    if rc != 0 {
-        panic!(
-            "unshare(CLONE_NEWNET) failed: {} (these tests need root)",
-            io::Error::last_os_error()
-        );
-    }
-    record_entered(before);
-    run_ok("ip", &["link", "set", "lo", "up"]);
-}
-
-fn runtime() -> tokio::runtime::Runtime {
-    tokio::runtime::Builder::new_current_thread()
-        .enable_all()
-        .build()
-        .expect("tokio runtime")
-}
-
-/// Runs `body` in a fresh private network namespace. The future is only
-/// polled after the thread has moved.
-fn in_private_netns(body: impl Future<Output = ()>) {
-    unshare_netns();
-    runtime().block_on(body);
-}
-
-static NEXT_NS: AtomicUsize = AtomicUsize::new(0);
-
-/// A named namespace (`ip netns add`), deleted on drop.
-struct NamedNetns {
-    name: String,
-}
-
-impl NamedNetns {
-    fn create(role: &str) -> NamedNetns {
-        let name = format!(
-            "sipban-deny-{}-{}-{role}",
-            std::process::id(),
-            NEXT_NS.fetch_add(1, Ordering::SeqCst)
-        );
-        let out = Command::new("ip")
-            .args(["netns", "add", &name])
-            .output()
-            .expect("cannot run ip");
-        assert!(
-            out.status.success(),
-            "ip netns add {name} failed (these tests need root): {}",
-            text(&out.stderr)
-        );
-        let ns = NamedNetns { name };
-        ns.ip(&["link", "set", "lo", "up"]);
-        ns
-    }
-
-    fn path(&self) -> PathBuf {
-        Path::new("/var/run/netns").join(&self.name)
-    }
-
-    /// `ip -n NAME ARGS`, which must succeed.
-    fn ip(&self, args: &[&str]) {
-        let out = Command::new("ip")
-            .args(["-n", &self.name])
-            .args(args)
-            .output()
-            .expect("cannot run ip");
-        assert!(
-            out.status.success(),
-            "ip -n {} {}: {}",
-            self.name,
-            args.join(" "),
-            text(&out.stderr)
-        );
-    }
-
-    /// Moves the calling thread into this namespace.
-    fn enter(&self) {
-        let before = thread_netns();
-        let f = File::open(self.path())
-            .unwrap_or_else(|e| panic!("cannot open {}: {e}", self.path().display()));
-        // SAFETY: `f` is an open namespace file for the whole call.
-        let rc = unsafe { libc::setns(f.as_raw_fd(), libc::CLONE_NEWNET) };
-        if rc != 0 {
-            panic!(
-                "setns({}) failed: {}",
-                self.name,
-                io::Error::last_os_error()
-            );
-        }
-        record_entered(before);
-        let ino = f.metadata().expect("stat namespace file").ino();
-        assert_eq!(
-            thread_netns(),
-            PathBuf::from(format!("net:[{ino}]")),
-            "setns did not enter {}",
-            self.name
-        );
-    }
-}
-
-impl Drop for NamedNetns {
-    fn drop(&mut self) {
-        let _ = Command::new("ip")
-            .args(["netns", "del", &self.name])
-            .stderr(Stdio::null())
-            .status();
-    }
-}
-
-/// A pbx and an attacker namespace joined by a veth pair: pbx has
-/// 10.9.0.1/16 and 2001:db8::1/32; the attacker 10.9.1.7 (inside the
-/// denied 10.9.1.0/24), 10.9.2.7 (outside it), 2001:db8:1::7 (inside the
-/// denied 2001:db8:1::/48) and 2001:db8:2::7. The pair is created inside
-/// pbx with its peer straight in the attacker's namespace: nothing appears
-/// in the original namespace.
-fn wire() -> (NamedNetns, NamedNetns) {
-    let pbx = NamedNetns::create("pbx");
-    let atk = NamedNetns::create("atk");
-    pbx.ip(&[
-        "link", "add", "sd-pbx", "type", "veth", "peer", "name", "sd-atk", "netns", &atk.name,
-    ]);
-    pbx.ip(&["addr", "add", "10.9.0.1/16", "dev", "sd-pbx"]);
-    pbx.ip(&["addr", "add", "2001:db8::1/32", "dev", "sd-pbx", "nodad"]);
-    pbx.ip(&["link", "set", "sd-pbx", "up"]);
-    for a in ["10.9.1.7/16", "10.9.2.7/16"] {
-        atk.ip(&["addr", "add", a, "dev", "sd-atk"]);
-    }
-    for a in ["2001:db8:1::7/32", "2001:db8:2::7/32"] {
-        atk.ip(&["addr", "add", a, "dev", "sd-atk", "nodad"]);
-    }
-    atk.ip(&["link", "set", "sd-atk", "up"]);
-    (pbx, atk)
-}
-
-// ---------------------------------------------------------------------------
-// Commands (always in this thread's private namespace)
-// ---------------------------------------------------------------------------
-
-fn text(b: &[u8]) -> String {
-    String::from_utf8_lossy(b).trim().to_string()
-}
-
-fn run_in(prog: &str, args: &[&str], stdin: Option<&str>) -> Output {
-    assert_private();
-    let mut child = Command::new(prog)
-        .args(args)
-        .stdin(if stdin.is_some() {
-            Stdio::piped()
-        } else {
-            Stdio::null()
-        })
-        .stdout(Stdio::piped())
-        .stderr(Stdio::piped())
-        .spawn()
-        .unwrap_or_else(|e| panic!("cannot run {prog}: {e}"));
-    if let (Some(input), Some(mut pipe)) = (stdin, child.stdin.take()) {
-        pipe.write_all(input.as_bytes())
-            .unwrap_or_else(|e| panic!("{prog}: writing stdin: {e}"));
-    }
-    child
-        .wait_with_output()
-        .unwrap_or_else(|e| panic!("{prog}: {e}"))
-}
-
-fn run(prog: &str, args: &[&str]) -> Output {
-    run_in(prog, args, None)
-}
-
-/// A command that must succeed; returns its stdout.
-fn run_ok(prog: &str, args: &[&str]) -> String {
-    let out = run(prog, args);
-    assert!(
-        out.status.success(),
-        "{prog} {}: {}",
-        args.join(" "),
-        text(&out.stderr)
-    );
-    String::from_utf8_lossy(&out.stdout).into_owned()
-}
-
-fn nft_script(script: &str) {
-    let out = run_in("nft", &["-f", "-"], Some(script));
-    assert!(
-        out.status.success(),
-        "nft -f - failed: {}\n{script}",
-        text(&out.stderr)
-    );
-}
-
-// ---------------------------------------------------------------------------
-// Captured logs
-// ---------------------------------------------------------------------------
-
-static LOGS: Mutex<Vec<u8>> = Mutex::new(Vec::new());
-
-struct LogSink;
-
-impl Write for LogSink {
-    fn write(&mut self, buf: &[u8]) -> io::Result<usize> {
-        LOGS.lock()
-            .unwrap_or_else(|p| p.into_inner())
-            .extend_from_slice(buf);
-        Ok(buf.len())
-    }
-
-    fn flush(&mut self) -> io::Result<()> {
-        Ok(())
-    }
-}
-
-fn capture_logs() {
-    static INIT: Once = Once::new();
-    INIT.call_once(|| {
-        tracing_subscriber::fmt()
-            .with_writer(|| LogSink)
-            .with_ansi(false)
-            .with_max_level(tracing_subscriber::filter::LevelFilter::INFO)
-            .try_init()
-            .expect("install the log capture");
-    });
-}
-
-fn logs() -> String {
-    String::from_utf8_lossy(&LOGS.lock().unwrap_or_else(|p| p.into_inner())).into_owned()
 }
 
 // ---------------------------------------------------------------------------
@@ -1151,52 +876,6 @@ fn a_large_deny_list_is_replaced_in_one_go(kind: Kind) {
 // 4. Set-only mode
 // ---------------------------------------------------------------------------
 
-/// The whole firewall configuration minus set elements and counters.
-fn ruleset_snapshot() -> String {
-    let mut out = String::new();
-    for tool in ["iptables-save", "ip6tables-save"] {
-        for line in run_ok(tool, &[]).lines() {
-            if line.starts_with('#') {
-                continue;
-            }
-            let line = match line.rfind(" [") {
-                Some(i) if line.starts_with(':') => &line[..i],
-                _ => line,
-            };
-            out.push_str(line);
-            out.push('\n');
-        }
-    }
-    for line in run_ok("ipset", &["save"]).lines() {
-        if !line.starts_with("add ") {
-            out.push_str(line);
-            out.push('\n');
-        }
-    }
-    let mut v: Value = serde_json::from_str(&run_ok("nft", &["-j", "list", "ruleset"])).unwrap();
-    fn scrub(v: &mut Value) {
-        match v {
-            Value::Object(m) => {
-                m.remove("elem");
-                for k in ["packets", "bytes"] {
-                    if m.contains_key(k) {
-                        m.insert(k.into(), Value::from(0));
-                    }
-                }
-                m.values_mut().for_each(scrub);
-            }
-            Value::Array(a) => a.iter_mut().for_each(scrub),
-            _ => {}
-        }
-    }
-    scrub(&mut v);
-    for item in v["nftables"].as_array().unwrap() {
-        out.push_str(&item.to_string());
-        out.push('\n');
-    }
-    out
-}
-
 /// The administrator's ruleset: ban sets `blocked4`/`blocked6` and, with
 /// `deny`, deny sets `denied4`/`denied6`, wired into rules of their own.
 fn admin_ruleset(kind: Kind, deny: bool) {
@@ -1412,119 +1091,39 @@ fn init_fails_without_the_configured_deny_sets(kind: Kind) {
 // 5. Real packets
 // ---------------------------------------------------------------------------
 
-static TOKEN: AtomicUsize = AtomicUsize::new(0);
+const PBX4: &str = "10.9.0.1:5060";
+const PBX6: &str = "[2001:db8::1]:5060";
 
-fn attacker_socket(local: &str, target: SocketAddr) -> UdpSocket {
-    let local: SocketAddr = SocketAddr::new(ip(local), 0);
-    let s = UdpSocket::bind(local).unwrap_or_else(|e| panic!("bind {local}: {e}"));
-    s.connect(target).expect("connect");
-    s.set_read_timeout(Some(Duration::from_millis(100)))
-        .unwrap();
-    s
+/// A pbx and an attacker namespace joined by a veth pair: pbx has
+/// 10.9.0.1/16 and 2001:db8::1/32; the attacker 10.9.1.7 (inside the
+/// denied 10.9.1.0/24), 10.9.2.7 (outside it), 2001:db8:1::7 (inside the
+/// denied 2001:db8:1::/48) and 2001:db8:2::7.
+fn wire() -> (NamedNetns, NamedNetns) {
+    netns::wire(
+        "sd",
+        &["10.9.0.1/16", "2001:db8::1/32"],
+        &[
+            "10.9.1.7/16",
+            "10.9.2.7/16",
+            "2001:db8:1::7/32",
+            "2001:db8:2::7/32",
+        ],
+    )
 }
 
 /// Sockets inside and outside the denied networks, made on a thread inside
 /// the attacker's namespace (sockets stay where they were created).
 fn attacker_sockets(atk: &NamedNetns) -> [UdpSocket; 4] {
-    let pbx4: SocketAddr = "10.9.0.1:5060".parse().unwrap();
-    let pbx6: SocketAddr = "[2001:db8::1]:5060".parse().unwrap();
-    std::thread::scope(|s| {
-        s.spawn(|| {
-            atk.enter();
-            [
-                attacker_socket("10.9.1.7", pbx4),
-                attacker_socket("10.9.2.7", pbx4),
-                attacker_socket("2001:db8:1::7", pbx6),
-                attacker_socket("2001:db8:2::7", pbx6),
-            ]
-        })
-        .join()
-        .expect("attacker thread")
-    })
-}
-
-fn listeners() -> (UdpSocket, UdpSocket) {
-    let l4 = UdpSocket::bind("10.9.0.1:5060").expect("bind 10.9.0.1:5060");
-    let l6 = UdpSocket::bind("[2001:db8::1]:5060").expect("bind [2001:db8::1]:5060");
-    for l in [&l4, &l6] {
-        l.set_read_timeout(Some(Duration::from_millis(50))).unwrap();
-    }
-    (l4, l6)
-}
-
-fn nothing_yet(e: &io::Error) -> bool {
-    matches!(
-        e.kind(),
-        ErrorKind::WouldBlock | ErrorKind::TimedOut | ErrorKind::Interrupted
+    netns::attacker_sockets(
+        atk,
+        PBX4.parse().unwrap(),
+        PBX6.parse().unwrap(),
+        ["10.9.1.7", "10.9.2.7", "2001:db8:1::7", "2001:db8:2::7"],
     )
 }
 
-/// Sends from `from` until `listener` gets one of its datagrams.
-fn assert_reaches(from: &UdpSocket, listener: &UdpSocket, when: &str) {
-    let me = from.local_addr().unwrap();
-    let deadline = Instant::now() + Duration::from_secs(5);
-    let mut buf = [0u8; 128];
-    loop {
-        assert!(
-            Instant::now() < deadline,
-            "{when}: datagrams from {me} never reached the listener"
-        );
-        let token = format!("probe-{}", TOKEN.fetch_add(1, Ordering::SeqCst));
-        match from.send(token.as_bytes()) {
-            Ok(_) => {}
-            // An ICMP error left over from an earlier REJECT.
-            Err(e) if e.kind() == ErrorKind::ConnectionRefused => continue,
-            Err(e) => panic!("{when}: send from {me}: {e}"),
-        }
-        let wait = Instant::now() + Duration::from_millis(200);
-        while Instant::now() < wait {
-            match listener.recv_from(&mut buf) {
-                Ok((n, src)) if &buf[..n] == token.as_bytes() => {
-                    assert_eq!(src, me, "{when}: source address");
-                    return;
-                }
-                Ok(_) => {}
-                Err(e) if nothing_yet(&e) => {}
-                Err(e) => panic!("{when}: listener: {e}"),
-            }
-        }
-    }
-}
-
-/// Datagrams from `from` never reach `listener`. With `silent` (DROP)
-/// nothing answers; otherwise (REJECT) an ICMP port unreachable does.
-fn assert_blocked(from: &UdpSocket, listener: &UdpSocket, silent: bool, when: &str) {
-    let me = from.local_addr().unwrap();
-    let mut buf = [0u8; 128];
-    let mut refused = false;
-    for i in 0..100 {
-        let token = format!("flood-{}", TOKEN.fetch_add(1, Ordering::SeqCst));
-        match from.send(token.as_bytes()) {
-            Ok(_) => {}
-            Err(e) if e.kind() == ErrorKind::ConnectionRefused => refused = true,
-            Err(e) => panic!("{when}: send from {me}: {e}"),
-        }
-        if i % 25 == 0 {
-            match from.recv(&mut buf) {
-                Err(e) if e.kind() == ErrorKind::ConnectionRefused => refused = true,
-                Err(e) if nothing_yet(&e) => {}
-                other => panic!("{when}: unexpected reply to {me}: {other:?}"),
-            }
-        }
-    }
-    let wait = Instant::now() + Duration::from_millis(300);
-    while Instant::now() < wait {
-        match listener.recv_from(&mut buf) {
-            Ok((_, src)) => assert_ne!(src, me, "{when}: a denied datagram got through"),
-            Err(e) if nothing_yet(&e) => {}
-            Err(e) => panic!("{when}: listener: {e}"),
-        }
-    }
-    if silent {
-        assert!(!refused, "{when}: {me} got an ICMP error: not a DROP");
-    } else {
-        assert!(refused, "{when}: {me} never got the ICMP error of REJECT");
-    }
+fn listeners() -> (UdpSocket, UdpSocket) {
+    netns::listeners(PBX4.parse().unwrap(), PBX6.parse().unwrap())
 }
 
 fn denied_network_is_cut_off_on_the_wire(kind: Kind) {

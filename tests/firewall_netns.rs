@@ -13,22 +13,21 @@
 //! Needs root (CAP_NET_ADMIN and CAP_SYS_ADMIN), iptables, ip6tables and
 //! iproute2.
 
+mod netns;
 mod support;
 
-use std::cell::RefCell;
 use std::fs::File;
-use std::future::Future;
 use std::io::{self, ErrorKind};
 use std::net::{IpAddr, SocketAddr, TcpListener, UdpSocket};
-use std::os::fd::AsRawFd;
-use std::os::unix::fs::MetadataExt;
-use std::path::{Path, PathBuf};
-use std::process::{Child, Command, ExitStatus, Output, Stdio};
+use std::path::Path;
+use std::process::{Command, Output, Stdio};
 use std::sync::Arc;
-use std::sync::atomic::{AtomicUsize, Ordering};
 use std::time::{Duration, Instant};
 
-use sipban::ami::{AmiSettings, Backoff, Secret};
+use netns::{
+    ChildGuard, NamedNetns, assert_reaches, eventually, in_private_netns, nothing_yet, run, run_ok,
+    runtime, text, wait_exit,
+};
 use sipban::bans::{BanManager, UnbanReason};
 use sipban::clock::Clock;
 use sipban::daemon::{Daemon, Settings};
@@ -63,200 +62,8 @@ fn strings(lines: &[&str]) -> Vec<String> {
 }
 
 // ---------------------------------------------------------------------------
-// Namespaces
-// ---------------------------------------------------------------------------
-
-fn thread_netns() -> PathBuf {
-    std::fs::read_link("/proc/thread-self/ns/net").expect("read /proc/thread-self/ns/net")
-}
-
-thread_local! {
-    /// (namespace this thread left, private namespace it entered).
-    static ENTERED: RefCell<Option<(PathBuf, PathBuf)>> = const { RefCell::new(None) };
-}
-
-fn record_entered(before: PathBuf) {
-    let after = thread_netns();
-    assert_ne!(
-        before, after,
-        "the network namespace of this thread did not change"
-    );
-    ENTERED.with(|e| {
-        let mut e = e.borrow_mut();
-        // Keep the namespace the thread started in as the one to stay out of.
-        let host = e.take().map_or(before, |(host, _)| host);
-        assert_ne!(host, after, "back in the namespace this thread started in");
-        *e = Some((host, after));
-    });
-}
-
-/// Panics unless the calling thread is in the private namespace it entered.
-fn assert_private() {
-    let now = thread_netns();
-    ENTERED.with(|e| match &*e.borrow() {
-        Some((host, private)) => {
-            assert_ne!(&now, host, "refusing to touch the original namespace");
-            assert_eq!(&now, private, "thread left its private namespace");
-        }
-        None => panic!(
-            "refusing to run a firewall command: this thread never entered a private network namespace"
-        ),
-    });
-}
-
-/// Moves the calling thread into a new, empty network namespace with
-/// loopback up.
-fn unshare_netns() {
-    let before = thread_netns();
-    // SAFETY: plain syscall on the calling thread.
-    let rc = unsafe { libc::unshare(libc::CLONE_NEWNET) };
-    if rc != 0 {
-        panic!(
-            "unshare(CLONE_NEWNET) failed: {} (these tests need root)",
-            io::Error::last_os_error()
-        );
-    }
-    record_entered(before);
-    let out = private("ip", &["link", "set", "lo", "up"]);
-    assert!(
-        out.status.success(),
-        "ip link set lo up: {}",
-        text(&out.stderr)
-    );
-}
-
-fn runtime() -> tokio::runtime::Runtime {
-    tokio::runtime::Builder::new_current_thread()
-        .enable_all()
-        .build()
-        .expect("tokio runtime")
-}
-
-/// Runs `body` in a fresh private network namespace (way (a)). The future is
-/// only polled after the thread has moved.
-fn in_private_netns(body: impl Future<Output = ()>) {
-    unshare_netns();
-    runtime().block_on(body);
-}
-
-static NEXT_NS: AtomicUsize = AtomicUsize::new(0);
-
-/// A named namespace (`ip netns add`), deleted on drop.
-struct NamedNetns {
-    name: String,
-}
-
-impl NamedNetns {
-    fn create(role: &str) -> NamedNetns {
-        let name = format!(
-            "sipban-test-{}-{}-{role}",
-            std::process::id(),
-            NEXT_NS.fetch_add(1, Ordering::SeqCst)
-        );
-        let out = Command::new("ip")
-            .args(["netns", "add", &name])
-            .output()
-            .expect("cannot run ip");
-        assert!(
-            out.status.success(),
-            "ip netns add {name} failed (these tests need root): {}",
-            text(&out.stderr)
-        );
-        let ns = NamedNetns { name };
-        ns.ip(&["link", "set", "lo", "up"]);
-        ns
-    }
-
-    fn path(&self) -> PathBuf {
-        Path::new("/var/run/netns").join(&self.name)
-    }
-
-    /// `ip -n NAME ARGS`, which must succeed.
-    fn ip(&self, args: &[&str]) {
-        let out = Command::new("ip")
-            .args(["-n", &self.name])
-            .args(args)
-            .output()
-            .expect("cannot run ip");
-        assert!(
-            out.status.success(),
-            "ip -n {} {}: {}",
-            self.name,
-            args.join(" "),
-            text(&out.stderr)
-        );
-    }
-
-    /// `ip netns exec NAME PROG ARGS`.
-    fn exec(&self, prog: &str, args: &[&str]) -> Output {
-        Command::new("ip")
-            .args(["netns", "exec", &self.name, prog])
-            .args(args)
-            .output()
-            .unwrap_or_else(|e| panic!("cannot run ip netns exec {prog}: {e}"))
-    }
-
-    /// Moves the calling thread into this namespace.
-    fn enter(&self) {
-        let before = thread_netns();
-        let f = File::open(self.path())
-            .unwrap_or_else(|e| panic!("cannot open {}: {e}", self.path().display()));
-        // SAFETY: `f` is an open namespace file for the whole call.
-        let rc = unsafe { libc::setns(f.as_raw_fd(), libc::CLONE_NEWNET) };
-        if rc != 0 {
-            panic!(
-                "setns({}) failed: {}",
-                self.name,
-                io::Error::last_os_error()
-            );
-        }
-        record_entered(before);
-        let ino = f.metadata().expect("stat namespace file").ino();
-        assert_eq!(
-            thread_netns(),
-            PathBuf::from(format!("net:[{ino}]")),
-            "setns did not enter {}",
-            self.name
-        );
-    }
-}
-
-impl Drop for NamedNetns {
-    fn drop(&mut self) {
-        let _ = Command::new("ip")
-            .args(["netns", "del", &self.name])
-            .stderr(Stdio::null())
-            .status();
-    }
-}
-
-// ---------------------------------------------------------------------------
 // Firewall inspection
 // ---------------------------------------------------------------------------
-
-fn text(b: &[u8]) -> String {
-    String::from_utf8_lossy(b).trim().to_string()
-}
-
-/// Runs a command in this thread's private namespace.
-fn private(prog: &str, args: &[&str]) -> Output {
-    assert_private();
-    Command::new(prog)
-        .args(args)
-        .output()
-        .unwrap_or_else(|e| panic!("cannot run {prog}: {e}"))
-}
-
-/// A firewall command in this thread's private namespace that must succeed.
-fn fw_ok(tool: &str, args: &[&str]) {
-    let out = private(tool, args);
-    assert!(
-        out.status.success(),
-        "{tool} {}: {}",
-        args.join(" "),
-        text(&out.stderr)
-    );
-}
 
 /// Where firewall listings are taken: this thread's private namespace, or
 /// a named one through `ip netns exec`.
@@ -269,7 +76,7 @@ enum Where<'a> {
 impl Where<'_> {
     fn run(self, tool: &str, args: &[&str]) -> Output {
         match self {
-            Where::Here => private(tool, args),
+            Where::Here => run(tool, args),
             Where::In(ns) => ns.exec(tool, args),
         }
     }
@@ -359,17 +166,6 @@ fn backend(path: &str, chain: &str, scope: &str, rule: &str) -> Box<dyn Backend>
     }))
 }
 
-async fn eventually(what: &str, timeout: Duration, mut cond: impl FnMut() -> bool) {
-    let deadline = Instant::now() + timeout;
-    while !cond() {
-        assert!(
-            Instant::now() < deadline,
-            "timed out after {timeout:?} waiting for {what}"
-        );
-        tokio::time::sleep(Duration::from_millis(20)).await;
-    }
-}
-
 fn sorted(mut v: Vec<IpAddr>) -> Vec<IpAddr> {
     v.sort();
     v
@@ -384,7 +180,7 @@ fn chain_backend_bans_both_families_and_leaves_the_firewall_as_found() {
     in_private_netns(async {
         // A rule of the admin's own, which must survive us untouched.
         for tool in TOOLS {
-            fw_ok(
+            run_ok(
                 tool,
                 &[
                     "-w", "-A", "INPUT", "-p", "tcp", "--dport", "22", "-j", "ACCEPT",
@@ -533,8 +329,8 @@ fn chain_backend_with_custom_scope_and_chain_name() {
 #[test]
 fn chain_backend_list_reports_the_bans_in_the_kernel() {
     in_private_netns(async {
-        fw_ok("iptables", &["-w", "-N", CHAIN]);
-        fw_ok(
+        run_ok("iptables", &["-w", "-N", CHAIN]);
+        run_ok(
             "iptables",
             &["-w", "-A", CHAIN, "-s", "198.51.100.99/32", "-j", "DROP"],
         );
@@ -562,7 +358,7 @@ fn chain_backend_list_reports_the_bans_in_the_kernel() {
             sorted(vec![ip("203.0.113.8"), ip(V6)])
         );
         // A rule added by hand is in the kernel, so it is listed.
-        fw_ok(
+        run_ok(
             "ip6tables",
             &["-w", "-I", CHAIN, "1", "-s", "2001:db8::42", "-j", "DROP"],
         );
@@ -588,20 +384,20 @@ fn chain_backend_takes_over_a_stale_chain_and_duplicate_jumps() {
             ("iptables", "198.51.100.99/32"),
             ("ip6tables", "2001:db8::99/128"),
         ] {
-            fw_ok(
+            run_ok(
                 tool,
                 &[
                     "-w", "-A", "INPUT", "-p", "tcp", "--dport", "22", "-j", "ACCEPT",
                 ],
             );
-            fw_ok(tool, &["-w", "-N", CHAIN]);
-            fw_ok(tool, &["-w", "-A", CHAIN, "-s", stale, "-j", "DROP"]);
-            fw_ok(tool, &["-w", "-A", CHAIN, "-j", "RETURN"]);
+            run_ok(tool, &["-w", "-N", CHAIN]);
+            run_ok(tool, &["-w", "-A", CHAIN, "-s", stale, "-j", "DROP"]);
+            run_ok(tool, &["-w", "-A", CHAIN, "-j", "RETURN"]);
             let jump = ["-p", "udp", "--dport", "5060", "-j", CHAIN];
             for op in ["-I", "-I", "-A"] {
                 let mut args = vec!["-w", op, "INPUT"];
                 args.extend(jump);
-                fw_ok(tool, &args);
+                run_ok(tool, &args);
             }
             assert_eq!(Where::Here.jumps(tool, CHAIN).len(), 3, "{tool}: setup");
         }
@@ -703,30 +499,10 @@ fn ban_manager_unban_and_expiry_reach_iptables() {
 // ---------------------------------------------------------------------------
 
 fn daemon_settings(ami: &FakeAmi, dump: &Path) -> Settings {
-    Settings {
-        ami: AmiSettings {
-            host: "127.0.0.1".into(),
-            port: ami.addr.port(),
-            username: "sipban".into(),
-            secret: Secret::new("getout"),
-            ping_interval: None,
-            reply_timeout: Duration::from_secs(2),
-            backoff: Backoff {
-                min: Duration::from_millis(50),
-                max: Duration::from_millis(200),
-                stable: Duration::from_secs(60),
-            },
-        },
-        console: "127.0.0.1:0".parse().unwrap(),
-        ban_time: Duration::from_secs(3600),
-        dump: Some(dump.to_path_buf()),
-        whitelist: Whitelist::default(),
-        whitelist_path: None,
-        ami_hosts: vec![ip("127.0.0.1")],
-        chain: CHAIN.into(),
-        firewall_check: None,
-        conntrack: None,
-    }
+    let mut s = support::settings(ami, dump, Whitelist::default());
+    s.ami.backoff.min = Duration::from_millis(50);
+    s.chain = CHAIN.into();
+    s
 }
 
 #[test]
@@ -804,31 +580,6 @@ fn daemon_turns_ami_events_into_rules_and_cleans_up_on_stop() {
 // ---------------------------------------------------------------------------
 // 5. The real binary, stopped with SIGTERM
 // ---------------------------------------------------------------------------
-
-/// Kills (SIGKILL) and reaps the child if the test ends before it exited.
-struct ChildGuard(Child);
-
-impl Drop for ChildGuard {
-    fn drop(&mut self) {
-        if let Ok(None) = self.0.try_wait() {
-            let _ = self.0.kill();
-            let _ = self.0.wait();
-        }
-    }
-}
-
-fn wait_exit(child: &mut Child, timeout: Duration) -> Option<ExitStatus> {
-    let deadline = Instant::now() + timeout;
-    loop {
-        if let Some(status) = child.try_wait().expect("try_wait") {
-            return Some(status);
-        }
-        if Instant::now() >= deadline {
-            return None;
-        }
-        std::thread::sleep(Duration::from_millis(20));
-    }
-}
 
 #[test]
 fn binary_bans_and_cleans_up_on_sigterm() {
@@ -939,66 +690,13 @@ fn binary_bans_and_cleans_up_on_sigterm() {
 // 6. Real packets: attacker -> veth -> pbx:5060
 // ---------------------------------------------------------------------------
 
-static TOKEN: AtomicUsize = AtomicUsize::new(0);
-
-/// An attacker socket bound to `local`, connected to `target`.
-fn attacker_socket(local: &str, target: SocketAddr) -> UdpSocket {
-    let local: SocketAddr = SocketAddr::new(ip(local), 0);
-    let s = UdpSocket::bind(local).unwrap_or_else(|e| panic!("bind {local}: {e}"));
-    s.connect(target).expect("connect");
-    s.set_read_timeout(Some(Duration::from_millis(100)))
-        .unwrap();
-    s
-}
-
-/// A receive timeout. A signal landing in a receive with SO_RCVTIMEO gives
-/// EINTR even with SA_RESTART, so that counts as nothing received too.
-fn nothing_yet(e: &io::Error) -> bool {
-    matches!(
-        e.kind(),
-        ErrorKind::WouldBlock | ErrorKind::TimedOut | ErrorKind::Interrupted
-    )
-}
-
-/// Sends from `from` until `listener` gets one of its datagrams.
-fn assert_reaches(from: &UdpSocket, listener: &UdpSocket, when: &str) {
-    let me = from.local_addr().unwrap();
-    let deadline = Instant::now() + Duration::from_secs(5);
-    let mut buf = [0u8; 128];
-    loop {
-        assert!(
-            Instant::now() < deadline,
-            "{when}: datagrams from {me} never reached the listener"
-        );
-        let token = format!("probe-{}", TOKEN.fetch_add(1, Ordering::SeqCst));
-        match from.send(token.as_bytes()) {
-            Ok(_) => {}
-            // An ICMP error left over from an earlier ban.
-            Err(e) if e.kind() == ErrorKind::ConnectionRefused => continue,
-            Err(e) => panic!("{when}: send from {me}: {e}"),
-        }
-        let wait = Instant::now() + Duration::from_millis(200);
-        while Instant::now() < wait {
-            match listener.recv_from(&mut buf) {
-                Ok((n, src)) if &buf[..n] == token.as_bytes() => {
-                    assert_eq!(src, me, "{when}: source address");
-                    return;
-                }
-                Ok(_) => {}
-                Err(e) if nothing_yet(&e) => {}
-                Err(e) => panic!("{when}: listener: {e}"),
-            }
-        }
-    }
-}
-
 /// Datagrams from `from` never reach `listener`, and the REJECT answers them.
 fn assert_rejected(from: &UdpSocket, listener: &UdpSocket, when: &str) {
     let me = from.local_addr().unwrap();
     let mut buf = [0u8; 128];
     let mut refused = false;
     for _ in 0..3 {
-        let token = format!("probe-{}", TOKEN.fetch_add(1, Ordering::SeqCst));
+        let token = netns::token("probe");
         // A send may itself report the previous ICMP error.
         match from.send(token.as_bytes()) {
             Ok(_) => {}
@@ -1027,49 +725,33 @@ fn assert_rejected(from: &UdpSocket, listener: &UdpSocket, when: &str) {
 
 #[test]
 fn banned_source_is_rejected_on_the_wire() {
-    let pbx = NamedNetns::create("pbx");
-    let atk = NamedNetns::create("atk");
     // The veth pair is created inside pbx with its peer straight in the
     // attacker's namespace: nothing appears in the original namespace.
-    pbx.ip(&[
-        "link", "add", "sb-pbx", "type", "veth", "peer", "name", "sb-atk", "netns", &atk.name,
-    ]);
-    pbx.ip(&["addr", "add", "203.0.113.1/24", "dev", "sb-pbx"]);
-    pbx.ip(&["addr", "add", "2001:db8::1/64", "dev", "sb-pbx", "nodad"]);
-    pbx.ip(&["link", "set", "sb-pbx", "up"]);
-    for a in ["203.0.113.7/24", "203.0.113.8/24"] {
-        atk.ip(&["addr", "add", a, "dev", "sb-atk"]);
-    }
-    for a in ["2001:db8::7/64", "2001:db8::8/64"] {
-        atk.ip(&["addr", "add", a, "dev", "sb-atk", "nodad"]);
-    }
-    atk.ip(&["link", "set", "sb-atk", "up"]);
+    let (pbx, atk) = netns::wire(
+        "sb",
+        &["203.0.113.1/24", "2001:db8::1/64"],
+        &[
+            "203.0.113.7/24",
+            "203.0.113.8/24",
+            "2001:db8::7/64",
+            "2001:db8::8/64",
+        ],
+    );
 
     let pbx4: SocketAddr = "203.0.113.1:5060".parse().unwrap();
     let pbx6: SocketAddr = "[2001:db8::1]:5060".parse().unwrap();
     // Sockets stay in the namespace they were created in: make the
     // attacker's on a thread inside the attacker namespace.
-    let [bad4, good4, bad6, good6] = std::thread::scope(|s| {
-        s.spawn(|| {
-            atk.enter();
-            [
-                attacker_socket("203.0.113.7", pbx4),
-                attacker_socket("203.0.113.8", pbx4),
-                attacker_socket("2001:db8::7", pbx6),
-                attacker_socket("2001:db8::8", pbx6),
-            ]
-        })
-        .join()
-        .expect("attacker thread")
-    });
+    let [bad4, good4, bad6, good6] = netns::attacker_sockets(
+        &atk,
+        pbx4,
+        pbx6,
+        ["203.0.113.7", "203.0.113.8", "2001:db8::7", "2001:db8::8"],
+    );
 
     pbx.enter();
     runtime().block_on(async {
-        let listen4 = UdpSocket::bind(pbx4).expect("bind 203.0.113.1:5060");
-        let listen6 = UdpSocket::bind(pbx6).expect("bind [2001:db8::1]:5060");
-        for l in [&listen4, &listen6] {
-            l.set_read_timeout(Some(Duration::from_millis(50))).unwrap();
-        }
+        let (listen4, listen6) = netns::listeners(pbx4, pbx6);
         let fw = Firewall::start(backend("", CHAIN, SCOPE, REJECT))
             .await
             .expect("chain backend starts");

@@ -18,23 +18,23 @@
 //!
 //! Needs root, ipset, nft, iptables, ip6tables, conntrack and iproute2.
 
+mod netns;
 mod support;
 
-use std::cell::RefCell;
 use std::fs::File;
-use std::future::Future;
-use std::io::{self, ErrorKind, Write};
-use std::net::{IpAddr, Ipv4Addr, Ipv6Addr, SocketAddr, TcpListener, UdpSocket};
-use std::os::fd::AsRawFd;
-use std::os::unix::fs::{MetadataExt, PermissionsExt};
+use std::io;
+use std::net::{IpAddr, Ipv4Addr, Ipv6Addr, TcpListener, UdpSocket};
+use std::os::unix::fs::PermissionsExt;
 use std::path::{Path, PathBuf};
-use std::process::{Child, Command, ExitStatus, Output, Stdio};
-use std::sync::atomic::{AtomicUsize, Ordering};
-use std::sync::{Mutex, Once};
+use std::process::{Child, Command, Stdio};
 use std::time::{Duration, Instant};
 
+use netns::{
+    ChildGuard, NamedNetns, assert_blocked, assert_private, assert_reaches, capture_logs,
+    eventually, in_private_netns, logs, nft_script, ruleset_snapshot, run, run_ok, runtime,
+    wait_exit,
+};
 use serde_json::Value;
-use sipban::ami::{AmiSettings, Backoff, Secret};
 use sipban::bans::{BanManager, DumpEntry, Upsert};
 use sipban::clock::Clock;
 use sipban::daemon::{Daemon, Settings};
@@ -43,7 +43,6 @@ use sipban::firewall::{
     Action, ApplierOptions, Backend, Firewall, Hook, IpsetBackend, NftBackend, Ownership, Scope,
     SetSettings,
 };
-use sipban::policy::Whitelist;
 use support::{ConsoleClient, FakeAmi};
 
 const V4: &str = "203.0.113.7";
@@ -62,289 +61,6 @@ fn sorted(mut v: Vec<IpAddr>) -> Vec<IpAddr> {
 
 fn ips(list: &[&str]) -> Vec<IpAddr> {
     sorted(list.iter().map(|s| ip(s)).collect())
-}
-
-// ---------------------------------------------------------------------------
-// Namespaces (as in tests/firewall_netns.rs)
-// ---------------------------------------------------------------------------
-
-fn thread_netns() -> PathBuf {
-    std::fs::read_link("/proc/thread-self/ns/net").expect("read /proc/thread-self/ns/net")
-}
-
-thread_local! {
-    /// (namespace this thread left, private namespace it entered).
-    static ENTERED: RefCell<Option<(PathBuf, PathBuf)>> = const { RefCell::new(None) };
-}
-
-fn record_entered(before: PathBuf) {
-    let after = thread_netns();
-    assert_ne!(
-        before, after,
-        "the network namespace of this thread did not change"
-    );
-    ENTERED.with(|e| {
-        let mut e = e.borrow_mut();
-        // Keep the namespace the thread started in as the one to stay out of.
-        let host = e.take().map_or(before, |(host, _)| host);
-        assert_ne!(host, after, "back in the namespace this thread started in");
-        *e = Some((host, after));
-    });
-}
-
-/// Panics unless the calling thread is in the private namespace it entered.
-fn assert_private() {
-    let now = thread_netns();
-    ENTERED.with(|e| match &*e.borrow() {
-        Some((host, private)) => {
-            assert_ne!(&now, host, "refusing to touch the original namespace");
-            assert_eq!(&now, private, "thread left its private namespace");
-        }
-        None => panic!(
-            "refusing to run a firewall command: this thread never entered a private network namespace"
-        ),
-    });
-}
-
-/// Moves the calling thread into a new, empty network namespace with
-/// loopback up.
-fn unshare_netns() {
-    let before = thread_netns();
-    // SAFETY: plain syscall on the calling thread.
-    let rc = unsafe { libc::unshare(libc::CLONE_NEWNET) };
-    if rc != 0 {
-        panic!(
-            "unshare(CLONE_NEWNET) failed: {} (these tests need root)",
-            io::Error::last_os_error()
-        );
-    }
-    record_entered(before);
-    run_ok("ip", &["link", "set", "lo", "up"]);
-}
-
-fn runtime() -> tokio::runtime::Runtime {
-    tokio::runtime::Builder::new_current_thread()
-        .enable_all()
-        .build()
-        .expect("tokio runtime")
-}
-
-/// Runs `body` in a fresh private network namespace. The future is only
-/// polled after the thread has moved.
-fn in_private_netns(body: impl Future<Output = ()>) {
-    unshare_netns();
-    runtime().block_on(body);
-}
-
-static NEXT_NS: AtomicUsize = AtomicUsize::new(0);
-
-/// A named namespace (`ip netns add`), deleted on drop.
-struct NamedNetns {
-    name: String,
-}
-
-impl NamedNetns {
-    fn create(role: &str) -> NamedNetns {
-        let name = format!(
-            "sipban-sets-{}-{}-{role}",
-            std::process::id(),
-            NEXT_NS.fetch_add(1, Ordering::SeqCst)
-        );
-        let out = Command::new("ip")
-            .args(["netns", "add", &name])
-            .output()
-            .expect("cannot run ip");
-        assert!(
-            out.status.success(),
-            "ip netns add {name} failed (these tests need root): {}",
-            text(&out.stderr)
-        );
-        let ns = NamedNetns { name };
-        ns.ip(&["link", "set", "lo", "up"]);
-        ns
-    }
-
-    fn path(&self) -> PathBuf {
-        Path::new("/var/run/netns").join(&self.name)
-    }
-
-    /// `ip -n NAME ARGS`, which must succeed.
-    fn ip(&self, args: &[&str]) {
-        let out = Command::new("ip")
-            .args(["-n", &self.name])
-            .args(args)
-            .output()
-            .expect("cannot run ip");
-        assert!(
-            out.status.success(),
-            "ip -n {} {}: {}",
-            self.name,
-            args.join(" "),
-            text(&out.stderr)
-        );
-    }
-
-    /// Moves the calling thread into this namespace.
-    fn enter(&self) {
-        let before = thread_netns();
-        let f = File::open(self.path())
-            .unwrap_or_else(|e| panic!("cannot open {}: {e}", self.path().display()));
-        // SAFETY: `f` is an open namespace file for the whole call.
-        let rc = unsafe { libc::setns(f.as_raw_fd(), libc::CLONE_NEWNET) };
-        if rc != 0 {
-            panic!(
-                "setns({}) failed: {}",
-                self.name,
-                io::Error::last_os_error()
-            );
-        }
-        record_entered(before);
-        let ino = f.metadata().expect("stat namespace file").ino();
-        assert_eq!(
-            thread_netns(),
-            PathBuf::from(format!("net:[{ino}]")),
-            "setns did not enter {}",
-            self.name
-        );
-    }
-}
-
-impl Drop for NamedNetns {
-    fn drop(&mut self) {
-        let _ = Command::new("ip")
-            .args(["netns", "del", &self.name])
-            .stderr(Stdio::null())
-            .status();
-    }
-}
-
-/// A pbx and an attacker namespace joined by a veth pair: pbx has
-/// 203.0.113.1 and 2001:db8::1; the attacker .7/.8 and ::7/::8. The pair is
-/// created inside pbx with its peer straight in the attacker's namespace:
-/// nothing appears in the original namespace.
-fn wire() -> (NamedNetns, NamedNetns) {
-    let pbx = NamedNetns::create("pbx");
-    let atk = NamedNetns::create("atk");
-    pbx.ip(&[
-        "link", "add", "sb-pbx", "type", "veth", "peer", "name", "sb-atk", "netns", &atk.name,
-    ]);
-    pbx.ip(&["addr", "add", "203.0.113.1/24", "dev", "sb-pbx"]);
-    pbx.ip(&["addr", "add", "2001:db8::1/64", "dev", "sb-pbx", "nodad"]);
-    pbx.ip(&["link", "set", "sb-pbx", "up"]);
-    for a in ["203.0.113.7/24", "203.0.113.8/24"] {
-        atk.ip(&["addr", "add", a, "dev", "sb-atk"]);
-    }
-    for a in ["2001:db8::7/64", "2001:db8::8/64"] {
-        atk.ip(&["addr", "add", a, "dev", "sb-atk", "nodad"]);
-    }
-    atk.ip(&["link", "set", "sb-atk", "up"]);
-    (pbx, atk)
-}
-
-// ---------------------------------------------------------------------------
-// Commands (always in this thread's private namespace)
-// ---------------------------------------------------------------------------
-
-fn text(b: &[u8]) -> String {
-    String::from_utf8_lossy(b).trim().to_string()
-}
-
-/// Runs a command in this thread's private namespace, feeding `stdin`.
-fn run_in(prog: &str, args: &[&str], stdin: Option<&str>) -> Output {
-    assert_private();
-    let mut child = Command::new(prog)
-        .args(args)
-        .stdin(if stdin.is_some() {
-            Stdio::piped()
-        } else {
-            Stdio::null()
-        })
-        .stdout(Stdio::piped())
-        .stderr(Stdio::piped())
-        .spawn()
-        .unwrap_or_else(|e| panic!("cannot run {prog}: {e}"));
-    if let (Some(input), Some(mut pipe)) = (stdin, child.stdin.take()) {
-        pipe.write_all(input.as_bytes())
-            .unwrap_or_else(|e| panic!("{prog}: writing stdin: {e}"));
-    }
-    child
-        .wait_with_output()
-        .unwrap_or_else(|e| panic!("{prog}: {e}"))
-}
-
-fn run(prog: &str, args: &[&str]) -> Output {
-    run_in(prog, args, None)
-}
-
-/// A command that must succeed; returns its stdout.
-fn run_ok(prog: &str, args: &[&str]) -> String {
-    let out = run(prog, args);
-    assert!(
-        out.status.success(),
-        "{prog} {}: {}",
-        args.join(" "),
-        text(&out.stderr)
-    );
-    String::from_utf8_lossy(&out.stdout).into_owned()
-}
-
-/// `nft -f -` with `script`, which must succeed.
-fn nft_script(script: &str) {
-    let out = run_in("nft", &["-f", "-"], Some(script));
-    assert!(
-        out.status.success(),
-        "nft -f - failed: {}\n{script}",
-        text(&out.stderr)
-    );
-}
-
-async fn eventually(what: &str, timeout: Duration, mut cond: impl FnMut() -> bool) {
-    let deadline = Instant::now() + timeout;
-    while !cond() {
-        assert!(
-            Instant::now() < deadline,
-            "timed out after {timeout:?} waiting for {what}"
-        );
-        tokio::time::sleep(Duration::from_millis(20)).await;
-    }
-}
-
-// ---------------------------------------------------------------------------
-// Captured logs (the applier logs failed elements; it reports nothing else)
-// ---------------------------------------------------------------------------
-
-static LOGS: Mutex<Vec<u8>> = Mutex::new(Vec::new());
-
-struct LogSink;
-
-impl Write for LogSink {
-    fn write(&mut self, buf: &[u8]) -> io::Result<usize> {
-        LOGS.lock()
-            .unwrap_or_else(|p| p.into_inner())
-            .extend_from_slice(buf);
-        Ok(buf.len())
-    }
-
-    fn flush(&mut self) -> io::Result<()> {
-        Ok(())
-    }
-}
-
-/// Sends every thread's log lines (the applier's too) to [`logs`].
-fn capture_logs() {
-    static INIT: Once = Once::new();
-    INIT.call_once(|| {
-        tracing_subscriber::fmt()
-            .with_writer(|| LogSink)
-            .with_ansi(false)
-            .with_max_level(tracing_subscriber::filter::LevelFilter::INFO)
-            .try_init()
-            .expect("install the log capture");
-    });
-}
-
-fn logs() -> String {
-    String::from_utf8_lossy(&LOGS.lock().unwrap_or_else(|p| p.into_inner())).into_owned()
 }
 
 // ---------------------------------------------------------------------------
@@ -738,54 +454,6 @@ fn hand_delete(kind: Kind, names: Names, addr: &str) {
             );
         }
     }
-}
-
-/// The whole firewall configuration minus set elements and counters:
-/// iptables-save/ip6tables-save, ipset headers and the nftables ruleset.
-fn ruleset_snapshot() -> String {
-    let mut out = String::new();
-    for tool in ["iptables-save", "ip6tables-save"] {
-        for line in run_ok(tool, &[]).lines() {
-            if line.starts_with('#') {
-                continue;
-            }
-            // `:INPUT ACCEPT [packets:bytes]`
-            let line = match line.rfind(" [") {
-                Some(i) if line.starts_with(':') => &line[..i],
-                _ => line,
-            };
-            out.push_str(line);
-            out.push('\n');
-        }
-    }
-    for line in run_ok("ipset", &["save"]).lines() {
-        if !line.starts_with("add ") {
-            out.push_str(line);
-            out.push('\n');
-        }
-    }
-    let mut v: Value = serde_json::from_str(&run_ok("nft", &["-j", "list", "ruleset"])).unwrap();
-    fn scrub(v: &mut Value) {
-        match v {
-            Value::Object(m) => {
-                m.remove("elem");
-                for k in ["packets", "bytes"] {
-                    if m.contains_key(k) {
-                        m.insert(k.into(), Value::from(0));
-                    }
-                }
-                m.values_mut().for_each(scrub);
-            }
-            Value::Array(a) => a.iter_mut().for_each(scrub),
-            _ => {}
-        }
-    }
-    scrub(&mut v);
-    for item in v["nftables"].as_array().unwrap() {
-        out.push_str(&item.to_string());
-        out.push('\n');
-    }
-    out
 }
 
 /// The administrator's ruleset for set-only mode: sets `blocked4` (maximum
@@ -1533,30 +1201,11 @@ fn drift_is_repaired(kind: Kind) {
 }
 
 fn daemon_settings(ami: &FakeAmi, check: Duration) -> Settings {
-    Settings {
-        ami: AmiSettings {
-            host: "127.0.0.1".into(),
-            port: ami.addr.port(),
-            username: "sipban".into(),
-            secret: Secret::new("getout"),
-            ping_interval: None,
-            reply_timeout: Duration::from_secs(2),
-            backoff: Backoff {
-                min: Duration::from_millis(50),
-                max: Duration::from_millis(200),
-                stable: Duration::from_secs(60),
-            },
-        },
-        console: "127.0.0.1:0".parse().unwrap(),
-        ban_time: Duration::from_secs(3600),
-        dump: None,
-        whitelist: Whitelist::default(),
-        whitelist_path: None,
-        ami_hosts: vec![ip("127.0.0.1")],
-        chain: "sipban-udp".into(),
-        firewall_check: Some(check),
-        conntrack: Some("conntrack".into()),
-    }
+    let mut s = support::settings_without_dump(ami);
+    s.ami.backoff.min = Duration::from_millis(50);
+    s.firewall_check = Some(check);
+    s.conntrack = Some("conntrack".into());
+    s
 }
 
 /// The whole daemon: AMI events become set elements, the console's
@@ -1919,122 +1568,37 @@ fn deleting_elements_the_kernel_already_expired_stays_batched(kind: Kind) {
 // 7./8. Real packets: attacker -> veth -> pbx:5060, and conntrack
 // ---------------------------------------------------------------------------
 
-static TOKEN: AtomicUsize = AtomicUsize::new(0);
+const PBX4: &str = "203.0.113.1:5060";
+const PBX6: &str = "[2001:db8::1]:5060";
 
-/// An attacker socket bound to `local`, connected to `target`.
-fn attacker_socket(local: &str, target: SocketAddr) -> UdpSocket {
-    let local: SocketAddr = SocketAddr::new(ip(local), 0);
-    let s = UdpSocket::bind(local).unwrap_or_else(|e| panic!("bind {local}: {e}"));
-    s.connect(target).expect("connect");
-    s.set_read_timeout(Some(Duration::from_millis(100)))
-        .unwrap();
-    s
+/// A pbx and an attacker namespace joined by a veth pair: pbx has
+/// 203.0.113.1 and 2001:db8::1; the attacker .7/.8 and ::7/::8.
+fn wire() -> (NamedNetns, NamedNetns) {
+    netns::wire(
+        "sb",
+        &["203.0.113.1/24", "2001:db8::1/64"],
+        &[
+            "203.0.113.7/24",
+            "203.0.113.8/24",
+            "2001:db8::7/64",
+            "2001:db8::8/64",
+        ],
+    )
 }
 
 /// The four attacker sockets (.7, .8, ::7, ::8), made on a thread inside
 /// the attacker's namespace (sockets stay where they were created).
 fn attacker_sockets(atk: &NamedNetns) -> [UdpSocket; 4] {
-    let pbx4: SocketAddr = "203.0.113.1:5060".parse().unwrap();
-    let pbx6: SocketAddr = "[2001:db8::1]:5060".parse().unwrap();
-    std::thread::scope(|s| {
-        s.spawn(|| {
-            atk.enter();
-            [
-                attacker_socket("203.0.113.7", pbx4),
-                attacker_socket("203.0.113.8", pbx4),
-                attacker_socket("2001:db8::7", pbx6),
-                attacker_socket("2001:db8::8", pbx6),
-            ]
-        })
-        .join()
-        .expect("attacker thread")
-    })
-}
-
-fn listeners() -> (UdpSocket, UdpSocket) {
-    let l4 = UdpSocket::bind("203.0.113.1:5060").expect("bind 203.0.113.1:5060");
-    let l6 = UdpSocket::bind("[2001:db8::1]:5060").expect("bind [2001:db8::1]:5060");
-    for l in [&l4, &l6] {
-        l.set_read_timeout(Some(Duration::from_millis(50))).unwrap();
-    }
-    (l4, l6)
-}
-
-/// A receive timeout. A signal landing in a receive with SO_RCVTIMEO gives
-/// EINTR even with SA_RESTART, so that counts as nothing received too.
-fn nothing_yet(e: &io::Error) -> bool {
-    matches!(
-        e.kind(),
-        ErrorKind::WouldBlock | ErrorKind::TimedOut | ErrorKind::Interrupted
+    netns::attacker_sockets(
+        atk,
+        PBX4.parse().unwrap(),
+        PBX6.parse().unwrap(),
+        ["203.0.113.7", "203.0.113.8", "2001:db8::7", "2001:db8::8"],
     )
 }
 
-/// Sends from `from` until `listener` gets one of its datagrams.
-fn assert_reaches(from: &UdpSocket, listener: &UdpSocket, when: &str) {
-    let me = from.local_addr().unwrap();
-    let deadline = Instant::now() + Duration::from_secs(5);
-    let mut buf = [0u8; 128];
-    loop {
-        assert!(
-            Instant::now() < deadline,
-            "{when}: datagrams from {me} never reached the listener"
-        );
-        let token = format!("probe-{}", TOKEN.fetch_add(1, Ordering::SeqCst));
-        match from.send(token.as_bytes()) {
-            Ok(_) => {}
-            // An ICMP error left over from an earlier ban.
-            Err(e) if e.kind() == ErrorKind::ConnectionRefused => continue,
-            Err(e) => panic!("{when}: send from {me}: {e}"),
-        }
-        let wait = Instant::now() + Duration::from_millis(200);
-        while Instant::now() < wait {
-            match listener.recv_from(&mut buf) {
-                Ok((n, src)) if &buf[..n] == token.as_bytes() => {
-                    assert_eq!(src, me, "{when}: source address");
-                    return;
-                }
-                Ok(_) => {}
-                Err(e) if nothing_yet(&e) => {}
-                Err(e) => panic!("{when}: listener: {e}"),
-            }
-        }
-    }
-}
-
-/// A flood from `from` never reaches `listener`. With `silent` (DROP)
-/// nothing answers; otherwise (REJECT) an ICMP port unreachable does.
-fn assert_blocked(from: &UdpSocket, listener: &UdpSocket, silent: bool, when: &str) {
-    let me = from.local_addr().unwrap();
-    let mut buf = [0u8; 128];
-    let mut refused = false;
-    for i in 0..100 {
-        let token = format!("flood-{}", TOKEN.fetch_add(1, Ordering::SeqCst));
-        match from.send(token.as_bytes()) {
-            Ok(_) => {}
-            Err(e) if e.kind() == ErrorKind::ConnectionRefused => refused = true,
-            Err(e) => panic!("{when}: send from {me}: {e}"),
-        }
-        if i % 25 == 0 {
-            match from.recv(&mut buf) {
-                Err(e) if e.kind() == ErrorKind::ConnectionRefused => refused = true,
-                Err(e) if nothing_yet(&e) => {}
-                other => panic!("{when}: unexpected reply to {me}: {other:?}"),
-            }
-        }
-    }
-    let wait = Instant::now() + Duration::from_millis(300);
-    while Instant::now() < wait {
-        match listener.recv_from(&mut buf) {
-            Ok((_, src)) => assert_ne!(src, me, "{when}: a banned datagram got through"),
-            Err(e) if nothing_yet(&e) => {}
-            Err(e) => panic!("{when}: listener: {e}"),
-        }
-    }
-    if silent {
-        assert!(!refused, "{when}: {me} got an ICMP error: not a DROP");
-    } else {
-        assert!(refused, "{when}: {me} never got the ICMP error of REJECT");
-    }
+fn listeners() -> (UdpSocket, UdpSocket) {
+    netns::listeners(PBX4.parse().unwrap(), PBX6.parse().unwrap())
 }
 
 /// Flows from `src` in this namespace's conntrack table.
@@ -2179,31 +1743,6 @@ fn ban_deletes_existing_conntrack_entries(kind: Kind) {
 // ---------------------------------------------------------------------------
 // 9. The binary with `[firewall] backend = auto`
 // ---------------------------------------------------------------------------
-
-/// Kills (SIGKILL) and reaps the child if the test ends before it exited.
-struct ChildGuard(Child);
-
-impl Drop for ChildGuard {
-    fn drop(&mut self) {
-        if let Ok(None) = self.0.try_wait() {
-            let _ = self.0.kill();
-            let _ = self.0.wait();
-        }
-    }
-}
-
-fn wait_exit(child: &mut Child, timeout: Duration) -> Option<ExitStatus> {
-    let deadline = Instant::now() + timeout;
-    loop {
-        if let Some(status) = child.try_wait().expect("try_wait") {
-            return Some(status);
-        }
-        if Instant::now() >= deadline {
-            return None;
-        }
-        std::thread::sleep(Duration::from_millis(20));
-    }
-}
 
 #[test]
 fn binary_auto_backend_picks_nftables_and_cleans_up_on_sigterm() {

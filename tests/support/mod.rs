@@ -1,12 +1,17 @@
 //! Test support: a fake Asterisk manager (banner, login, ping, event
-//! streaming, dropping connections on demand) on an ephemeral port.
+//! streaming, dropping connections on demand) on an ephemeral port, and
+//! daemon settings that point at it.
 #![allow(dead_code)]
 
 use std::net::SocketAddr;
+use std::path::Path;
 use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
 use std::time::Duration;
 
+use sipban::ami::{AmiSettings, Backoff, Secret};
+use sipban::daemon::Settings;
+use sipban::policy::Whitelist;
 use tokio::io::{AsyncBufReadExt, AsyncWriteExt, BufReader};
 use tokio::net::{TcpListener, TcpStream};
 use tokio::sync::{Notify, broadcast};
@@ -341,5 +346,47 @@ impl ConsoleClient {
             .await,
             Ok(Ok(0)) | Ok(Err(_))
         )
+    }
+}
+
+/// The ban time of [`settings`], in seconds.
+pub const BAN: u64 = 3600;
+
+/// Daemon settings for `ami`: console on an ephemeral port, one-hour bans
+/// dumped to `dump`, the whitelist `wl`, AMI events trusted from 127.0.0.1,
+/// no periodic firewall check, no conntrack.
+pub fn settings(ami: &FakeAmi, dump: &Path, wl: Whitelist) -> Settings {
+    Settings {
+        dump: Some(dump.to_path_buf()),
+        whitelist: wl,
+        ..settings_without_dump(ami)
+    }
+}
+
+/// [`settings`] without a dump file and with an empty whitelist.
+pub fn settings_without_dump(ami: &FakeAmi) -> Settings {
+    Settings {
+        ami: AmiSettings {
+            host: "127.0.0.1".into(),
+            port: ami.addr.port(),
+            username: "sipban".into(),
+            secret: Secret::new("getout"),
+            ping_interval: None,
+            reply_timeout: Duration::from_secs(2),
+            backoff: Backoff {
+                min: Duration::from_millis(20),
+                max: Duration::from_millis(200),
+                stable: Duration::from_secs(60),
+            },
+        },
+        console: "127.0.0.1:0".parse().unwrap(),
+        ban_time: Duration::from_secs(BAN),
+        dump: None,
+        whitelist: Whitelist::default(),
+        whitelist_path: None,
+        ami_hosts: vec!["127.0.0.1".parse().unwrap()],
+        chain: "sipban-udp".into(),
+        firewall_check: None,
+        conntrack: None,
     }
 }
