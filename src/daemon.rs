@@ -297,11 +297,13 @@ impl Daemon {
             }
         }));
         let deny_path = policy_settings.as_ref().map(|p| p.deny.clone());
+        let stats = Arc::new(crate::stats::Stats::default());
         tasks.push(watch("event judge").spawn(judge_events(
             events_rx,
             Arc::clone(&policy),
             Arc::clone(&bans),
             deny_path.clone(),
+            Arc::clone(&stats),
         )));
         tasks.push(watch("detector purge").spawn(purge_detector(
             Arc::clone(&policy),
@@ -318,6 +320,7 @@ impl Daemon {
             list_files: policy_settings
                 .as_ref()
                 .map(|p| (p.allow.clone(), p.deny.clone())),
+            stats: Arc::clone(&stats),
         });
         tasks.push(watch("console").spawn(console::serve(listener, ctx, shutdown.clone())));
         tracing::info!("CONSOLE => listening on {console_addr}");
@@ -429,22 +432,29 @@ async fn judge_events(
     policy: Arc<Policy>,
     bans: Arc<BanManager>,
     deny_path: Option<PathBuf>,
+    stats: Arc<crate::stats::Stats>,
 ) {
     while let Some(event) = events.recv().await {
         let now_ms = bans.clock().now_ms();
+        stats.event(now_ms, event.kind.name(), event.source, &event.account);
         match policy.judge(&event, now_ms) {
             Verdict::Ban {
                 reason,
                 ban_for,
                 permanent: false,
             } => {
-                bans.ban_for(event.source, &reason, ban_for);
+                if bans.ban_for(event.source, &reason, ban_for) != crate::bans::Upsert::Extended {
+                    stats.ban(now_ms);
+                }
             }
             Verdict::Ban {
                 reason,
                 permanent: true,
                 ..
-            } => promote(&policy, &bans, deny_path.as_deref(), event.source, &reason).await,
+            } => {
+                stats.ban(now_ms);
+                promote(&policy, &bans, deny_path.as_deref(), event.source, &reason).await
+            }
             Verdict::Spared(why) => tracing::info!(
                 "WHITE LIST => {} not blocked ({}, {} account {:?}; {why})",
                 event.source,

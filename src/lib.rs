@@ -19,7 +19,8 @@
 //! - [`daemon`]: wires the above together; [`replay`] runs a capture
 //!   through the same pieces with the dry-run firewall.
 //! - [`config`], [`logging`], [`clock`]: settings, the original's log line
-//!   format, and injectable time.
+//!   format, and injectable time; [`stats`] counts for the console's report;
+//!   [`client`] is the command-line client of the console.
 
 pub mod ami;
 pub mod bans;
@@ -33,6 +34,7 @@ pub mod firewall;
 pub mod logging;
 pub mod policy;
 pub mod replay;
+pub mod stats;
 
 /// Hands memory freed after a burst (a storm, a big batch or dump) back to
 /// the system, so the daemon's RSS follows its live bans, not its peak.

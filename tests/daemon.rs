@@ -657,6 +657,12 @@ mod policy {
         assert!(deny.contains(a), "{deny}");
         let status = c.command("status").await;
         assert!(status.contains("Dynamic (permanent)"), "{status}");
+        let dynamic = c.command("status --dynamic").await;
+        let line = dynamic.lines().find(|l| l.contains(a)).expect(&dynamic);
+        assert!(
+            line.contains("first seen") && line.contains("accounts: 1001"),
+            "{dynamic}"
+        );
         assert!(
             status
                 .lines()
@@ -764,6 +770,75 @@ async fn deny_list_is_enforced_in_the_firewall_and_follows_changes() {
             .unwrap()
             .reason
             .contains("deny list")
+    );
+    d.stop().await.unwrap();
+}
+
+#[tokio::test]
+async fn report_and_csv_import_export() {
+    use sipban::daemon::PolicySettings;
+    use sipban::policy::detector::DetectorConfig;
+    let ami = FakeAmi::start().await;
+    let dir = tempfile::tempdir().unwrap();
+    let (allow, deny) = (dir.path().join("allow"), dir.path().join("deny"));
+    std::fs::write(&allow, "").unwrap();
+    std::fs::write(&deny, "").unwrap();
+    let policy = PolicySettings {
+        detector: DetectorConfig::default(),
+        allow,
+        deny: deny.clone(),
+    };
+    let s = settings(&ami, &dir.path().join("dump"), Whitelist::default());
+    let d = Daemon::start_with(s, Box::new(DryRun::new()), Clock::manual(T0), Some(policy))
+        .await
+        .unwrap();
+    ami.wait_logins(1).await;
+    for _ in 0..3 {
+        ami.send_event("ChallengeSent", "PJSIP", "1001", "203.0.113.50");
+    }
+    ami.send_event("InvalidAccountID", "PJSIP", "9999", "203.0.113.9");
+    ami.send_event("InvalidAccountID", "PJSIP", "9998", "203.0.113.9");
+    eventually("ban", || d.bans.get(ip("203.0.113.9")).is_some()).await;
+    let (mut c, _) = ConsoleClient::connect(d.console_addr).await;
+    // The second event is still in flight until the marker is banned.
+    ami.send_event("InvalidPassword", "SIP", "1", "203.0.113.10");
+    eventually("marker", || d.bans.get(ip("203.0.113.10")).is_some()).await;
+    let report = c.command("report").await;
+    assert!(
+        report.contains("ChallengeSent") && report.contains("InvalidAccountID"),
+        "{report}"
+    );
+    let top = report
+        .lines()
+        .find(|l| l.contains("203.0.113.50"))
+        .expect(&report);
+    assert!(top.trim_end().ends_with(" 3"), "{report}");
+    assert!(report.contains("Bans issued: 2"), "{report}");
+
+    let csv = dir.path().join("in.csv");
+    std::fs::write(
+        &csv,
+        "address,note\n198.51.100.0/24,\"scanners, bulk\"\n2001:db8:7::/48,\n",
+    )
+    .unwrap();
+    assert_eq!(
+        c.command(&format!("deny import {}", csv.display())).await,
+        "2 of 2 entries added to the deny list"
+    );
+    let export = c.command("deny export").await;
+    assert!(
+        export.contains("198.51.100.0/24,\"scanners, bulk\""),
+        "{export}"
+    );
+    assert!(
+        std::fs::read_to_string(&deny)
+            .unwrap()
+            .contains("2001:db8:7::/48")
+    );
+    let bad = c.command("deny import /nonexistent/x.csv").await;
+    assert!(
+        bad.starts_with("error: cannot read /nonexistent/x.csv"),
+        "{bad}"
     );
     d.stop().await.unwrap();
 }

@@ -24,6 +24,8 @@ pub enum Command {
     Lists(ListName, ListOp),
     Reload,
     Version,
+    /// `report`: the last 24 hours.
+    Report,
     Help,
     Quit,
     /// An empty line: just a new prompt.
@@ -61,6 +63,10 @@ pub enum ListOp {
     Add(ipnet::IpNet, Option<String>),
     Del(ipnet::IpNet),
     Show,
+    /// Merge the entries of a CSV file (`address,note`) on this host.
+    Import(std::path::PathBuf),
+    /// The list as CSV.
+    Export,
 }
 
 impl Command {
@@ -108,6 +114,7 @@ impl Command {
             "deny" => list_command(ListName::Deny, &args),
             "reload" => no_args(Command::Reload),
             "version" => no_args(Command::Version),
+            "report" => no_args(Command::Report),
             "help" => Command::Help,
             "exit" | "quit" => Command::Quit,
             _ => Command::Error(format!("Invalid command: {}", line.trim())),
@@ -123,6 +130,8 @@ fn list_command(list: ListName, args: &[&str]) -> Command {
     };
     match args {
         ["list"] => Command::Lists(list, ListOp::Show),
+        ["export"] => Command::Lists(list, ListOp::Export),
+        ["import", path] => Command::Lists(list, ListOp::Import(path.into())),
         ["add", target, note @ ..] => match net(target) {
             Ok(n) => {
                 let note = note.join(" ");
@@ -136,7 +145,7 @@ fn list_command(list: ListName, args: &[&str]) -> Command {
             Err(e) => Command::Error(e),
         },
         _ => Command::Error(format!(
-            "usage: {name} add IP|CIDR [note] | {name} del IP|CIDR | {name} list"
+            "usage: {name} add IP|CIDR [note] | {name} del IP|CIDR | {name} list | {name} import FILE.csv | {name} export"
         )),
     }
 }

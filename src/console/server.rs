@@ -33,6 +33,8 @@ pub struct ConsoleContext {
     pub started: Instant,
     /// Allow and deny list files (`[lists]`); changes are saved there.
     pub list_files: Option<(std::path::PathBuf, std::path::PathBuf)>,
+    /// Counters for `report`.
+    pub stats: Arc<crate::stats::Stats>,
 }
 
 #[derive(Debug, PartialEq, Eq)]
@@ -280,6 +282,7 @@ pub async fn execute(ctx: &ConsoleContext, cmd: Command) -> Option<String> {
             },
         },
         Command::Version => format!("sipban {}\n", env!("CARGO_PKG_VERSION")),
+        Command::Report => ctx.stats.report(ctx.bans.clock().now_ms(), 10).to_string(),
         Command::Help => help(&ctx.chain),
     };
     Some(reply)
@@ -314,10 +317,27 @@ fn status(ctx: &ConsoleContext, view: StatusView) -> String {
         bans.len() - permanent
     );
     let dynamic = || -> String {
+        let detector = ctx.policy.detector();
         bans.iter()
             .map(|b| {
+                // Per-source detail exists when a [policy] feeds the detector.
+                let seen = detector
+                    .source_info(b.ip)
+                    .map(|i| {
+                        format!(
+                            ", first seen {}, last seen {}, accounts: {}",
+                            stamp(i.first_seen_ms / 1000),
+                            stamp(i.last_seen_ms / 1000),
+                            if i.accounts_tried.is_empty() {
+                                "none".to_string()
+                            } else {
+                                i.accounts_tried.join(" ")
+                            }
+                        )
+                    })
+                    .unwrap_or_default();
                 format!(
-                    "{} {} ({}, {} event{})\n",
+                    "{} {} ({}, {} event{}{seen})\n",
                     stamp(b.expires),
                     b.ip,
                     b.reason,
@@ -416,14 +436,40 @@ async fn list_change(ctx: &ConsoleContext, name: ListName, op: ListOp) -> String
     };
     let (reply, net) = match op {
         ListOp::Show => return entries_text(list),
+        ListOp::Export => return list.to_csv(),
+        ListOp::Import(path) => {
+            let read = {
+                let path = path.clone();
+                tokio::task::spawn_blocking(move || std::fs::read_to_string(&path)).await
+            };
+            let text = match read {
+                Ok(Ok(t)) => t,
+                Ok(Err(e)) => return format!("error: cannot read {}: {e}\n", path.display()),
+                Err(e) => return format!("error: {e}\n"),
+            };
+            let imported = match crate::policy::lists::AddressList::from_csv(&text, &path) {
+                Ok(l) => l,
+                Err(e) => return format!("error: nothing imported: {e}\n"),
+            };
+            let mut added = 0;
+            for e in imported.entries() {
+                if let Ok(true) = list.add(e.net, e.note.as_deref()) {
+                    added += 1;
+                }
+            }
+            let total = imported.len();
+            let reply = format!("{added} of {total} entries added to the {which} list");
+            // No per-entry follow-up: the deny list is enforced as a whole.
+            (reply, None)
+        }
         ListOp::Add(net, note) => match list.add(net, note.as_deref()) {
-            Ok(true) => (format!("{net} added to the {which} list"), net),
+            Ok(true) => (format!("{net} added to the {which} list"), Some(net)),
             Ok(false) => return format!("{net} is already in the {which} list\n"),
             Err(e) => return format!("error: {e}\n"),
         },
         ListOp::Del(net) => {
             if list.remove(net) {
-                (format!("{net} removed from the {which} list"), net)
+                (format!("{net} removed from the {which} list"), Some(net))
             } else {
                 return format!("{net} is not in the {which} list\n");
             }
@@ -444,42 +490,57 @@ async fn list_change(ctx: &ConsoleContext, name: ListName, op: ListOp) -> String
             }
         }
     };
-    let added = lists.allow.get(net).is_some() || lists.deny.get(net).is_some();
     ctx.policy.set_lists(lists);
     tracing::info!("LISTS => {reply} (console)");
     if name == ListName::Deny {
         crate::daemon::enforce_deny_list(&ctx.bans, &ctx.policy).await;
     }
-    // An allowed address is let in at once.
-    if name == ListName::Allow && added {
-        for b in ctx.bans.list().iter().filter(|b| net.contains(&b.ip)) {
-            ctx.bans.unban(b.ip, UnbanReason::Manual);
-        }
-    }
-    // Taken off the deny list: its permanent bans end, its history resets.
-    if name == ListName::Deny && !added {
-        let now_ms = ctx.bans.clock().now_ms();
-        for b in ctx.bans.list().iter().filter(|b| net.contains(&b.ip)) {
-            if b.reason.ends_with(PERMANENT) {
-                ctx.bans.unban(b.ip, UnbanReason::Manual);
-                ctx.policy.detector().unbanned(b.ip, now_ms);
-            }
-        }
-    }
-    // A denied single address is banned at once, permanently.
-    if name == ListName::Deny && added && net.prefix_len() == net.max_prefix_len() {
-        let ip = net.addr();
-        if ctx.policy.protection(ip).is_none() {
-            ctx.bans.ban_for(
-                ip,
-                &format!("deny list{PERMANENT}"),
-                Some(std::time::Duration::from_secs(crate::config::MAX_DURATION)),
-            );
-        }
+    if let Some(net) = net {
+        follow_list_change(ctx, name, net).await;
     }
     match saved {
         None => format!("{reply}\n"),
         Some(problem) => format!("error: {reply}, but {problem}\n"),
+    }
+}
+
+/// What one added or removed entry means for the bans in force.
+async fn follow_list_change(ctx: &ConsoleContext, name: ListName, net: ipnet::IpNet) {
+    let lists = ctx.policy.lists();
+    let listed = match name {
+        ListName::Allow => lists.allow.get(net).is_some(),
+        ListName::Deny => lists.deny.get(net).is_some(),
+    };
+    let inside = |ip: &std::net::IpAddr| net.contains(ip);
+    match (name, listed) {
+        // An allowed address is let in at once.
+        (ListName::Allow, true) => {
+            for b in ctx.bans.list().iter().filter(|b| inside(&b.ip)) {
+                ctx.bans.unban(b.ip, UnbanReason::Manual);
+            }
+        }
+        (ListName::Allow, false) => {}
+        // Taken off the deny list: its permanent bans end, history resets.
+        (ListName::Deny, false) => {
+            let now_ms = ctx.bans.clock().now_ms();
+            for b in ctx.bans.list().iter().filter(|b| inside(&b.ip)) {
+                if b.reason.ends_with(PERMANENT) {
+                    ctx.bans.unban(b.ip, UnbanReason::Manual);
+                    ctx.policy.detector().unbanned(b.ip, now_ms);
+                }
+            }
+        }
+        // A denied single address is banned at once, permanently.
+        (ListName::Deny, true) => {
+            let ip = net.addr();
+            if net.prefix_len() == net.max_prefix_len() && ctx.policy.protection(ip).is_none() {
+                ctx.bans.ban_for(
+                    ip,
+                    &format!("deny list{PERMANENT}"),
+                    Some(std::time::Duration::from_secs(crate::config::MAX_DURATION)),
+                );
+            }
+        }
     }
 }
 
@@ -499,6 +560,8 @@ fn help(chain: &str) -> String {
          check {{ip address}}   => which list or ban holds it, and why\n\
          allow add|del {{ip/cidr}} [note], allow list => the allow (white) list\n\
          deny add|del {{ip/cidr}} [note], deny list   => the permanent deny list\n\
+         allow|deny import {{file.csv}}, allow|deny export => CSV (address,note)\n\
+         report               => the last 24 hours: events, top sources and accounts, bans\n\
          reload               => re-read the allow and deny list files\n\
          version              => show the version\n\
          exit/quit            => exit console session\n"
