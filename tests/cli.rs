@@ -319,6 +319,27 @@ fn check_config_fails_on_a_bad_white_list_naming_its_line() {
 }
 
 #[test]
+fn check_config_accepts_notes_in_the_white_list() {
+    // The white list is the allow list: the daemon reads notes after the
+    // address, so the check must too.
+    let tmp = TempDir::new("check-wl-notes");
+    let wl = tmp.write("notes.wl", "198.51.100.0/24 head office\n2001:db8::7 pbx\n");
+    let conf = tmp.config(Some(&wl), "[ami]\npass = \"getout\"\n");
+    let run = sipban(&["--check-config", "-c", s(&conf)]);
+    assert!(
+        run.stdout.contains("# config OK"),
+        "{}{}",
+        run.stdout,
+        run.stderr
+    );
+    assert!(
+        run.stdout.contains("# white list: 2 entries"),
+        "{}",
+        run.stdout
+    );
+}
+
+#[test]
 fn check_config_fails_clearly_on_a_missing_config() {
     let run = sipban(&["--check-config", "-c", "/nonexistent.conf"]);
     run.assert_failed();

@@ -1,29 +1,18 @@
-//! The white list file: one IP or CIDR per line (IPv4 or IPv6), `#` starts a
-//! comment, blank lines are ignored. A bad line is an error naming file:line.
+//! The white list file: one IP or CIDR per line (IPv4 or IPv6), an optional
+//! note after it, `#` starts a comment, blank lines are ignored. A bad line
+//! is an error naming file:line.
 
 use std::net::IpAddr;
-use std::path::{Path, PathBuf};
+use std::path::Path;
 
 use ipnet::IpNet;
-use thiserror::Error;
 
-#[derive(Debug, Error)]
-pub enum ListError {
-    #[error("{path}:{line}: {text:?} is not an IP address or CIDR")]
-    BadLine {
-        path: PathBuf,
-        line: usize,
-        text: String,
-    },
-    #[error("cannot read {path}: {source}")]
-    Io {
-        path: PathBuf,
-        #[source]
-        source: std::io::Error,
-    },
-}
+use super::lists::AddressList;
+pub use super::lists::{ListError, parse_net};
 
-/// Parsed entries, kept in file order for `wl`.
+/// The networks of the white list, in file order (for `wl`). The file is
+/// the allow list, so it is read by the allow list's parser: the same
+/// format (notes after the address included) and the same errors.
 #[derive(Clone, Debug, Default)]
 pub struct Whitelist {
     nets: Vec<IpNet>,
@@ -35,33 +24,13 @@ impl Whitelist {
     }
 
     pub fn parse(text: &str, path: &Path) -> Result<Self, ListError> {
-        let mut nets = Vec::new();
-        for (idx, raw) in text.lines().enumerate() {
-            let entry = raw.split('#').next().unwrap_or_default().trim();
-            if entry.is_empty() {
-                continue;
-            }
-            let net = parse_net(entry).ok_or_else(|| ListError::BadLine {
-                path: path.to_path_buf(),
-                line: idx + 1,
-                text: raw.trim().to_string(),
-            })?;
-            nets.push(net);
-        }
-        Ok(Whitelist { nets })
+        AddressList::parse(text, path).map(|list| Whitelist { nets: list.nets() })
     }
 
     /// Reads `path`; a missing file is an empty list (the original behaved so)
     /// and the caller is told, so it can warn.
     pub fn load(path: &Path) -> Result<(Self, bool), ListError> {
-        match std::fs::read_to_string(path) {
-            Ok(text) => Ok((Self::parse(&text, path)?, true)),
-            Err(e) if e.kind() == std::io::ErrorKind::NotFound => Ok((Self::default(), false)),
-            Err(source) => Err(ListError::Io {
-                path: path.to_path_buf(),
-                source,
-            }),
-        }
+        AddressList::load(path).map(|(list, found)| (Whitelist { nets: list.nets() }, found))
     }
 
     /// The entry covering `ip`, if any.
@@ -73,17 +42,6 @@ impl Whitelist {
     pub fn entries(&self) -> &[IpNet] {
         &self.nets
     }
-}
-
-/// `192.0.2.1`, `192.0.2.0/24`, `2001:db8::/32`; host bits in a CIDR are
-/// cleared (`192.0.2.7/24` covers `192.0.2.0/24`).
-pub fn parse_net(s: &str) -> Option<IpNet> {
-    if let Ok(net) = s.parse::<IpNet>() {
-        return Some(net.trunc());
-    }
-    s.parse::<IpAddr>()
-        .ok()
-        .map(|ip| IpNet::from(ip.to_canonical()))
 }
 
 #[cfg(test)]
@@ -111,6 +69,12 @@ mod tests {
         assert!(hit("2001:db8::8").is_none());
         // IPv4-mapped IPv6 is the IPv4 host.
         assert!(hit("::ffff:198.51.100.1").is_some());
+    }
+
+    #[test]
+    fn notes_after_the_address_are_accepted() {
+        let w = wl("198.51.100.0/24 head office\n");
+        assert_eq!(w.entries()[0].to_string(), "198.51.100.0/24");
     }
 
     #[test]
