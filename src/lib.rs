@@ -23,6 +23,7 @@
 //!   [`client`] is the command-line client of the console.
 
 pub mod ami;
+pub mod atomic_file;
 pub mod bans;
 pub mod client;
 pub mod clock;

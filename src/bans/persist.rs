@@ -3,7 +3,7 @@
 //! torn one. The original SIPban's format (`# [date]` then `ip,expiry` lines)
 //! is read too, for migration.
 
-use std::fs::{self, File};
+use std::fs;
 use std::io::Write;
 use std::net::IpAddr;
 use std::path::{Path, PathBuf};
@@ -90,17 +90,7 @@ pub fn write_rows<'a>(
         path: path.to_path_buf(),
         source,
     };
-    let dir = match path.parent() {
-        Some(d) if !d.as_os_str().is_empty() => d.to_path_buf(),
-        _ => PathBuf::from("."),
-    };
-    let file_name = path
-        .file_name()
-        .map(|n| n.to_string_lossy())
-        .unwrap_or_default();
-    let tmp = dir.join(format!(".{file_name}.tmp"));
-    let result = (|| {
-        let mut f = std::io::BufWriter::with_capacity(64 * 1024, File::create(&tmp)?);
+    crate::atomic_file::replace(path, |f| {
         write!(f, "{{\n  \"version\": 1,\n  \"written\": {now},\n")?;
         if let Some(h) = history {
             writeln!(f, "  \"history\": {h},")?;
@@ -114,18 +104,9 @@ pub fn write_rows<'a>(
                 "{sep}\n    {{ \"ip\": \"{ip}\", \"expiry\": {expiry}, \"reason\": {reason}, \"count\": {count} }}"
             )?;
         }
-        f.write_all(b"\n  ]\n}\n")?;
-        let f = f.into_inner().map_err(|e| e.into_error())?;
-        f.sync_all()?;
-        drop(f);
-        fs::rename(&tmp, path)?;
-        // Make the rename itself durable.
-        File::open(&dir)?.sync_all()
-    })();
-    if result.is_err() {
-        let _ = fs::remove_file(&tmp);
-    }
-    result.map_err(werr)
+        f.write_all(b"\n  ]\n}\n")
+    })
+    .map_err(werr)
 }
 
 /// The `history` part of a JSON dump, if any.

@@ -22,7 +22,7 @@
 use std::collections::HashMap;
 use std::collections::hash_map::Entry;
 use std::fmt;
-use std::fs::{self, File};
+use std::fs;
 use std::hash::Hash;
 use std::io::Write;
 use std::net::IpAddr;
@@ -251,9 +251,12 @@ impl AddressList {
     /// are not kept (the header says so).
     pub fn save(&self, path: &Path) -> Result<(), ListError> {
         let target = fs::canonicalize(path).unwrap_or_else(|_| path.to_path_buf());
-        write_atomic(&target, self.to_text().as_bytes()).map_err(|source| ListError::Write {
-            path: path.to_path_buf(),
-            source,
+        let text = self.to_text();
+        crate::atomic_file::replace(&target, |f| f.write_all(text.as_bytes())).map_err(|source| {
+            ListError::Write {
+                path: path.to_path_buf(),
+                source,
+            }
         })
     }
 
@@ -549,37 +552,6 @@ fn csv_fields(line: &str) -> Result<Vec<String>, &'static str> {
             }
         }
     }
-}
-
-/// Temp file in the same directory, fsync, rename over `path`, fsync of the
-/// directory (as the ban dump does); the temp file is removed on failure and
-/// the new file keeps the old one's permissions.
-fn write_atomic(path: &Path, data: &[u8]) -> std::io::Result<()> {
-    let dir = match path.parent() {
-        Some(d) if !d.as_os_str().is_empty() => d.to_path_buf(),
-        _ => PathBuf::from("."),
-    };
-    let file_name = path
-        .file_name()
-        .map(|n| n.to_string_lossy())
-        .unwrap_or_default();
-    let tmp = dir.join(format!(".{file_name}.tmp"));
-    let result = (|| {
-        let mut f = File::create(&tmp)?;
-        // Keep the old file's mode: a list kept private stays private.
-        if let Ok(meta) = fs::metadata(path) {
-            f.set_permissions(meta.permissions())?;
-        }
-        f.write_all(data)?;
-        f.sync_all()?;
-        drop(f);
-        fs::rename(&tmp, path)?;
-        File::open(&dir)?.sync_all()
-    })();
-    if result.is_err() {
-        let _ = fs::remove_file(&tmp);
-    }
-    result
 }
 
 /// An address family's bits as an integer, most significant bit first.
