@@ -491,23 +491,24 @@ async fn promote(
     );
     let mut lists = (*policy.lists()).clone();
     let _ = lists.deny.add(ipnet::IpNet::from(ip), Some(&note));
-    if let Some(path) = deny_path {
-        let list = lists.deny.clone();
-        let path = path.to_path_buf();
-        match tokio::task::spawn_blocking(move || list.save(&path)).await {
-            Ok(Ok(())) => {}
-            Ok(Err(e)) => tracing::error!("DENY LIST => not saved: {e}"),
-            Err(e) => tracing::error!("DENY LIST => not saved: {e}"),
-        }
+    if let Some(path) = deny_path
+        && let Err(e) = save_list(lists.deny.clone(), path.to_path_buf()).await
+    {
+        tracing::error!("DENY LIST => not saved: {e}");
     }
     policy.set_lists(lists);
     tracing::info!("DENY => {ip} added to the deny list ({reason})");
     enforce_deny_list(bans, policy).await;
-    bans.ban_for(
-        ip,
-        &format!("{reason}; permanent"),
-        Some(Duration::from_secs(crate::config::MAX_DURATION)),
-    );
+    bans.ban_permanently(ip, reason);
+}
+
+/// Writes a list file off the async runtime (atomic, see
+/// [`crate::atomic_file`]).
+pub async fn save_list(list: AddressList, path: PathBuf) -> Result<(), String> {
+    match tokio::task::spawn_blocking(move || list.save(&path)).await {
+        Ok(result) => result.map_err(|e| e.to_string()),
+        Err(e) => Err(e.to_string()),
+    }
 }
 
 /// Drops idle per-source state and forgotten history once a minute.

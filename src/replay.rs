@@ -100,7 +100,7 @@ pub async fn replay(
                 permanent,
             } => {
                 let reason = if permanent {
-                    format!("{reason}; permanent")
+                    format!("{reason}{}", crate::bans::PERMANENT)
                 } else {
                     reason
                 };

@@ -21,7 +21,7 @@ use crate::clock::{Clock, UnixTime};
 use crate::firewall::sets::REFRESH_STEP;
 use crate::firewall::{Firewall, FirewallError, Reconciled};
 pub use persist::{DumpEntry, DumpError};
-pub use store::{Ban, BanStore, Upsert};
+pub use store::{Ban, BanStore, PERMANENT, Upsert};
 
 /// Restored bans logged one by one; beyond this, a count.
 const LOG_EACH: usize = 100;
@@ -143,6 +143,13 @@ impl BanManager {
         let secs = ban_for.unwrap_or(self.ban_time).as_secs();
         let expires = self.clock.now().saturating_add(secs);
         self.ban_until(ip, expires, reason, 1)
+    }
+
+    /// Bans `ip` for good ([`MAX_DURATION`](crate::config::MAX_DURATION)),
+    /// marked so listings tell it from a timed ban.
+    pub fn ban_permanently(&self, ip: IpAddr, reason: &str) -> Upsert {
+        let forever = Duration::from_secs(crate::config::MAX_DURATION);
+        self.ban_for(ip, &format!("{reason}{PERMANENT}"), Some(forever))
     }
 
     fn ban_until(&self, ip: IpAddr, expires: UnixTime, reason: &str, count: u32) -> Upsert {

@@ -25,6 +25,16 @@ pub struct Ban {
     pub active: bool,
 }
 
+/// Reason suffix of a ban that lasts for good (the source was moved to the
+/// deny list, or listed there).
+pub const PERMANENT: &str = "; permanent";
+
+impl Ban {
+    pub fn is_permanent(&self) -> bool {
+        self.reason.ends_with(PERMANENT)
+    }
+}
+
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub enum Upsert {
     /// Not banned before: the firewall needs a new entry.

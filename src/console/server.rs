@@ -293,16 +293,10 @@ fn entries_text(list: &crate::policy::lists::AddressList) -> String {
     list.entries().iter().map(|e| format!("{e}\n")).collect()
 }
 
-/// Bans promoted to the deny list carry this reason suffix.
-const PERMANENT: &str = "; permanent";
-
 fn status(ctx: &ConsoleContext, view: StatusView) -> String {
     let lists = ctx.policy.lists();
     let bans = ctx.bans.list();
-    let permanent = bans
-        .iter()
-        .filter(|b| b.reason.ends_with(PERMANENT))
-        .count();
+    let permanent = bans.iter().filter(|b| b.is_permanent()).count();
     let mut out = format!(
         "{:<22}{:>8}\n{:<22}{:>8}\n{:<22}{:>8}\n{:<22}{:>8}\n{:<22}{:>8}\n",
         "List",
@@ -482,12 +476,10 @@ async fn list_change(ctx: &ConsoleContext, name: ListName, op: ListOp) -> String
                 ListName::Allow => allow.clone(),
                 ListName::Deny => deny.clone(),
             };
-            let list = list.clone();
-            match tokio::task::spawn_blocking(move || list.save(&path)).await {
-                Ok(Ok(())) => None,
-                Ok(Err(e)) => Some(format!("not saved: {e}")),
-                Err(e) => Some(format!("not saved: {e}")),
-            }
+            crate::daemon::save_list(list.clone(), path)
+                .await
+                .err()
+                .map(|e| format!("not saved: {e}"))
         }
     };
     ctx.policy.set_lists(lists);
@@ -524,7 +516,7 @@ async fn follow_list_change(ctx: &ConsoleContext, name: ListName, net: ipnet::Ip
         (ListName::Deny, false) => {
             let now_ms = ctx.bans.clock().now_ms();
             for b in ctx.bans.list().iter().filter(|b| inside(&b.ip)) {
-                if b.reason.ends_with(PERMANENT) {
+                if b.is_permanent() {
                     ctx.bans.unban(b.ip, UnbanReason::Manual);
                     ctx.policy.detector().unbanned(b.ip, now_ms);
                 }
@@ -534,11 +526,7 @@ async fn follow_list_change(ctx: &ConsoleContext, name: ListName, net: ipnet::Ip
         (ListName::Deny, true) => {
             let ip = net.addr();
             if net.prefix_len() == net.max_prefix_len() && ctx.policy.protection(ip).is_none() {
-                ctx.bans.ban_for(
-                    ip,
-                    &format!("deny list{PERMANENT}"),
-                    Some(std::time::Duration::from_secs(crate::config::MAX_DURATION)),
-                );
+                ctx.bans.ban_permanently(ip, "deny list");
             }
         }
     }
