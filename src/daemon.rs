@@ -390,24 +390,23 @@ impl Daemon {
 /// that cannot be parsed is moved aside (never overwritten) and the daemon
 /// starts without it.
 async fn restore_at_start(bans: &Arc<BanManager>, policy: &Arc<Policy>) {
-    if let Some(path) = bans.dump_path()
-        && !policy.is_original()
-        && let Ok(Some(history)) = crate::bans::persist::read_history(path)
-    {
-        match serde_json::from_value(history) {
-            Ok(h) => {
-                let n = policy.detector().load_history(h, bans.clock().now_ms());
-                tracing::info!("RESTORE => history of {n} sources");
-            }
-            Err(e) => tracing::warn!("RESTORE => history ignored: {e}"),
-        }
-    }
     let p = Arc::clone(policy);
     match bans
         .restore(move |ip| p.protection(ip).map(|pr| pr.to_string()))
         .await
     {
-        Ok(_) => {}
+        Ok(restored) => {
+            let history = restored.and_then(|r| r.history);
+            if let Some(history) = history.filter(|_| !policy.is_original()) {
+                match serde_json::from_value(history) {
+                    Ok(h) => {
+                        let n = policy.detector().load_history(h, bans.clock().now_ms());
+                        tracing::info!("RESTORE => history of {n} sources");
+                    }
+                    Err(e) => tracing::warn!("RESTORE => history ignored: {e}"),
+                }
+            }
+        }
         Err(e) => {
             tracing::error!("RESTORE => {e}");
             if let Some(path) = bans.dump_path() {

@@ -56,6 +56,8 @@ pub struct Restored {
     pub present: usize,
     /// Entries for protected addresses (white list, loopback, AMI host).
     pub spared: Vec<(IpAddr, String)>,
+    /// The policy's history saved with the bans, for the caller to load.
+    pub history: Option<serde_json::Value>,
 }
 
 pub struct BanManager {
@@ -305,16 +307,18 @@ impl BanManager {
         let Some(path) = self.dump_path.clone() else {
             return Ok(None);
         };
-        let entries = tokio::task::spawn_blocking(move || persist::read(&path))
+        let dump = tokio::task::spawn_blocking(move || persist::read_dump(&path))
             .await
             .map_err(|e| DumpError::Read {
                 path: PathBuf::new(),
                 source: std::io::Error::other(e.to_string()),
             })??;
-        let Some(entries) = entries else {
+        let Some(dump) = dump else {
             return Ok(None);
         };
-        Ok(Some(self.restore_entries(entries, protected).await))
+        let mut restored = self.restore_entries(dump.bans, protected).await;
+        restored.history = dump.history;
+        Ok(Some(restored))
     }
 
     /// Bans every unexpired entry and then makes the firewall hold exactly

@@ -109,30 +109,20 @@ pub fn write_rows<'a>(
     .map_err(werr)
 }
 
-/// The `history` part of a JSON dump, if any.
-pub fn read_history(path: &Path) -> Result<Option<serde_json::Value>, DumpError> {
-    let text = match fs::read_to_string(path) {
-        Ok(t) => t,
-        Err(e) if e.kind() == std::io::ErrorKind::NotFound => return Ok(None),
-        Err(source) => {
-            return Err(DumpError::Read {
-                path: path.to_path_buf(),
-                source,
-            });
-        }
-    };
-    if !text.trim_start().starts_with('{') {
-        return Ok(None);
-    }
-    let dump: DumpFile = serde_json::from_str(&text).map_err(|source| DumpError::Json {
-        path: path.to_path_buf(),
-        source,
-    })?;
-    Ok(dump.history)
+/// A dump as read: the bans, and the policy's history (JSON dumps only).
+#[derive(Debug, Default)]
+pub struct Dump {
+    pub bans: Vec<DumpEntry>,
+    pub history: Option<serde_json::Value>,
 }
 
 /// Reads a dump in either format. `Ok(None)` when the file does not exist.
 pub fn read(path: &Path) -> Result<Option<Vec<DumpEntry>>, DumpError> {
+    Ok(read_dump(path)?.map(|d| d.bans))
+}
+
+/// Like [`read`], with the history: the file is read and parsed once.
+pub fn read_dump(path: &Path) -> Result<Option<Dump>, DumpError> {
     let text = match fs::read_to_string(path) {
         Ok(t) => t,
         Err(e) if e.kind() == std::io::ErrorKind::NotFound => return Ok(None),
@@ -143,25 +133,36 @@ pub fn read(path: &Path) -> Result<Option<Vec<DumpEntry>>, DumpError> {
             });
         }
     };
-    parse(&text, path).map(Some)
+    parse_dump(&text, path).map(Some)
 }
 
 pub fn parse(text: &str, path: &Path) -> Result<Vec<DumpEntry>, DumpError> {
+    parse_dump(text, path).map(|d| d.bans)
+}
+
+fn parse_dump(text: &str, path: &Path) -> Result<Dump, DumpError> {
     if text.trim_start().starts_with('{') {
         let dump: DumpFile = serde_json::from_str(text).map_err(|source| DumpError::Json {
             path: path.to_path_buf(),
             source,
         })?;
-        return Ok(dump
+        let bans = dump
             .bans
             .into_iter()
             .map(|mut e| {
                 e.ip = e.ip.to_canonical();
                 e
             })
-            .collect());
+            .collect();
+        return Ok(Dump {
+            bans,
+            history: dump.history,
+        });
     }
-    parse_legacy(text, path)
+    Ok(Dump {
+        bans: parse_legacy(text, path)?,
+        history: None,
+    })
 }
 
 fn parse_legacy(text: &str, path: &Path) -> Result<Vec<DumpEntry>, DumpError> {
