@@ -58,18 +58,29 @@ impl Stats {
     /// One security event (any kind) from `source` naming `account`.
     pub fn event(&self, now_ms: u64, kind: &str, source: IpAddr, account: &str) {
         self.with_bucket(now_ms, |b| {
-            *b.events.entry(kind.to_string()).or_default() += 1;
+            // The hot path of a storm: allocate a key only for a new name.
+            match b.events.get_mut(kind) {
+                Some(n) => *n += 1,
+                None => {
+                    b.events.insert(kind.to_string(), 1);
+                }
+            }
             if b.sources.len() < TRACKED || b.sources.contains_key(&source) {
                 *b.sources.entry(source).or_default() += 1;
             } else {
                 b.others += 1;
             }
             let account = account.trim();
-            if !account.is_empty()
-                && account != "<unknown>"
-                && (b.accounts.len() < TRACKED || b.accounts.contains_key(account))
-            {
-                *b.accounts.entry(account.to_string()).or_default() += 1;
+            if account.is_empty() || account == "<unknown>" {
+                return;
+            }
+            let room = b.accounts.len() < TRACKED;
+            match b.accounts.get_mut(account) {
+                Some(n) => *n += 1,
+                None if room => {
+                    b.accounts.insert(account.to_string(), 1);
+                }
+                None => {}
             }
         });
     }
