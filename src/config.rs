@@ -56,6 +56,14 @@ pub struct AmiConfig {
 pub struct ControlConfig {
     pub address: IpAddr,
     pub port: u16,
+    /// `[control] secret`: a `login SECRET` is required before any command.
+    /// Required when `address` is not loopback.
+    pub secret: Option<Secret>,
+    /// A session idle this long is closed.
+    pub idle_timeout: Duration,
+    /// `[control] import_dir`: the only directory `allow|deny import PATH`
+    /// may read from (`None`: imports come from the client only).
+    pub import_dir: Option<PathBuf>,
 }
 
 #[derive(Clone, Debug)]
@@ -160,6 +168,9 @@ impl Default for Config {
             control: ControlConfig {
                 address: IpAddr::from([127, 0, 0, 1]),
                 port: 4451,
+                secret: None,
+                idle_timeout: Duration::from_secs(300),
+                import_dir: None,
             },
             ban_time: Duration::from_secs(86400),
             iptables: IptablesConfig {

@@ -34,6 +34,12 @@ use crate::policy::{Policy, Verdict, Whitelist};
 pub struct Settings {
     pub ami: AmiSettings,
     pub console: SocketAddr,
+    /// `login SECRET` required before console commands.
+    pub console_secret: Option<crate::ami::Secret>,
+    /// Idle console sessions are closed after this.
+    pub console_idle: Duration,
+    /// The only directory console imports may read from.
+    pub import_dir: Option<PathBuf>,
     pub ban_time: Duration,
     pub dump: Option<PathBuf>,
     pub whitelist: Whitelist,
@@ -61,6 +67,9 @@ impl Settings {
                 backoff: Backoff::default(),
             },
             console: SocketAddr::new(c.control.address, c.control.port),
+            console_secret: c.control.secret.clone(),
+            console_idle: c.control.idle_timeout,
+            import_dir: c.control.import_dir.clone(),
             ban_time: c.ban_time,
             dump: Some(c.iptables.dump.clone()),
             whitelist,
@@ -321,6 +330,9 @@ impl Daemon {
                 .as_ref()
                 .map(|p| (p.allow.clone(), p.deny.clone())),
             stats: Arc::clone(&stats),
+            secret: settings.console_secret.clone(),
+            idle_timeout: settings.console_idle,
+            import_dir: settings.import_dir.clone(),
         });
         tasks.push(watch("console").spawn(console::serve(listener, ctx, shutdown.clone())));
         tracing::info!("CONSOLE => listening on {console_addr}");

@@ -35,6 +35,12 @@ pub struct ConsoleContext {
     pub list_files: Option<(std::path::PathBuf, std::path::PathBuf)>,
     /// Counters for `report`.
     pub stats: Arc<crate::stats::Stats>,
+    /// `login SECRET` required before any other command.
+    pub secret: Option<crate::ami::Secret>,
+    /// Idle sessions are closed after this.
+    pub idle_timeout: std::time::Duration,
+    /// The only directory `allow|deny import PATH` may read from.
+    pub import_dir: Option<std::path::PathBuf>,
 }
 
 #[derive(Debug, PartialEq, Eq)]
