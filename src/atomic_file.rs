@@ -6,12 +6,8 @@ use std::fs::{self, File};
 use std::io::{BufWriter, Write};
 use std::path::{Path, PathBuf};
 
-/// Writes `path` through `fill`; the temp file is removed on failure and the
-/// new file keeps the old one's permissions (a private file stays private).
-pub fn replace(
-    path: &Path,
-    fill: impl FnOnce(&mut BufWriter<File>) -> std::io::Result<()>,
-) -> std::io::Result<()> {
+/// The directory and temp file [`replace`] uses for `path`.
+fn temp_of(path: &Path) -> (PathBuf, PathBuf) {
     let dir = match path.parent() {
         Some(d) if !d.as_os_str().is_empty() => d.to_path_buf(),
         _ => PathBuf::from("."),
@@ -21,6 +17,33 @@ pub fn replace(
         .map(|n| n.to_string_lossy())
         .unwrap_or_default();
     let tmp = dir.join(format!(".{file_name}.tmp"));
+    (dir, tmp)
+}
+
+/// Checks that [`replace`] can work for `path` now: its temp file can be
+/// created, written and synced next to it (then removed), and `path` is
+/// not a directory.
+pub fn probe(path: &Path) -> std::io::Result<()> {
+    if path.is_dir() {
+        return Err(std::io::Error::other("is a directory"));
+    }
+    let (_, tmp) = temp_of(path);
+    let result = (|| {
+        let mut file = File::create(&tmp)?;
+        file.write_all(b"probe")?;
+        file.sync_all()
+    })();
+    let _ = fs::remove_file(&tmp);
+    result
+}
+
+/// Writes `path` through `fill`; the temp file is removed on failure and the
+/// new file keeps the old one's permissions (a private file stays private).
+pub fn replace(
+    path: &Path,
+    fill: impl FnOnce(&mut BufWriter<File>) -> std::io::Result<()>,
+) -> std::io::Result<()> {
+    let (dir, tmp) = temp_of(path);
     let result = (|| {
         let file = File::create(&tmp)?;
         if let Ok(meta) = fs::metadata(path) {

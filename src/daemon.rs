@@ -164,6 +164,8 @@ pub enum StartError {
     Policy(#[from] crate::policy::detector::InvalidSetting),
     #[error("firewall: {0}")]
     Firewall(#[from] FirewallError),
+    #[error("dump: {0}")]
+    Dump(#[from] DumpError),
     #[error("cannot listen on {addr} for the console: {source}")]
     Console {
         addr: SocketAddr,
@@ -244,6 +246,9 @@ impl Daemon {
         if !lists.deny.is_empty() {
             tracing::info!("DENY LIST => {} entries", lists.deny.len());
         }
+        if let Some(dump) = &settings.dump {
+            crate::bans::persist::check_writable(dump)?;
+        }
         let listener = TcpListener::bind(settings.console)
             .await
             .map_err(|source| StartError::Console {
@@ -274,6 +279,12 @@ impl Daemon {
                 serde_json::to_string(&p.detector().history()).ok()
             }));
         }
+        let stats = Arc::new(crate::stats::Stats::default());
+        {
+            // A ban counts in the report once it is confirmed.
+            let (stats, clock) = (Arc::clone(&stats), bans.clock().clone());
+            bans.set_confirm_hook(Box::new(move |_| stats.ban(clock.now_ms())));
+        }
         restore_at_start(&bans, &policy).await;
         enforce_deny_list(&bans, &policy).await;
 
@@ -288,6 +299,18 @@ impl Daemon {
             watch("expiry").spawn(Arc::clone(&bans).run_expiry(shutdown.clone())),
             watch("dump writer").spawn(Arc::clone(&bans).run_dump_writer(shutdown.clone())),
         ];
+
+        {
+            // The applier thread ending before shutdown (it died) is a
+            // failure like any core task's.
+            let (fw, stop) = (bans.firewall().clone(), shutdown.clone());
+            tasks.push(watch("firewall applier").spawn(async move {
+                tokio::select! {
+                    _ = fw.closed() => {}
+                    _ = stop.cancelled() => {}
+                }
+            }));
+        }
 
         if let Some(every) = settings.firewall_check {
             tasks.push(
@@ -306,7 +329,6 @@ impl Daemon {
             }
         }));
         let deny_path = policy_settings.as_ref().map(|p| p.deny.clone());
-        let stats = Arc::new(crate::stats::Stats::default());
         tasks.push(watch("event judge").spawn(judge_events(
             events_rx,
             Arc::clone(&policy),
@@ -377,63 +399,107 @@ impl Daemon {
         Ok(n)
     }
 
-    /// Stops sources and console, writes the final dump, then removes our
-    /// firewall objects (the firewall is left as we found it).
+    /// Stops sources and console and writes the final dump; only once it
+    /// is written are our firewall objects removed (the firewall is left as
+    /// we found it). If the dump cannot be written (a full disk), the
+    /// firewall is left as it is, with its timeouts, for the next start to
+    /// take over: a failed stop never loses a ban.
     pub async fn stop(self) -> Result<(), DumpError> {
-        self.shutdown.cancel();
-        for task in self.tasks {
-            let _ = task.await;
-        }
-        let dumped = self.bans.dump().await;
-        match (&dumped, self.bans.dump_path()) {
-            (Ok(n), Some(path)) => tracing::info!("DUMP => {} ({n} bans)", path.display()),
-            (Err(e), _) => tracing::error!("DUMP => {e}"),
-            _ => {}
-        }
-        if let Err(e) = self.bans.firewall().shutdown().await {
-            tracing::error!("FIREWALL => cleanup incomplete: {e}");
+        let bans = self.halt().await;
+        let dumped = bans.dump().await;
+        match &dumped {
+            Ok(n) => {
+                if let Some(path) = bans.dump_path() {
+                    tracing::info!("DUMP => {} ({n} bans)", path.display());
+                }
+                if let Err(e) = bans.firewall().shutdown().await {
+                    tracing::error!("FIREWALL => cleanup incomplete: {e}");
+                }
+            }
+            Err(e) => tracing::error!(
+                "DUMP => {e}; the firewall is left as it is (its bans lapse on their kernel timeouts; the next start takes them over)"
+            ),
         }
         tracing::info!("SipBan Stop");
         dumped.map(|_| ())
     }
+
+    /// The crash path, after a core task died: the state is dumped if it can
+    /// be, and the firewall is left exactly as it is for the next start to
+    /// take over. Never clears a ban.
+    pub async fn stop_after_failure(self) {
+        let bans = self.halt().await;
+        match bans.dump().await {
+            Ok(n) => {
+                if let Some(path) = bans.dump_path() {
+                    tracing::info!("DUMP => {} ({n} bans)", path.display());
+                }
+            }
+            Err(e) => tracing::error!("DUMP => {e}"),
+        }
+        tracing::error!(
+            "SipBan Stop after a failure: the firewall is left as it is; the next start takes it over"
+        );
+    }
+
+    /// Stops every task; the bans and the firewall stay as they are.
+    async fn halt(self) -> Arc<BanManager> {
+        self.shutdown.cancel();
+        for task in self.tasks {
+            let _ = task.await;
+        }
+        self.bans
+    }
 }
 
-/// Restores the dump at start (bans, and the detector's history). A dump
-/// that cannot be parsed is moved aside (never overwritten) and the daemon
-/// starts without it.
+/// Restores at start: the dump, its journal and what a crashed run left in
+/// the kernel (bans), and the detector's history. Entries that cannot be
+/// read are skipped and named; the dump they came from is copied aside
+/// (it is about to be rewritten) for inspection.
 async fn restore_at_start(bans: &Arc<BanManager>, policy: &Arc<Policy>) {
     let p = Arc::clone(policy);
-    match bans
-        .restore(move |ip| p.protection(ip).map(|pr| pr.to_string()))
-        .await
-    {
-        Ok(restored) => {
-            let history = restored.and_then(|r| r.history);
-            if let Some(history) = history.filter(|_| !policy.is_original()) {
-                match serde_json::from_value(history) {
-                    Ok(h) => {
-                        let n = policy.detector().load_history(h, bans.clock().now_ms());
-                        tracing::info!("RESTORE => history of {n} sources");
-                    }
-                    Err(e) => tracing::warn!("RESTORE => history ignored: {e}"),
-                }
-            }
-        }
+    let restored = bans
+        .restore_at_start(move |ip| p.protection(ip).map(|pr| pr.to_string()))
+        .await;
+    let restored = match restored {
+        Ok(r) => r,
         Err(e) => {
             tracing::error!("RESTORE => {e}");
-            if let Some(path) = bans.dump_path() {
-                let aside = path.with_extension(format!("bad-{}", bans.clock().now()));
-                match std::fs::rename(path, &aside) {
-                    Ok(()) => tracing::error!(
-                        "RESTORE => unreadable dump kept as {} for inspection",
-                        aside.display()
-                    ),
-                    Err(e) => {
-                        tracing::error!("RESTORE => could not move the unreadable dump aside: {e}")
-                    }
-                }
-            }
+            return;
         }
+    };
+    for w in &restored.warnings {
+        tracing::warn!("RESTORE => {w}");
+    }
+    if !restored.warnings.is_empty()
+        && let Some(path) = bans.dump_path()
+    {
+        keep_aside(path, bans.clock().now());
+    }
+    if let Some(history) = restored.history.filter(|_| !policy.is_original()) {
+        match serde_json::from_value(history) {
+            Ok(h) => {
+                let n = policy.detector().load_history(h, bans.clock().now_ms());
+                tracing::info!("RESTORE => history of {n} sources");
+            }
+            Err(e) => tracing::warn!("RESTORE => history ignored: {e}"),
+        }
+    }
+}
+
+/// Copies a dump that had bad entries to `<dump>.bad-<time>` (never over
+/// an existing copy), before the next dump replaces it.
+fn keep_aside(path: &std::path::Path, now: u64) {
+    let aside = path.with_extension(format!("bad-{now}"));
+    if aside.exists() || !path.exists() {
+        return;
+    }
+    match std::fs::copy(path, &aside) {
+        Ok(_) => tracing::warn!(
+            "RESTORE => the dump as it was is kept as {} for inspection",
+            aside.display()
+        ),
+        Err(e) => tracing::error!("RESTORE => could not keep a copy of the dump: {e}"),
     }
 }
 
@@ -454,18 +520,13 @@ async fn judge_events(
                 ban_for,
                 permanent: false,
             } => {
-                if bans.ban_for(event.source, &reason, ban_for) != crate::bans::Upsert::Extended {
-                    stats.ban(now_ms);
-                }
+                bans.ban_for(event.source, &reason, ban_for);
             }
             Verdict::Ban {
                 reason,
                 permanent: true,
                 ..
-            } => {
-                stats.ban(now_ms);
-                promote(&policy, &bans, deny_path.as_deref(), event.source, &reason).await
-            }
+            } => promote(&policy, &bans, deny_path.as_deref(), event.source, &reason).await,
             Verdict::Spared(why) => tracing::info!(
                 "WHITE LIST => {} not blocked ({}, {} account {:?}; {why})",
                 event.source,
@@ -567,7 +628,7 @@ impl Drop for Watch {
 
 /// Puts the deny list in force in the firewall (permanent, CIDR as well).
 pub async fn enforce_deny_list(bans: &BanManager, policy: &Policy) {
-    let nets = policy.lists().deny.nets();
+    let nets = policy.kernel_deny_nets();
     let n = nets.len();
     match bans.firewall().set_denied(nets).await {
         Ok(()) if n > 0 => tracing::info!("DENY LIST => {n} entries in the firewall"),

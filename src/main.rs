@@ -309,6 +309,7 @@ async fn daemon(cli: &Cli) -> Result<()> {
     let c = loaded.config;
     let (wl, warning) = load_whitelist(&c.iptables.white_list)?;
     let _log = sipban::logging::init(Some(&c.log_file), cli.foreground, cli.verbose)?;
+    log_panics();
     for w in loaded.warnings.iter().chain(warning.iter()) {
         tracing::warn!("{w}");
     }
@@ -326,11 +327,11 @@ async fn daemon(cli: &Cli) -> Result<()> {
     let mut term = signal(SignalKind::terminate()).context("SIGTERM handler")?;
     let mut int = signal(SignalKind::interrupt()).context("SIGINT handler")?;
     let mut hup = signal(SignalKind::hangup()).context("SIGHUP handler")?;
-    let mut failure = None;
+    let mut failed = false;
     loop {
         tokio::select! {
             _ = daemon.failed() => {
-                failure = Some("an internal task stopped unexpectedly");
+                failed = true;
                 break;
             }
             _ = term.recv() => break,
@@ -342,16 +343,30 @@ async fn daemon(cli: &Cli) -> Result<()> {
             }
         }
     }
-    if failure.is_none() {
-        tracing::info!("SIGNAL => stopping");
+    if failed {
+        // The crash path: never clear the firewall (see Daemon::stop_after_failure).
+        let _ = tokio::time::timeout(Duration::from_secs(25), daemon.stop_after_failure()).await;
+        bail!(
+            "an internal task stopped unexpectedly; exiting so the service manager restarts sipban"
+        );
     }
+    tracing::info!("SIGNAL => stopping");
     // A stuck firewall tool must not keep systemd waiting forever.
     match tokio::time::timeout(Duration::from_secs(25), daemon.stop()).await {
-        Ok(Ok(())) => match failure {
-            Some(why) => bail!("{why}; exiting so the service manager restarts sipban"),
-            None => Ok(()),
-        },
-        Ok(Err(e)) => Err(e.into()),
+        Ok(Ok(())) => Ok(()),
+        Ok(Err(e)) => Err(anyhow::anyhow!(
+            "{e}; the firewall was left as it is for the next start"
+        )),
         Err(_) => bail!("shutdown timed out"),
     }
+}
+
+/// A panic anywhere is logged (with where) before the task or thread dies;
+/// the daemon then takes the crash path, which leaves the firewall alone.
+fn log_panics() {
+    let default = std::panic::take_hook();
+    std::panic::set_hook(Box::new(move |info| {
+        tracing::error!("PANIC => {info}");
+        default(info);
+    }));
 }

@@ -44,12 +44,13 @@ impl fmt::Display for Secret {
     }
 }
 
+/// Reconnect waits: from `min`, doubling up to `max`; back to `min` once a
+/// login succeeds, so an Asterisk that restarts now and then is watched
+/// again a second after it is back.
 #[derive(Clone, Debug)]
 pub struct Backoff {
     pub min: Duration,
     pub max: Duration,
-    /// A connection that stayed logged in this long resets the backoff.
-    pub stable: Duration,
 }
 
 impl Default for Backoff {
@@ -57,19 +58,15 @@ impl Default for Backoff {
         Backoff {
             min: Duration::from_secs(1),
             max: Duration::from_secs(30),
-            stable: Duration::from_secs(60),
         }
     }
 }
 
 impl Backoff {
     /// The wait before the next attempt: back to `min` if the session that
-    /// just ended stayed logged in for `stable`.
-    pub fn current(&self, wait: Duration, logged_in_for: Option<Duration>) -> Duration {
-        match logged_in_for {
-            Some(up) if up >= self.stable => self.min,
-            _ => wait,
-        }
+    /// just ended had logged in.
+    pub fn current(&self, wait: Duration, logged_in: bool) -> Duration {
+        if logged_in { self.min } else { wait }
     }
 
     /// Doubles the wait, up to `max`.
@@ -77,6 +74,9 @@ impl Backoff {
         (wait * 2).clamp(self.min, self.max)
     }
 }
+
+/// What every Asterisk manager says first (`Asterisk Call Manager/9.0.0`).
+const BANNER: &str = "Asterisk Call Manager/";
 
 #[derive(Clone, Debug)]
 pub struct AmiSettings {
@@ -107,6 +107,8 @@ pub enum AmiError {
     Timeout(Duration, &'static str),
     #[error("AMI login failed: {0}")]
     LoginFailed(String),
+    #[error("{target} is not an Asterisk manager (it said {banner:?}); the secret was not sent")]
+    NotAsterisk { target: String, banner: String },
     #[error("connection closed by Asterisk")]
     Eof,
     #[error("no Pong within {0:?}: link considered dead")]
@@ -213,12 +215,16 @@ impl Client {
                     error,
                     logged_in_for,
                 } => {
-                    backoff = self.settings.backoff.current(backoff, logged_in_for);
+                    backoff = self
+                        .settings
+                        .backoff
+                        .current(backoff, logged_in_for.is_some());
                     if logged_in_for.is_some() {
                         tracing::warn!("AMI => disconnected from {target}: {error}");
                     } else {
                         match &error {
                             AmiError::LoginFailed(_) => tracing::error!("{error}"),
+                            AmiError::NotAsterisk { .. } => tracing::error!("AMI => {error}"),
                             _ => tracing::warn!("AMI => {error}"),
                         }
                     }
@@ -259,8 +265,16 @@ impl Client {
         let _ = stream.set_nodelay(true);
         let mut framed = Framed::new(stream, AmiCodec::new());
         match timeout(wait, framed.next()).await {
+            Ok(Some(Ok(AmiFrame::Banner(banner)))) if banner.starts_with(BANNER) => {
+                tracing::debug!("AMI banner: {banner:?}");
+            }
+            // Whatever answered is not Asterisk: the secret stays here.
             Ok(Some(Ok(AmiFrame::Banner(banner)))) => {
-                tracing::debug!("AMI banner: {banner}");
+                let banner = banner.chars().take(80).collect();
+                return failed(AmiError::NotAsterisk {
+                    target: target.to_string(),
+                    banner,
+                });
             }
             Ok(Some(Ok(_))) | Ok(None) => return failed(AmiError::Eof),
             Ok(Some(Err(e))) => return failed(e.into()),
@@ -403,27 +417,18 @@ mod tests {
     use super::*;
 
     #[test]
-    fn backoff_doubles_to_the_cap_and_resets_after_a_stable_minute() {
+    fn backoff_doubles_to_the_cap_and_resets_after_a_login() {
         let b = Backoff::default();
         let mut wait = b.min;
         let mut seen = vec![];
         for _ in 0..7 {
-            wait = b.current(wait, None);
+            wait = b.current(wait, false);
             seen.push(wait.as_secs());
             wait = b.after_wait(wait);
         }
         assert_eq!(seen, vec![1, 2, 4, 8, 16, 30, 30]);
-        // A short-lived session does not reset; a stable one does.
-        assert_eq!(
-            b.current(Duration::from_secs(30), Some(Duration::from_secs(5)))
-                .as_secs(),
-            30
-        );
-        assert_eq!(
-            b.current(Duration::from_secs(30), Some(Duration::from_secs(60)))
-                .as_secs(),
-            1
-        );
+        // A session that logged in resets it, however short it was.
+        assert_eq!(b.current(Duration::from_secs(30), true).as_secs(), 1);
     }
 
     #[test]

@@ -1,16 +1,24 @@
 //! The ban store and everything that keeps it honest over time: the expiry
-//! task (sleeps until the earliest expiry, no polling scans), the dump
-//! writer (atomic, within a second of any change) and restore.
+//! task (sleeps until the earliest expiry, no polling scans), the journal
+//! and the dump (a ban is on disk within milliseconds, compacted into the
+//! dump within a second) and restore.
 //!
-//! The store's mutex is a `std::sync::Mutex` that is never held across an
-//! `.await`; firewall changes are queued to the applier while holding it, so
-//! the firewall sees changes in the same order as the store.
+//! Every change is numbered. Under the store's lock it is queued to the
+//! firewall applier (so the kernel sees changes in the store's order) and
+//! to the journal; [`confirm`] waits until both have it before a new ban's
+//! `BLOCK =>` line is written or a console `block` is answered. The store's
+//! mutex is a `std::sync::Mutex` that is never held across an `.await`.
 
+pub mod confirm;
+mod dumping;
+pub mod journal;
 pub mod persist;
+mod restore;
 pub mod store;
 
 use std::net::IpAddr;
 use std::path::PathBuf;
+use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Mutex, MutexGuard};
 use std::time::Duration;
 
@@ -20,14 +28,21 @@ use tokio_util::sync::CancellationToken;
 use crate::clock::{Clock, UnixTime};
 use crate::firewall::sets::REFRESH_STEP;
 use crate::firewall::{Firewall, FirewallError, Reconciled};
+use confirm::Confirmations;
+use journal::{Journal, Record};
 pub use persist::{DumpEntry, DumpError};
+pub use restore::Restored;
 pub use store::{Ban, BanStore, PERMANENT, Upsert};
 
 /// Restored bans logged one by one; beyond this, a count.
 const LOG_EACH: usize = 100;
 
-/// How long after a change the dump is written (kill -9 loses at most this).
+/// How long after a change the dump is written (the journal holds the
+/// change meanwhile).
 pub const DUMP_DELAY: Duration = Duration::from_millis(200);
+
+/// Reason of a ban found in the kernel after a crash and not on disk.
+pub const ADOPTED: &str = "Adopted from the firewall";
 
 /// Why a ban ended, as written in `UNBLOCK => ip (why)`.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -45,27 +60,18 @@ impl UnbanReason {
     }
 }
 
-/// Result of a `restore`.
-#[derive(Debug, Default)]
-pub struct Restored {
-    /// Bans that are active again (newly added or re-activated).
-    pub added: Vec<Ban>,
-    /// Entries whose expiry had already passed.
-    pub expired: usize,
-    /// Entries already active (their expiry may have been extended).
-    pub present: usize,
-    /// Entries for protected addresses (white list, loopback, AMI host).
-    pub spared: Vec<(IpAddr, String)>,
-    /// The policy's history saved with the bans, for the caller to load.
-    pub history: Option<serde_json::Value>,
-}
-
 pub struct BanManager {
     store: Mutex<BanStore>,
+    /// Number of the last change (taken under the store's lock).
+    seq: AtomicU64,
     firewall: Firewall,
     clock: Clock,
     ban_time: Duration,
     dump_path: Option<PathBuf>,
+    journal: Option<Journal>,
+    confirmations: Arc<Confirmations>,
+    /// Ends the confirmation task with the manager.
+    closing: CancellationToken,
     /// Wakes the expiry task when a new earliest deadline appears.
     expiry_changed: Notify,
     /// Wakes the dump writer.
@@ -79,19 +85,54 @@ pub struct BanManager {
 /// Gives the JSON of the state to dump alongside the bans.
 pub type HistoryProvider = Box<dyn Fn() -> Option<String> + Send + Sync>;
 
+impl Drop for BanManager {
+    fn drop(&mut self) {
+        self.closing.cancel();
+    }
+}
+
 impl BanManager {
+    /// With a dump path, changes are journaled next to it (see
+    /// [`journal`]); must be called inside a Tokio runtime.
     pub fn new(
         firewall: Firewall,
         clock: Clock,
         ban_time: Duration,
         dump_path: Option<PathBuf>,
     ) -> Arc<Self> {
+        let journal = dump_path.as_deref().and_then(|dump| {
+            let generation = journal::next_generation(dump);
+            match Journal::start(dump, generation) {
+                Ok(j) => Some(j),
+                Err(e) => {
+                    tracing::error!(
+                        "JOURNAL => not started: {e}; bans are confirmed by the kernel alone"
+                    );
+                    None
+                }
+            }
+        });
+        let confirmations = Arc::new(Confirmations::default());
+        let closing = CancellationToken::new();
+        {
+            let (c, kernel, closing) = (
+                Arc::clone(&confirmations),
+                firewall.committed(),
+                closing.clone(),
+            );
+            let disk = journal.as_ref().map(Journal::durable);
+            tokio::spawn(async move { c.run(kernel, disk, closing).await });
+        }
         Arc::new(BanManager {
             store: Mutex::new(BanStore::default()),
+            seq: AtomicU64::new(0),
             firewall,
             clock,
             ban_time,
             dump_path,
+            journal,
+            confirmations,
+            closing,
             expiry_changed: Notify::new(),
             dirty: Notify::new(),
             changes: tokio::sync::watch::Sender::new(0),
@@ -108,6 +149,12 @@ impl BanManager {
     /// Sets what is dumped as `history` (once).
     pub fn set_history_provider(&self, provider: HistoryProvider) {
         let _ = self.history.set(provider);
+    }
+
+    /// Called once per new ban when it is confirmed (in the kernel and on
+    /// disk), e.g. to count it in the report.
+    pub fn set_confirm_hook(&self, hook: confirm::ConfirmHook) {
+        self.confirmations.set_hook(hook);
     }
 
     /// A receiver that sees every change of the ban store.
@@ -135,6 +182,17 @@ impl BanManager {
         self.dump_path.as_ref()
     }
 
+    /// Numbers a change made under the store's lock: journals `record`
+    /// and marks the firewall queue, so confirmation can follow both.
+    fn number(&self, record: Record) -> u64 {
+        let seq = self.seq.fetch_add(1, Ordering::SeqCst) + 1;
+        if let Some(j) = &self.journal {
+            j.append(seq, record);
+        }
+        self.firewall.mark(seq);
+        seq
+    }
+
     /// Bans `ip` for the configured time (or extends its ban).
     pub fn ban(&self, ip: IpAddr, reason: &str) -> Upsert {
         self.ban_for(ip, reason, None)
@@ -142,6 +200,18 @@ impl BanManager {
 
     /// Bans `ip` for `ban_for` (the configured time if `None`).
     pub fn ban_for(&self, ip: IpAddr, reason: &str, ban_for: Option<Duration>) -> Upsert {
+        self.ban_numbered(ip, reason, ban_for).0
+    }
+
+    /// As [`Self::ban_for`], and returns once the ban is in the kernel and
+    /// on disk (for answers that promise it, such as the console's).
+    pub async fn ban_durably(&self, ip: IpAddr, reason: &str, ban_for: Option<Duration>) -> Upsert {
+        let (outcome, seq) = self.ban_numbered(ip, reason, ban_for);
+        self.confirmations.wait(seq).await;
+        outcome
+    }
+
+    fn ban_numbered(&self, ip: IpAddr, reason: &str, ban_for: Option<Duration>) -> (Upsert, u64) {
         let secs = ban_for.unwrap_or(self.ban_time).as_secs();
         let expires = self.clock.now().saturating_add(secs);
         self.ban_until(ip, expires, reason, 1)
@@ -154,62 +224,84 @@ impl BanManager {
         self.ban_for(ip, &format!("{reason}{PERMANENT}"), Some(forever))
     }
 
-    fn ban_until(&self, ip: IpAddr, expires: UnixTime, reason: &str, count: u32) -> Upsert {
+    /// Returns the outcome and the change number to wait for (the last
+    /// confirmed one if nothing new had to reach the kernel).
+    fn ban_until(&self, ip: IpAddr, expires: UnixTime, reason: &str, count: u32) -> (Upsert, u64) {
         let ip = ip.to_canonical();
         let now = self.clock.now();
-        let (outcome, wake) = {
+        let (outcome, wake, seq) = {
             let mut store = self.lock();
             let earliest = store.next_deadline();
             let outcome = store.upsert(ip, expires, reason, count);
-            let after = store.get(&ip).map_or(expires, |b| b.expires);
+            let ban = store.get(&ip);
+            let (after, count, kept_reason) = ban.as_ref().map_or((expires, count, reason), |b| {
+                (b.expires, b.count, &b.reason)
+            });
+            let record = || journal::ban_record(ip, after, kept_reason, count);
+            // Nothing new for the kernel: wait for what is already queued.
+            let mut seq = self.seq.load(Ordering::SeqCst);
             match outcome {
-                Upsert::New | Upsert::Reactivated => self
-                    .firewall
-                    .add(ip, Duration::from_secs(after.saturating_sub(now))),
+                Upsert::New | Upsert::Reactivated => {
+                    self.firewall
+                        .add(ip, Duration::from_secs(after.saturating_sub(now)));
+                    seq = self.number(record());
+                    self.confirmations.push(seq, ip, reason);
+                }
                 // Keep the kernel timeout (the backstop) ahead of the ban,
-                // with a minute to spare so a flood costs one refresh a
-                // minute rather than one per event.
+                // with a minute to spare so a flood costs one refresh (and
+                // one journal record) a minute rather than one per event.
                 Upsert::Extended => {
                     if store.kernel_until(&ip).is_some_and(|k| after > k) {
                         let k = after + REFRESH_STEP;
                         store.set_kernel_until(&ip, k);
                         self.firewall
                             .refresh(ip, Duration::from_secs(k.saturating_sub(now)));
+                        seq = self.number(record());
                     }
                 }
             }
-            (outcome, earliest != store.next_deadline())
+            (outcome, earliest != store.next_deadline(), seq)
         };
-        match outcome {
-            Upsert::New | Upsert::Reactivated => tracing::info!("BLOCK => {ip} ({reason})"),
-            Upsert::Extended => tracing::debug!("EXTEND => {ip} ({reason})"),
+        if outcome == Upsert::Extended {
+            tracing::debug!("EXTEND => {ip} ({reason})");
         }
         if wake {
             self.expiry_changed.notify_one();
         }
         self.changed();
-        outcome
+        (outcome, seq)
     }
 
     /// Removes a ban at once. `false` if `ip` was not banned.
     pub fn unban(&self, ip: IpAddr, why: UnbanReason) -> bool {
-        let ip = ip.to_canonical();
-        let removed = {
-            let mut store = self.lock();
-            let removed = store.remove(&ip);
-            if removed.as_ref().is_some_and(|b| b.active) {
-                self.firewall.delete(ip);
-            }
-            removed
-        };
-        match removed {
-            Some(_) => {
-                tracing::info!("UNBLOCK => {ip} ({})", why.text());
-                self.changed();
+        self.unban_numbered(ip, why).is_some()
+    }
+
+    /// As [`Self::unban`], and returns once the unban is in the kernel and
+    /// on disk.
+    pub async fn unban_durably(&self, ip: IpAddr, why: UnbanReason) -> bool {
+        match self.unban_numbered(ip, why) {
+            Some(seq) => {
+                self.confirmations.wait(seq).await;
                 true
             }
             None => false,
         }
+    }
+
+    fn unban_numbered(&self, ip: IpAddr, why: UnbanReason) -> Option<u64> {
+        let ip = ip.to_canonical();
+        let seq = {
+            let mut store = self.lock();
+            let removed = store.remove(&ip)?;
+            if removed.active {
+                self.firewall.delete(ip);
+            }
+            self.number(Record::Unban(ip))
+        };
+        tracing::info!("UNBLOCK => {ip} ({})", why.text());
+        self.changed();
+        Some(seq)
     }
 
     /// Number of bans held (active or flushed).
@@ -237,147 +329,6 @@ impl BanManager {
     /// Every ban, active or flushed, as it would be dumped.
     pub fn snapshot(&self) -> Vec<Ban> {
         self.lock().by_expiry()
-    }
-
-    /// Writes the dump now.
-    pub async fn dump(&self) -> Result<usize, DumpError> {
-        let Some(path) = self.dump_path.clone() else {
-            return Ok(0);
-        };
-        let (rows, reasons) = self.lock().dump_rows();
-        let history = self.history.get().and_then(|h| h());
-        let n = rows.len();
-        let now = self.clock.now();
-        tokio::task::spawn_blocking(move || {
-            let result = persist::write_rows(
-                &path,
-                rows.iter().map(|(ip, expiry, count, reason)| {
-                    let r = reasons.get(usize::from(*reason)).map_or("", |r| r);
-                    (*ip, *expiry, r, *count)
-                }),
-                now,
-                history.as_deref(),
-            );
-            drop(rows);
-            crate::release_freed_memory();
-            result
-        })
-        .await
-        .map_err(|e| DumpError::Write {
-            path: PathBuf::new(),
-            source: std::io::Error::other(e.to_string()),
-        })??;
-        Ok(n)
-    }
-
-    /// The original's `flush`: dump, then take every ban out of the firewall.
-    /// The bans stay in the dump so `restore` (or a restart) brings them back.
-    pub async fn flush(&self) -> Result<usize, DumpError> {
-        self.dump().await?;
-        let flushed = {
-            let mut store = self.lock();
-            let flushed = store.deactivate_all();
-            for ip in &flushed {
-                self.firewall.delete(*ip);
-            }
-            flushed
-        };
-        for ip in flushed.iter().take(LOG_EACH) {
-            tracing::info!("UNBLOCK => {ip} (Flush)");
-        }
-        if flushed.len() > LOG_EACH {
-            tracing::info!(
-                "UNBLOCK => ... and {} more (Flush)",
-                flushed.len() - LOG_EACH
-            );
-        }
-        if let Some(path) = &self.dump_path {
-            tracing::info!("DUMP => {} ({} bans)", path.display(), flushed.len());
-        }
-        self.changed();
-        Ok(flushed.len())
-    }
-
-    /// Loads the dump and bans every unexpired entry; entries for protected
-    /// addresses are reported, not banned. `Ok(None)`: no dump file.
-    pub async fn restore(
-        &self,
-        protected: impl Fn(IpAddr) -> Option<String>,
-    ) -> Result<Option<Restored>, DumpError> {
-        let Some(path) = self.dump_path.clone() else {
-            return Ok(None);
-        };
-        let dump = tokio::task::spawn_blocking(move || persist::read_dump(&path))
-            .await
-            .map_err(|e| DumpError::Read {
-                path: PathBuf::new(),
-                source: std::io::Error::other(e.to_string()),
-            })??;
-        let Some(dump) = dump else {
-            return Ok(None);
-        };
-        let mut restored = self.restore_entries(dump.bans, protected).await;
-        restored.history = dump.history;
-        Ok(Some(restored))
-    }
-
-    /// Bans every unexpired entry and then makes the firewall hold exactly
-    /// the active bans in one reconcile: one batch however many entries,
-    /// and after a crash the kernel's leftovers are taken over (missing
-    /// ones added, stale ones removed).
-    pub async fn restore_entries(
-        &self,
-        entries: Vec<DumpEntry>,
-        protected: impl Fn(IpAddr) -> Option<String>,
-    ) -> Restored {
-        let now = self.clock.now();
-        let mut report = Restored::default();
-        let (tx, rx) = tokio::sync::oneshot::channel();
-        let wake = {
-            let mut store = self.lock();
-            let earliest = store.next_deadline();
-            for e in entries {
-                let ip = e.ip.to_canonical();
-                if e.expiry <= now {
-                    report.expired += 1;
-                    continue;
-                }
-                if let Some(why) = protected(ip) {
-                    tracing::warn!("RESTORE => {ip} not restored: {why}");
-                    report.spared.push((ip, why));
-                    continue;
-                }
-                match store.upsert(ip, e.expiry, &e.reason, e.count) {
-                    Upsert::Extended => report.present += 1,
-                    _ => report.added.extend(store.get(&ip)),
-                }
-            }
-            self.firewall.send_reconcile(Self::desired(&store, now), tx);
-            earliest != store.next_deadline()
-        };
-        if wake {
-            self.expiry_changed.notify_one();
-        }
-        self.changed();
-        for ban in report.added.iter().take(LOG_EACH) {
-            tracing::info!("BLOCK => {} ({})", ban.ip, ban.reason);
-        }
-        if report.added.len() > LOG_EACH {
-            tracing::info!("BLOCK => ... and {} more", report.added.len() - LOG_EACH);
-        }
-        match rx.await {
-            Ok(Ok(r)) if !r.in_sync() => tracing::info!("FIREWALL => {r}"),
-            Ok(Ok(_)) => {}
-            Ok(Err(e)) => tracing::error!("FIREWALL => restore not fully applied: {e}"),
-            Err(_) => tracing::error!("FIREWALL => applier stopped during restore"),
-        }
-        tracing::info!(
-            "RESTORE => {} bans restored, {} expired, {} already present",
-            report.added.len(),
-            report.expired,
-            report.present
-        );
-        report
     }
 
     /// Active bans with their remaining time, for the firewall.
@@ -441,7 +392,8 @@ impl BanManager {
         }
     }
 
-    /// Removes every ban whose time has come.
+    /// Removes every ban whose time has come. Not journaled: an expiry
+    /// follows from the recorded expiry time.
     pub fn expire_due(&self) {
         let now = self.clock.now();
         let expired = {
@@ -459,24 +411,6 @@ impl BanManager {
         }
         if !expired.is_empty() {
             self.changed();
-        }
-    }
-
-    /// Writes the dump shortly after changes until shutdown.
-    pub async fn run_dump_writer(self: Arc<Self>, shutdown: CancellationToken) {
-        if self.dump_path.is_none() {
-            return;
-        }
-        loop {
-            tokio::select! {
-                _ = self.dirty.notified() => {}
-                _ = shutdown.cancelled() => return,
-            }
-            // Coalesce a burst of changes into one write.
-            tokio::time::sleep(DUMP_DELAY).await;
-            if let Err(e) = self.dump().await {
-                tracing::error!("DUMP => {e}");
-            }
         }
     }
 }

@@ -137,25 +137,33 @@ impl ChainBackend {
         let exists = ipt
             .chain_exists(TABLE, chain)
             .map_err(err(format!("{} -S {chain}", fam.label)))?;
+        // A crashed run's bans are kept (the restart adopts them), rebuilt
+        // with today's rule in one commit, so no packet sees the chain
+        // without them.
+        let mut kept: Vec<IpAddr> = Vec::new();
         if exists {
-            let stale = list_rules(&ipt, chain)
-                .map(|rules| rules.iter().filter(|r| r.contains(" -s ")).count())
-                .unwrap_or(0);
-            ipt.flush_chain(TABLE, chain)
-                .map_err(err(format!("{} -F {chain}", fam.label)))?;
+            let mut seen = HashSet::new();
+            for ip in list_rules(&ipt, chain)?
+                .iter()
+                .filter_map(|r| ban_source(r, chain))
+            {
+                if seen.insert(ip) {
+                    kept.push(ip);
+                }
+            }
+        }
+        refill_chain(&ipt, chain, &kept, &fam.action)?;
+        if exists {
             tracing::info!(
-                "CHAIN => {chain} taken over ({}, {stale} old rules flushed)",
-                fam.label
+                "CHAIN => {chain} taken over ({}, {} bans kept)",
+                fam.label,
+                kept.len()
             );
         } else {
-            ipt.new_chain(TABLE, chain)
-                .map_err(err(format!("{} -N {chain}", fam.label)))?;
             tracing::info!("CHAIN => {chain} created ({})", fam.label);
         }
-        ipt.append(TABLE, chain, "-j RETURN")
-            .map_err(err(format!("{} -A {chain} -j RETURN", fam.label)))?;
         // A crashed run's deny entries: unreferenced now that our chain is
-        // flushed; the deny list in force comes with `set_denied`.
+        // rebuilt; the deny list in force comes with `set_denied`.
         let deny = self.deny_chain();
         if remove_deny(&ipt, chain, &deny)? {
             tracing::info!("CHAIN => stale {deny} removed ({})", fam.label);
@@ -166,7 +174,7 @@ impl ChainBackend {
             .map_err(err(format!("{} -D {HOOK} {jump}", fam.label)))?;
         ipt.insert(TABLE, HOOK, &jump, 1)
             .map_err(err(format!("{} -I {HOOK} 1 {jump}", fam.label)))?;
-        fam.known.clear();
+        fam.known = kept.into_iter().collect();
         fam.ipt = Some(ipt);
         Ok(())
     }
@@ -252,6 +260,11 @@ impl Backend for ChainBackend {
         self.pending.push((ip, false));
     }
 
+    /// One `iptables` call per change: a few milliseconds each.
+    fn batch_limit(&self) -> usize {
+        16
+    }
+
     fn commit(&mut self) -> Result<(), FirewallError> {
         let mut failures = Vec::new();
         for (ip, add) in std::mem::take(&mut self.pending) {
@@ -274,7 +287,7 @@ impl Backend for ChainBackend {
                 continue;
             };
             let rules = list_rules(ipt, &chain)?;
-            let ips: Vec<IpAddr> = rules.iter().filter_map(|r| parse_source(r)).collect();
+            let ips: Vec<IpAddr> = rules.iter().filter_map(|r| ban_source(r, &chain)).collect();
             fam.known = ips.iter().copied().collect();
             out.extend(ips);
         }
@@ -437,6 +450,37 @@ fn fill_deny(
     run(&restore, &["-w", "--noflush"], Some(script.as_bytes())).map(|_| ())
 }
 
+/// Makes our chain hold exactly one ban rule per address of `bans`, then
+/// the final RETURN, in one `iptables-restore --noflush` commit (creating
+/// the chain if needed).
+fn refill_chain(
+    ipt: &IPTables,
+    chain: &str,
+    bans: &[IpAddr],
+    action: &Action,
+) -> Result<(), FirewallError> {
+    let mut script = String::with_capacity(64 + bans.len() * 64);
+    let _ = writeln!(script, "*{TABLE}\n:{chain} - [0:0]");
+    for ip in bans {
+        let _ = writeln!(script, "-A {chain} -s {ip} -j {action}");
+    }
+    let _ = writeln!(script, "-A {chain} -j RETURN\nCOMMIT");
+    let restore = format!("{}-restore", ipt.cmd);
+    run(&restore, &["-w", "--noflush"], Some(script.as_bytes())).map(|_| ())
+}
+
+/// The banned address of one of our chain's ban rules (`-A CHAIN -s IP/32
+/// -j ACTION`), not of its RETURN or its jump to the deny chain.
+fn ban_source(rule: &str, chain: &str) -> Option<IpAddr> {
+    let rest = rule.trim().strip_prefix("-A ")?.strip_prefix(chain)?;
+    if !rest.starts_with(' ') || rest.contains(" -j RETURN") {
+        return None;
+    }
+    let ip = parse_source(rest)?;
+    let host = rule.contains(&format!("{ip}/32")) || rule.contains(&format!("{ip}/128"));
+    host.then_some(ip)
+}
+
 /// Ensures one `-j DENY` rule in our chain, just before its final RETURN
 /// (ban rules are inserted above it). True if it had to be added.
 fn ensure_deny_jump(ipt: &IPTables, chain: &str, deny: &str) -> Result<bool, FirewallError> {
@@ -532,5 +576,22 @@ mod tests {
             Some("2001:db8::1".parse().unwrap())
         );
         assert_eq!(parse_source("-A sipban-udp -j RETURN"), None);
+        let c = "sipban-udp";
+        assert_eq!(
+            ban_source("-A sipban-udp -s 203.0.113.7/32 -j DROP", c),
+            Some("203.0.113.7".parse().unwrap())
+        );
+        assert_eq!(
+            ban_source("-A sipban-udp -s 2001:db8::1/128 -j REJECT", c),
+            Some("2001:db8::1".parse().unwrap())
+        );
+        assert_eq!(ban_source("-A sipban-udp -j RETURN", c), None);
+        assert_eq!(ban_source("-A sipban-udp -j sipban-udp-deny", c), None);
+        assert_eq!(
+            ban_source("-A sipban-udp-deny -s 10.0.0.0/8 -j DROP", c),
+            None
+        );
+        assert_eq!(ban_source("-A sipban-udp -s 10.0.0.0/8 -j DROP", c), None);
+        assert_eq!(ban_source("-N sipban-udp", c), None);
     }
 }

@@ -1,7 +1,7 @@
 //! A backend that touches nothing: it logs what it would do and records the
 //! calls, for `--dry-run`, `replay` and the daemon's integration tests.
 
-use std::collections::{BTreeSet, VecDeque};
+use std::collections::{BTreeMap, VecDeque};
 use std::net::IpAddr;
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
@@ -31,7 +31,8 @@ pub struct DryRunLog(Arc<Mutex<State>>);
 #[derive(Debug, Default)]
 struct State {
     ops: VecDeque<DryRunOp>,
-    banned: BTreeSet<IpAddr>,
+    /// Banned addresses and the timeout they were given.
+    banned: BTreeMap<IpAddr, Duration>,
     denied: Vec<IpNet>,
 }
 
@@ -48,7 +49,7 @@ impl DryRunLog {
         let mut log = self.lock();
         match &op {
             DryRunOp::Add(ip) => {
-                log.banned.insert(*ip);
+                log.banned.entry(*ip).or_insert(Duration::ZERO);
             }
             DryRunOp::Delete(ip) => {
                 log.banned.remove(ip);
@@ -68,7 +69,24 @@ impl DryRunLog {
 
     /// What the "kernel" would hold now.
     pub fn banned(&self) -> Vec<IpAddr> {
-        self.lock().banned.iter().copied().collect()
+        self.lock().banned.keys().copied().collect()
+    }
+
+    fn held(&self) -> Vec<super::Held> {
+        self.lock()
+            .banned
+            .iter()
+            .map(|(ip, t)| super::Held {
+                ip: *ip,
+                remaining: Some(*t),
+            })
+            .collect()
+    }
+
+    fn set_timeout(&self, ip: IpAddr, t: Duration) {
+        if let Some(held) = self.lock().banned.get_mut(&ip) {
+            *held = t;
+        }
     }
 
     /// The deny entries the "kernel" would hold now.
@@ -85,6 +103,8 @@ impl DryRunLog {
 pub struct DryRun {
     log: DryRunLog,
     pending: Vec<DryRunOp>,
+    /// Timeouts given with the pending adds and refreshes.
+    timeouts: Vec<(IpAddr, Duration)>,
     /// Log each call (off for `replay`, which prints its own report).
     quiet: bool,
 }
@@ -103,6 +123,16 @@ impl DryRun {
 
     pub fn log(&self) -> DryRunLog {
         self.log.clone()
+    }
+
+    /// A backend whose "kernel" is `log`'s: what a previous run left there
+    /// is still held, as a real kernel keeps a killed daemon's bans (tests
+    /// of the takeover after a crash).
+    pub fn with_log(log: DryRunLog) -> Self {
+        DryRun {
+            log,
+            ..Self::default()
+        }
     }
 }
 
@@ -124,6 +154,7 @@ impl Backend for DryRun {
             tracing::info!("DRY-RUN => would ban {ip} for {}s", timeout.as_secs());
         }
         self.pending.push(DryRunOp::Add(ip));
+        self.timeouts.push((ip, timeout));
     }
 
     fn refresh(&mut self, ip: IpAddr, timeout: Duration) {
@@ -131,6 +162,7 @@ impl Backend for DryRun {
             tracing::info!("DRY-RUN => would renew {ip} for {}s", timeout.as_secs());
         }
         self.pending.push(DryRunOp::Refresh(ip));
+        self.timeouts.push((ip, timeout));
     }
 
     fn delete(&mut self, ip: IpAddr) {
@@ -144,11 +176,18 @@ impl Backend for DryRun {
         for op in self.pending.drain(..) {
             self.log.record(op);
         }
+        for (ip, t) in self.timeouts.drain(..) {
+            self.log.set_timeout(ip, t);
+        }
         Ok(())
     }
 
     fn list(&mut self) -> Result<Vec<IpAddr>, FirewallError> {
         Ok(self.log.banned())
+    }
+
+    fn held(&mut self) -> Result<Vec<super::Held>, FirewallError> {
+        Ok(self.log.held())
     }
 
     fn set_denied(&mut self, nets: &[IpNet]) -> Result<(), FirewallError> {

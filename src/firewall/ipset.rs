@@ -31,7 +31,7 @@ use super::exec::{run, tool, works};
 use super::ipset_netlink::{self, Change, IpsetNetlink};
 use super::rule::Hook;
 use super::sets::{Ownership, SetSettings, kernel_timeout};
-use super::{Backend, FirewallError};
+use super::{Backend, FirewallError, Held};
 
 pub struct IpsetBackend {
     s: SetSettings,
@@ -65,6 +65,25 @@ const MAXELEM: &str = "2000000";
 const MAX_NAME: usize = 31;
 
 /// The temporary set a new deny list is loaded into before the swap.
+/// An `add SET 192.0.2.1 timeout 3597` line of `ipset save SET`.
+fn parse_saved(line: &str, set: &str) -> Option<Held> {
+    let mut w = line.split_whitespace();
+    if w.next() != Some("add") || w.next() != Some(set) {
+        return None;
+    }
+    let ip = w.next()?.parse::<IpAddr>().ok()?;
+    let mut remaining = None;
+    while let Some(word) = w.next() {
+        if word == "timeout" {
+            remaining = w
+                .next()
+                .and_then(|t| t.parse().ok())
+                .map(Duration::from_secs);
+        }
+    }
+    Some(Held { ip, remaining })
+}
+
 fn swap_name(set: &str) -> String {
     let mut cut = set.len().min(MAX_NAME - 4);
     while !set.is_char_boundary(cut) {
@@ -601,20 +620,19 @@ impl Backend for IpsetBackend {
     }
 
     fn list(&mut self) -> Result<Vec<IpAddr>, FirewallError> {
+        Ok(self.held()?.into_iter().map(|h| h.ip).collect())
+    }
+
+    fn held(&mut self) -> Result<Vec<Held>, FirewallError> {
         let mut out = Vec::new();
         for set in [&self.s.set4, &self.s.set6] {
             let saved = run(&self.ipset, &["save", set], None)?;
-            out.extend(saved.lines().filter_map(|l| {
-                let mut w = l.split_whitespace();
-                (w.next() == Some("add") && w.next() == Some(set.as_str()))
-                    .then(|| w.next()?.parse::<IpAddr>().ok())
-                    .flatten()
-            }));
+            out.extend(saved.lines().filter_map(|l| parse_saved(l, set)));
         }
         if self.s.mode == Ownership::SetOnly {
             // The administrator's own entries are not ours to reconcile away.
-            out.retain(|ip| self.known.contains(ip));
-            self.known = out.iter().copied().collect();
+            out.retain(|h| self.known.contains(&h.ip));
+            self.known = out.iter().map(|h| h.ip).collect();
         }
         Ok(out)
     }
@@ -751,6 +769,18 @@ impl Backend for IpsetBackend {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn saved_elements_with_timeouts() {
+        let h = parse_saved("add v4 192.0.2.1 timeout 3597", "v4").unwrap();
+        assert_eq!(h.ip, "192.0.2.1".parse::<IpAddr>().unwrap());
+        assert_eq!(h.remaining, Some(Duration::from_secs(3597)));
+        let h = parse_saved("add v6 2001:db8::1", "v6").unwrap();
+        assert_eq!(h.remaining, None);
+        assert!(parse_saved("add other 192.0.2.1 timeout 5", "v4").is_none());
+        assert!(parse_saved("create v4 hash:ip family inet", "v4").is_none());
+        assert!(parse_saved("add v4 not-an-ip timeout 5", "v4").is_none());
+    }
 
     #[test]
     fn swap_names_fit_ipset_limit() {

@@ -53,6 +53,14 @@ fn describe(failures: &[(IpAddr, String)]) -> String {
         .join("; ")
 }
 
+/// A ban as the kernel holds it, for taking over after a crash.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct Held {
+    pub ip: IpAddr,
+    /// The kernel's remaining timeout, where the backend has one (sets).
+    pub remaining: Option<Duration>,
+}
+
 /// One firewall type. `add`/`delete` only queue; `commit` applies the queue.
 /// Implementations must make `add` of a present IP and `delete` of an absent
 /// one harmless, so state can be re-applied after drift or a crash.
@@ -68,8 +76,26 @@ pub trait Backend: Send + 'static {
     }
     fn delete(&mut self, ip: IpAddr);
     fn commit(&mut self) -> Result<(), FirewallError>;
+    /// Most changes worth one commit. A backend that applies changes one
+    /// by one (the chain) keeps batches small, so bans are confirmed as
+    /// they reach the kernel rather than all at the end of a storm.
+    fn batch_limit(&self) -> usize {
+        MAX_BATCH
+    }
     /// The banned addresses the kernel holds right now.
     fn list(&mut self) -> Result<Vec<IpAddr>, FirewallError>;
+    /// As [`Backend::list`], with the kernel's remaining timeouts where it
+    /// keeps them, so a restart can adopt what a crashed run left.
+    fn held(&mut self) -> Result<Vec<Held>, FirewallError> {
+        Ok(self
+            .list()?
+            .into_iter()
+            .map(|ip| Held {
+                ip,
+                remaining: None,
+            })
+            .collect())
+    }
     /// Recreates our objects if someone removed them (drift); returns what
     /// was repaired. Elements are re-added by the caller's reconcile; the
     /// deny entries are put back here, from the last [`Backend::set_denied`].
@@ -136,7 +162,11 @@ enum Op {
         oneshot::Sender<Result<Reconciled, FirewallError>>,
     ),
     Barrier(oneshot::Sender<()>),
+    /// Everything queued before is in the batch being built: once it is
+    /// committed, [`Firewall::committed`] reaches this number.
+    Mark(u64),
     List(oneshot::Sender<Result<Vec<IpAddr>, FirewallError>>),
+    Held(oneshot::Sender<Result<Vec<Held>, FirewallError>>),
     Deny(Vec<IpNet>, oneshot::Sender<Result<(), FirewallError>>),
     Shutdown(oneshot::Sender<Result<(), FirewallError>>),
 }
@@ -152,6 +182,8 @@ const MAX_BATCH: usize = 10_000;
 pub struct Firewall {
     tx: mpsc::UnboundedSender<Op>,
     name: &'static str,
+    /// The highest [`Firewall::mark`] whose changes were committed.
+    committed: tokio::sync::watch::Receiver<u64>,
 }
 
 impl Firewall {
@@ -167,6 +199,7 @@ impl Firewall {
         let name = backend.name();
         let (tx, rx) = mpsc::unbounded_channel();
         let (ready_tx, ready_rx) = oneshot::channel();
+        let (marks_tx, committed) = tokio::sync::watch::channel(0);
         thread::Builder::new()
             .name("sipban-firewall".into())
             .spawn(move || {
@@ -177,7 +210,7 @@ impl Firewall {
                     let flusher = options
                         .conntrack
                         .and_then(conntrack::ConntrackFlusher::start);
-                    applier(backend, rx, flusher);
+                    applier(backend, rx, flusher, marks_tx);
                 }
             })
             .map_err(|e| FirewallError::Command {
@@ -185,7 +218,38 @@ impl Firewall {
                 detail: e.to_string(),
             })?;
         ready_rx.await.map_err(|_| FirewallError::Stopped)??;
-        Ok(Firewall { tx, name })
+        Ok(Firewall {
+            tx,
+            name,
+            committed,
+        })
+    }
+
+    /// Numbers the changes queued so far: once they are committed (or
+    /// failed and were logged), [`Firewall::committed`] reaches `seq`.
+    /// Numbers must grow.
+    pub fn mark(&self, seq: u64) {
+        let _ = self.tx.send(Op::Mark(seq));
+    }
+
+    /// Follows the highest mark whose changes the kernel has.
+    pub fn committed(&self) -> tokio::sync::watch::Receiver<u64> {
+        self.committed.clone()
+    }
+
+    /// Completes when the applier thread has ended (after `shutdown`, or
+    /// because it died).
+    pub async fn closed(&self) {
+        self.tx.closed().await
+    }
+
+    /// What the kernel holds, with remaining timeouts (see [`Backend::held`]).
+    pub async fn held(&self) -> Result<Vec<Held>, FirewallError> {
+        let (tx, rx) = oneshot::channel();
+        self.tx
+            .send(Op::Held(tx))
+            .map_err(|_| FirewallError::Stopped)?;
+        rx.await.map_err(|_| FirewallError::Stopped)?
     }
 
     pub fn backend_name(&self) -> &'static str {
@@ -414,9 +478,21 @@ fn applier(
     mut backend: Box<dyn Backend>,
     mut rx: mpsc::UnboundedReceiver<Op>,
     flusher: Option<conntrack::ConntrackFlusher>,
+    marks: tokio::sync::watch::Sender<u64>,
 ) {
     let flusher = flusher.as_ref();
+    let limit = backend.batch_limit().clamp(1, MAX_BATCH);
     let mut batch = Batch::default();
+    // The highest mark taken into `batch` (or committed before it).
+    let mut mark = 0;
+    let commit_all = |backend: &mut dyn Backend, batch: &mut Batch, mark: u64| {
+        commit(backend, batch, flusher);
+        marks.send_if_modified(|m| {
+            let moved = mark > *m;
+            *m = (*m).max(mark);
+            moved
+        });
+    };
     while let Some(first) = rx.blocking_recv() {
         let mut next = Some(first);
         // Take what is already queued (a storm), up to the batch limit; an
@@ -426,20 +502,25 @@ fn applier(
                 Op::Add(ip, t) => batch.push_add(ip, t),
                 Op::Refresh(ip, t) => batch.push_refresh(ip, t),
                 Op::Delete(ip) => batch.push_delete(ip),
+                Op::Mark(seq) => mark = mark.max(seq),
                 Op::Barrier(done) => {
-                    commit(backend.as_mut(), &mut batch, flusher);
+                    commit_all(backend.as_mut(), &mut batch, mark);
                     let _ = done.send(());
                 }
                 Op::Reconcile(desired, reply) => {
-                    commit(backend.as_mut(), &mut batch, flusher);
+                    commit_all(backend.as_mut(), &mut batch, mark);
                     let _ = reply.send(reconcile(backend.as_mut(), desired));
                 }
                 Op::List(reply) => {
-                    commit(backend.as_mut(), &mut batch, flusher);
+                    commit_all(backend.as_mut(), &mut batch, mark);
                     let _ = reply.send(backend.list());
                 }
+                Op::Held(reply) => {
+                    commit_all(backend.as_mut(), &mut batch, mark);
+                    let _ = reply.send(backend.held());
+                }
                 Op::Deny(nets, reply) => {
-                    commit(backend.as_mut(), &mut batch, flusher);
+                    commit_all(backend.as_mut(), &mut batch, mark);
                     let result = backend.set_denied(&nets);
                     if let Err(e) = &result {
                         tracing::error!("FIREWALL => deny entries: {e}");
@@ -447,16 +528,16 @@ fn applier(
                     let _ = reply.send(result);
                 }
                 Op::Shutdown(reply) => {
-                    commit(backend.as_mut(), &mut batch, flusher);
+                    commit_all(backend.as_mut(), &mut batch, mark);
                     let _ = reply.send(backend.shutdown());
                     return;
                 }
             }
-            if batch.len() < MAX_BATCH {
+            if batch.len() < limit {
                 next = rx.try_recv().ok();
             }
         }
-        commit(backend.as_mut(), &mut batch, flusher);
+        commit_all(backend.as_mut(), &mut batch, mark);
     }
     // Every handle is gone without a shutdown: leave the bans in place.
 }

@@ -27,7 +27,7 @@ use super::exec::{tool, works};
 use super::libnft::Nft;
 use super::rule::Hook;
 use super::sets::{Ownership, SetSettings, kernel_timeout};
-use super::{Backend, FirewallError};
+use super::{Backend, FirewallError, Held};
 
 /// Our chain inside our table.
 const CHAIN: &str = "sipban";
@@ -401,6 +401,12 @@ fn parse_spans(json: &str) -> Option<Vec<(IpAddr, IpAddr)>> {
 
 /// Addresses in `nft -j list set` output.
 fn parse_elements(json: &str) -> Vec<IpAddr> {
+    parse_held(json).into_iter().map(|h| h.ip).collect()
+}
+
+/// Addresses in `nft -j list set` output with their remaining timeout
+/// (`expires`, seconds) where the element has one.
+fn parse_held(json: &str) -> Vec<Held> {
     let Ok(v) = serde_json::from_str::<serde_json::Value>(json) else {
         return Vec::new();
     };
@@ -411,9 +417,16 @@ fn parse_elements(json: &str) -> Vec<IpAddr> {
             continue;
         };
         for e in elems {
-            let val = if e.is_string() { e } else { &e["elem"]["val"] };
+            let (val, expires) = if e.is_string() {
+                (e, None)
+            } else {
+                (&e["elem"]["val"], e["elem"]["expires"].as_u64())
+            };
             if let Some(ip) = val.as_str().and_then(|s| s.parse().ok()) {
-                out.push(ip);
+                out.push(Held {
+                    ip,
+                    remaining: expires.map(Duration::from_secs),
+                });
             }
         }
     }
@@ -513,15 +526,19 @@ impl Backend for NftBackend {
     /// What the kernel holds; in set-only mode only the elements we added
     /// (the administrator's own entries are not ours to reconcile away).
     fn list(&mut self) -> Result<Vec<IpAddr>, FirewallError> {
+        Ok(self.held()?.into_iter().map(|h| h.ip).collect())
+    }
+
+    fn held(&mut self) -> Result<Vec<Held>, FirewallError> {
         let t = self.table();
         let mut out = Vec::new();
         for set in [self.s.set4.clone(), self.s.set6.clone()] {
             let json = self.nft.run(&format!("list set {t} {set}"))?;
-            out.extend(parse_elements(&json));
+            out.extend(parse_held(&json));
         }
         if self.s.mode == Ownership::SetOnly {
-            out.retain(|ip| self.known.contains(ip));
-            self.known = out.iter().copied().collect();
+            out.retain(|h| self.known.contains(&h.ip));
+            self.known = out.iter().map(|h| h.ip).collect();
         }
         Ok(out)
     }
@@ -657,6 +674,9 @@ mod tests {
             ]
         );
         assert!(parse_elements("not json").is_empty());
+        let held = parse_held(json);
+        assert_eq!(held[0].remaining, Some(Duration::from_secs(59)));
+        assert_eq!(held[1].remaining, None);
     }
 
     #[test]

@@ -2,6 +2,7 @@
 //! checks come first (white list, loopback, the AMI host), then the event
 //! type decides. Thresholds and escalation will live here too.
 
+pub mod cidr;
 pub mod detector;
 pub mod lists;
 pub mod whitelist;
@@ -140,6 +141,26 @@ impl Policy {
         let n = (loaded.lists.allow.len(), loaded.lists.deny.len());
         self.set_lists(loaded.lists);
         Ok(n)
+    }
+
+    /// The AMI host's addresses (never banned).
+    pub fn ami_hosts(&self) -> &[IpAddr] {
+        &self.ami_hosts
+    }
+
+    /// The deny entries as the firewall must hold them: the deny list
+    /// minus every protected network (allow list, loopback, the AMI host),
+    /// so the allow list wins in the kernel too.
+    pub fn kernel_deny_nets(&self) -> Vec<IpNet> {
+        let lists = self.lists();
+        let mut holes = lists.allow.nets();
+        holes.extend(
+            ["127.0.0.0/8", "::1/128"]
+                .iter()
+                .filter_map(|n| n.parse::<IpNet>().ok()),
+        );
+        holes.extend(self.ami_hosts.iter().map(|ip| IpNet::from(*ip)));
+        cidr::subtract(&lists.deny.nets(), &holes)
     }
 
     /// True when running the original's rule (no detector state).

@@ -28,6 +28,12 @@ struct Shared {
     /// Clients currently logged in.
     live: AtomicUsize,
     changed: Notify,
+    /// The first line sent (`None`: Asterisk 20's).
+    banner: std::sync::Mutex<Option<String>>,
+    /// Every `Secret:` a client sent.
+    secrets: std::sync::Mutex<Vec<String>>,
+    /// When each connection was accepted (Tokio's clock: virtual when paused).
+    accepted: std::sync::Mutex<Vec<tokio::time::Instant>>,
 }
 
 pub struct FakeAmi {
@@ -63,6 +69,11 @@ impl FakeAmi {
                     // plus delayed ACKs would add ~40 ms to isolated events.
                     let _ = sock.set_nodelay(true);
                     shared.connections.fetch_add(1, Ordering::SeqCst);
+                    shared
+                        .accepted
+                        .lock()
+                        .unwrap()
+                        .push(tokio::time::Instant::now());
                     tokio::spawn(serve(
                         sock,
                         Arc::clone(&shared),
@@ -85,6 +96,21 @@ impl FakeAmi {
         self.shared.login_ok.store(ok, Ordering::SeqCst);
     }
 
+    /// The first line new connections get, instead of Asterisk's banner.
+    pub fn set_banner(&self, banner: &str) {
+        *self.shared.banner.lock().unwrap() = Some(banner.to_string());
+    }
+
+    /// The secrets clients sent with `Action: Login`.
+    pub fn secrets_seen(&self) -> Vec<String> {
+        self.shared.secrets.lock().unwrap().clone()
+    }
+
+    /// When each connection was accepted.
+    pub fn connection_times(&self) -> Vec<tokio::time::Instant> {
+        self.shared.accepted.lock().unwrap().clone()
+    }
+
     pub fn set_answer_pings(&self, yes: bool) {
         self.shared.answer_pings.store(yes, Ordering::SeqCst);
     }
@@ -105,12 +131,14 @@ impl FakeAmi {
         self.shared.connections.load(Ordering::SeqCst)
     }
 
-    /// Waits (up to 10 s) until `f` holds; panics otherwise.
+    /// Waits (up to 10 s of real time, however Tokio's clock runs) until
+    /// `f` holds; panics otherwise.
     pub async fn wait(&self, what: &str, f: impl Fn(&FakeAmi) -> bool) {
-        let deadline = tokio::time::Instant::now() + Duration::from_secs(10);
+        let deadline = std::time::Instant::now() + Duration::from_secs(10);
         while !f(self) {
             let notified = self.shared.changed.notified();
-            if tokio::time::timeout_at(deadline, notified).await.is_err() && !f(self) {
+            let _ = tokio::time::timeout(Duration::from_millis(100), notified).await;
+            if std::time::Instant::now() > deadline && !f(self) {
                 panic!("fake AMI: timed out waiting for {what}");
             }
         }
@@ -211,8 +239,10 @@ async fn serve(
 ) {
     let (read, mut write) = sock.into_split();
     let mut reader = BufReader::new(read);
+    let banner = shared.banner.lock().unwrap().clone();
+    let banner = banner.unwrap_or_else(|| "Asterisk Call Manager/9.0.0".to_string());
     if write
-        .write_all(b"Asterisk Call Manager/9.0.0\r\n")
+        .write_all(format!("{banner}\r\n").as_bytes())
         .await
         .is_err()
     {
@@ -227,6 +257,9 @@ async fn serve(
                     let id = field(&action, "actionid").map(|id| format!("ActionID: {id}\r\n")).unwrap_or_default();
                     match field(&action, "action").map(str::to_ascii_lowercase).as_deref() {
                         Some("login") => {
+                            if let Some(secret) = field(&action, "secret") {
+                                shared.secrets.lock().unwrap().push(secret.to_string());
+                            }
                             if shared.login_ok.load(Ordering::SeqCst) {
                                 write.write_all(format!("Response: Success\r\n{id}Message: Authentication accepted\r\n\r\n").as_bytes()).await.ok()?;
                                 logged_in = true;
@@ -376,7 +409,6 @@ pub fn settings_without_dump(ami: &FakeAmi) -> Settings {
             backoff: Backoff {
                 min: Duration::from_millis(20),
                 max: Duration::from_millis(200),
-                stable: Duration::from_secs(60),
             },
         },
         console: "127.0.0.1:0".parse().unwrap(),

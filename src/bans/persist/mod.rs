@@ -1,0 +1,219 @@
+//! The dump file: JSON written atomically (temp file, fsync, rename, fsync of
+//! the directory), so a crash leaves either the old or the new dump, never a
+//! torn one. The original SIPban's format (`# [date]` then `ip,expiry` lines)
+//! is read too, for migration.
+//!
+//! Reading keeps the good parts: a bad entry (a bogus address, a line cut
+//! by a full disk or an editor) is skipped with a warning naming
+//! file:line, and every other entry is restored ([`read`]).
+
+pub(crate) mod read;
+
+use std::io::Write;
+use std::net::IpAddr;
+use std::path::{Path, PathBuf};
+
+use serde::{Deserialize, Serialize};
+use thiserror::Error;
+
+use super::store::Ban;
+use crate::clock::UnixTime;
+
+pub use read::{parse, parse_dump};
+
+/// Reason given to bans read from the original's dump, as it logged them.
+pub const LEGACY_REASON: &str = "Sipban previous block";
+
+/// Longest reason kept from a dump or journal (ours are a few dozen bytes).
+pub const MAX_REASON: usize = 256;
+
+#[derive(Debug, Error)]
+pub enum DumpError {
+    #[error("cannot read {path}: {source}")]
+    Read {
+        path: PathBuf,
+        #[source]
+        source: std::io::Error,
+    },
+    #[error("cannot write {path}: {source}")]
+    Write {
+        path: PathBuf,
+        #[source]
+        source: std::io::Error,
+    },
+}
+
+#[derive(Debug, Serialize, Deserialize, PartialEq, Eq, Clone)]
+#[serde(deny_unknown_fields)]
+pub struct DumpEntry {
+    pub ip: IpAddr,
+    /// Unix time the ban ends.
+    pub expiry: UnixTime,
+    pub reason: String,
+    pub count: u32,
+}
+
+/// A dump as read: the bans, the policy's history (JSON dumps only) and
+/// what had to be skipped.
+#[derive(Debug, Default)]
+pub struct Dump {
+    pub bans: Vec<DumpEntry>,
+    pub history: Option<serde_json::Value>,
+    /// The first journal generation the dump does not include: journals of
+    /// this generation and later are replayed on top of it.
+    pub journal: u64,
+    /// One line per skipped entry, naming file:line and why.
+    pub warnings: Vec<String>,
+}
+
+/// Writes `bans` to `path` atomically.
+pub fn write(path: &Path, bans: &[Ban], now: UnixTime) -> Result<(), DumpError> {
+    write_rows(
+        path,
+        bans.iter()
+            .map(|b| (b.ip, b.expires, b.reason.as_str(), b.count)),
+        now,
+        None,
+        0,
+    )
+}
+
+/// Streams `(ip, expiry, reason, count)` rows to `path` atomically, one
+/// ban per line, without building the whole document in memory (100k bans
+/// stay cheap). `journal`: see [`Dump::journal`].
+pub fn write_rows<'a>(
+    path: &Path,
+    rows: impl Iterator<Item = (IpAddr, UnixTime, &'a str, u32)>,
+    now: UnixTime,
+    history: Option<&str>,
+    journal: u64,
+) -> Result<(), DumpError> {
+    let werr = |source| DumpError::Write {
+        path: path.to_path_buf(),
+        source,
+    };
+    crate::atomic_file::replace(path, |f| {
+        write!(
+            f,
+            "{{\n  \"version\": 1,\n  \"written\": {now},\n  \"journal\": {journal},\n"
+        )?;
+        if let Some(h) = history {
+            writeln!(f, "  \"history\": {h},")?;
+        }
+        write!(f, "  \"bans\": [")?;
+        for (i, (ip, expiry, reason, count)) in rows.enumerate() {
+            let reason = serde_json::to_string(reason).map_err(std::io::Error::other)?;
+            let sep = if i == 0 { "" } else { "," };
+            write!(
+                f,
+                "{sep}\n    {{ \"ip\": \"{ip}\", \"expiry\": {expiry}, \"reason\": {reason}, \"count\": {count} }}"
+            )?;
+        }
+        f.write_all(b"\n  ]\n}\n")
+    })
+    .map_err(werr)
+}
+
+/// Reads a dump in either format. `Ok(None)` when the file does not exist.
+/// Skipped entries are dropped silently here; use [`read_dump`] to see them.
+pub fn read(path: &Path) -> Result<Option<Vec<DumpEntry>>, DumpError> {
+    Ok(read_dump(path)?.map(|d| d.bans))
+}
+
+/// Reads and parses the dump once: bans, history, warnings.
+pub fn read_dump(path: &Path) -> Result<Option<Dump>, DumpError> {
+    let bytes = match std::fs::read(path) {
+        Ok(b) => b,
+        Err(e) if e.kind() == std::io::ErrorKind::NotFound => return Ok(None),
+        Err(source) => {
+            return Err(DumpError::Read {
+                path: path.to_path_buf(),
+                source,
+            });
+        }
+    };
+    Ok(Some(parse_dump(&String::from_utf8_lossy(&bytes), path)))
+}
+
+/// The journal generation named in the dump's header (0 if none), read
+/// without parsing the bans.
+pub fn journal_of(path: &Path) -> u64 {
+    use std::io::BufRead;
+    let Ok(file) = std::fs::File::open(path) else {
+        return 0;
+    };
+    let reader = std::io::BufReader::new(file);
+    for line in reader.split(b'\n').take(16).map_while(Result::ok) {
+        let text = String::from_utf8_lossy(&line);
+        let t = text.trim();
+        if t.starts_with("\"bans\"") {
+            break;
+        }
+        if let Some(n) = t.strip_prefix("\"journal\":") {
+            return n.trim().trim_end_matches(',').parse().unwrap_or(0);
+        }
+    }
+    0
+}
+
+/// Checks that the dump can be written where it is configured: its
+/// directory exists and takes a new file (the atomic replacement writes a
+/// temp file there), and an existing dump can be read. Start-up refuses to
+/// run otherwise, rather than logging an error at every change and losing
+/// the bans at stop.
+pub fn check_writable(path: &Path) -> Result<(), DumpError> {
+    let werr = |source| DumpError::Write {
+        path: path.to_path_buf(),
+        source,
+    };
+    crate::atomic_file::probe(path).map_err(werr)?;
+    match std::fs::File::open(path) {
+        Ok(_) => Ok(()),
+        Err(e) if e.kind() == std::io::ErrorKind::NotFound => Ok(()),
+        Err(source) => Err(DumpError::Read {
+            path: path.to_path_buf(),
+            source,
+        }),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn ban(ip: &str, expires: UnixTime) -> Ban {
+        Ban {
+            ip: ip.parse().unwrap(),
+            expires,
+            reason: "Invalid Password".into(),
+            count: 3,
+            active: true,
+        }
+    }
+
+    #[test]
+    fn json_round_trip_atomic() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("sipban.dump");
+        assert!(read(&path).unwrap().is_none());
+        write(&path, &[ban("192.0.2.1", 100), ban("2001:db8::1", 200)], 50).unwrap();
+        let back = read_dump(&path).unwrap().unwrap();
+        assert!(back.warnings.is_empty(), "{:?}", back.warnings);
+        let back = back.bans;
+        assert_eq!(back.len(), 2);
+        assert_eq!(back[1].ip.to_string(), "2001:db8::1");
+        assert_eq!((back[0].expiry, back[0].count), (100, 3));
+        assert_eq!(back[0].reason, "Invalid Password");
+        // No temp file is left behind.
+        let names: Vec<_> = std::fs::read_dir(dir.path()).unwrap().collect();
+        assert_eq!(names.len(), 1);
+    }
+
+    #[test]
+    fn unwritable_places_are_refused() {
+        let dir = tempfile::tempdir().unwrap();
+        assert!(check_writable(&dir.path().join("sipban.dump")).is_ok());
+        let err = check_writable(&dir.path().join("missing/sipban.dump")).unwrap_err();
+        assert!(err.to_string().contains("missing/sipban.dump"), "{err}");
+    }
+}
