@@ -37,9 +37,13 @@ impl TempDir {
         self.0.join(name)
     }
 
+    /// Writes `name` private (0600), as `install -m 600` does: configs
+    /// hold the AMI secret, and a readable one is a warning.
     fn write(&self, name: &str, text: &str) -> PathBuf {
+        use std::os::unix::fs::PermissionsExt;
         let path = self.path(name);
         std::fs::write(&path, text).unwrap();
+        std::fs::set_permissions(&path, std::fs::Permissions::from_mode(0o600)).unwrap();
         path
     }
 
@@ -57,16 +61,48 @@ impl TempDir {
     }
 
     /// `fixture` with its white list, dump and log moved into this dir.
-    /// Appended, so the fixture's own line numbers stay the same.
+    /// Their lines are rewritten in place and missing sections appended,
+    /// so the fixture's own line numbers stay the same (a section or key
+    /// given twice is an error, so they cannot simply be appended).
     fn fixture_copy(&self, name: &str) -> PathBuf {
         let text = std::fs::read_to_string(fixture(name)).unwrap();
-        let text = format!(
-            "{text}\n[iptables]\nwhite_list = \"{}\"\ndump = \"{}\"\n\n[log]\nfile = \"{}\"\n",
-            self.path("missing.wl").display(),
-            self.path("sipban.dump").display(),
-            self.path("sipban.log").display()
-        );
-        self.write(name, &text)
+        let moved = [
+            ("iptables", "white_list", self.path("missing.wl")),
+            ("iptables", "dump", self.path("sipban.dump")),
+            ("log", "file", self.path("sipban.log")),
+        ];
+        let mut section = String::new();
+        let mut seen = Vec::new();
+        let mut out = String::new();
+        for line in text.lines() {
+            let t = line.trim();
+            if let Some(name) = t.strip_prefix('[').and_then(|n| n.strip_suffix(']')) {
+                section = name.trim().to_lowercase();
+                seen.push(section.clone());
+            }
+            let key = t.split_once('=').map(|(k, _)| k.trim().to_lowercase());
+            match moved
+                .iter()
+                .find(|(s, k, _)| *s == section && key.as_deref() == Some(*k))
+            {
+                Some((_, k, path)) => out.push_str(&format!("{k} = \"{}\"\n", path.display())),
+                None => out.push_str(&format!("{line}\n")),
+            }
+        }
+        for (s, k, path) in &moved {
+            if seen.contains(&s.to_string()) {
+                assert!(
+                    out.contains(&format!("\n{k} = \"{}\"\n", path.display())),
+                    "{name}: [{s}] without {k}: add it to the fixture"
+                );
+            } else {
+                if !out.contains(&format!("\n[{s}]\n")) {
+                    out.push_str(&format!("\n[{s}]\n"));
+                }
+                out.push_str(&format!("{k} = \"{}\"\n", path.display()));
+            }
+        }
+        self.write(name, &out)
     }
 }
 
@@ -295,7 +331,7 @@ fn check_config_rejects_a_section_header_without_bracket() {
     assert_eq!(
         run.stderr,
         format!(
-            "sipban: {}: line 5: Found opening bracket for section name but no closing bracket\n",
+            "sipban: {}:5: section header \"[timer\" has no closing ']'\n",
             path.display()
         )
     );
