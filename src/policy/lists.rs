@@ -7,7 +7,12 @@
 //! Addresses are normalised so that what an operator writes and what Asterisk
 //! reports compare equal: IPv4-mapped IPv6 becomes IPv4 and host bits of a
 //! CIDR are cleared. A bad line is an error naming file:line, in the white
-//! list's wording, so operators see one style.
+//! list's wording, so operators see one style. Lines that are read but are
+//! probably not what the operator meant (host bits set, a repeated network,
+//! a deny entry covering everything) are [`ListWarning`]s, kept with the
+//! list for the daemon to log and `--check-config` to print. An allow entry
+//! covering everything (`0.0.0.0/0`, `::/0`) would turn the daemon off and
+//! is an error.
 //!
 //! Lookups go through a hash index per prefix length: one probe per distinct
 //! prefix length present (at most 33 for IPv4, 129 for IPv6), whatever the
@@ -57,6 +62,16 @@ pub enum ListError {
         note: String,
         why: &'static str,
     },
+    /// A network the list may not hold (see [`ListKind::refuses`]).
+    #[error("{path}:{line}: {text:?} {why}")]
+    Refused {
+        path: PathBuf,
+        line: usize,
+        text: String,
+        why: &'static str,
+    },
+    #[error("{path}:{line}: not valid UTF-8")]
+    NotUtf8 { path: PathBuf, line: usize },
     /// A note given to [`AddressList::add`] the list file could not hold.
     #[error("note {note:?} {why}")]
     Note { note: String, why: &'static str },
@@ -72,6 +87,66 @@ pub enum ListError {
         #[source]
         source: std::io::Error,
     },
+}
+
+/// Which list a file holds: they differ in what they refuse.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum ListKind {
+    Allow,
+    Deny,
+}
+
+impl ListKind {
+    /// Why `net` (normalised) may not be on this list, if it may not: an
+    /// allow entry of prefix length 0 would let every source in, so nothing
+    /// would ever be banned. The console's `add` can use the same rule.
+    pub fn refuses(self, net: IpNet) -> Option<&'static str> {
+        (self == ListKind::Allow && net.prefix_len() == 0)
+            .then_some("would allow every address: nothing would ever be banned")
+    }
+}
+
+/// A line that was read but is probably not what the operator meant.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct ListWarning {
+    pub path: PathBuf,
+    pub line: usize,
+    pub kind: WarningKind,
+}
+
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub enum WarningKind {
+    /// `10.0.0.1/8`: read as the network it means.
+    HostBits { written: String, means: IpNet },
+    /// The network is already listed; this line is ignored.
+    Repeated { net: IpNet, first: usize },
+    /// A deny entry of prefix length 0: every source of that family not on
+    /// the allow list is banned for good.
+    DeniesEverything { net: IpNet },
+}
+
+impl fmt::Display for ListWarning {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        write!(f, "{}:{}: ", self.path.display(), self.line)?;
+        match &self.kind {
+            WarningKind::HostBits { written, means } => {
+                write!(f, "{written} has host bits set; it means {means}")
+            }
+            WarningKind::Repeated { net, first } => write!(
+                f,
+                "{} is listed twice (first at line {first}); this line is ignored",
+                address_text(net)
+            ),
+            WarningKind::DeniesEverything { net } => {
+                let family = if net.addr().is_ipv4() { "IPv4" } else { "IPv6" };
+                write!(
+                    f,
+                    "{net} covers every {family} address: every such source not on the allow \
+                     list is banned for good"
+                )
+            }
+        }
+    }
 }
 
 /// One address or network of a list.
@@ -111,6 +186,7 @@ pub struct AddressList {
     v4: PrefixIndex<u32>,
     v6: PrefixIndex<u128>,
     duplicates: Vec<ListEntry>,
+    warnings: Vec<ListWarning>,
 }
 
 impl AddressList {
@@ -118,15 +194,16 @@ impl AddressList {
         Self::default()
     }
 
-    /// Parses the list-file format; `path` only names the file in errors.
+    /// Parses the list-file format; `path` only names the file in errors
+    /// and warnings.
     ///
     /// A repeated network keeps its first line (and note); later ones are
-    /// ignored and listed by [`duplicates`](Self::duplicates) so the caller
-    /// can warn. A second address where the note should start
-    /// (`192.0.2.1 192.0.2.2`) is an error, as in the white list: the
-    /// operator meant two entries, not an address with a note.
-    pub fn parse(text: &str, path: &Path) -> Result<Self, ListError> {
-        let mut list = Self::new();
+    /// ignored, listed by [`duplicates`](Self::duplicates) and warned about
+    /// in [`warnings`](Self::warnings). A second address where the note
+    /// should start (`192.0.2.1 192.0.2.2`) is an error, as in the white
+    /// list: the operator meant two entries, not an address with a note.
+    pub fn parse_as(text: &str, path: &Path, kind: ListKind) -> Result<Self, ListError> {
+        let mut reader = Reader::new(path, kind);
         for (idx, raw) in text.lines().enumerate() {
             let line = idx + 1;
             let raw = if idx == 0 { strip_bom(raw) } else { raw };
@@ -143,7 +220,7 @@ impl AddressList {
                 Some((addr, note)) => (addr, note.trim()),
                 None => (content, ""),
             };
-            let net = parse_net(addr).ok_or_else(bad_line)?;
+            let written = parse_written(addr).ok_or_else(bad_line)?;
             if starts_with_address(note) {
                 return Err(bad_line());
             }
@@ -153,16 +230,16 @@ impl AddressList {
                 note: note.to_string(),
                 why,
             })?;
-            list.push_parsed(ListEntry { net, note, line });
+            reader.accept(written, addr, note, line, raw)?;
         }
-        Ok(list)
+        Ok(reader.list)
     }
 
     /// Reads and parses `path`. A missing file is an empty list and
     /// `found` is false, so the caller can warn (the white list behaved so).
-    pub fn load(path: &Path) -> Result<(Self, bool), ListError> {
-        match fs::read_to_string(path) {
-            Ok(text) => Ok((Self::parse(&text, path)?, true)),
+    pub fn load_as(path: &Path, kind: ListKind) -> Result<(Self, bool), ListError> {
+        match fs::read(path) {
+            Ok(bytes) => Ok((Self::parse_as(utf8(&bytes, path)?, path, kind)?, true)),
             Err(e) if e.kind() == std::io::ErrorKind::NotFound => Ok((Self::new(), false)),
             Err(source) => Err(ListError::Read {
                 path: path.to_path_buf(),
@@ -174,9 +251,10 @@ impl AddressList {
     /// Parses `address,note` CSV (RFC 4180 quoting, optional `address`
     /// header, blank lines skipped, note column optional). A quoted field
     /// must end on its line: notes cannot hold line breaks. Entry lines are
-    /// CSV lines; duplicates are handled as in [`parse`](Self::parse).
-    pub fn from_csv(text: &str, path: &Path) -> Result<Self, ListError> {
-        let mut list = Self::new();
+    /// CSV lines; duplicates and warnings are handled as in
+    /// [`parse_as`](Self::parse_as).
+    pub fn from_csv_as(text: &str, path: &Path, kind: ListKind) -> Result<Self, ListError> {
+        let mut reader = Reader::new(path, kind);
         let mut first_record = true;
         for (idx, raw) in text.lines().enumerate() {
             let line = idx + 1;
@@ -200,7 +278,7 @@ impl AddressList {
                     "expected address,note (quote notes holding commas)",
                 ));
             }
-            let net = parse_net(addr).ok_or_else(|| ListError::BadLine {
+            let written = parse_written(addr).ok_or_else(|| ListError::BadLine {
                 path: path.to_path_buf(),
                 line,
                 text: raw.trim().to_string(),
@@ -212,9 +290,27 @@ impl AddressList {
                 note: note.to_string(),
                 why,
             })?;
-            list.push_parsed(ListEntry { net, note, line });
+            reader.accept(written, addr, note, line, raw)?;
         }
-        Ok(list)
+        Ok(reader.list)
+    }
+
+    /// [`parse_as`](Self::parse_as) a deny list: any network is read (one
+    /// covering everything with a warning). Allow lists must name their
+    /// kind, so that `0.0.0.0/0` is refused.
+    pub fn parse(text: &str, path: &Path) -> Result<Self, ListError> {
+        Self::parse_as(text, path, ListKind::Deny)
+    }
+
+    /// [`load_as`](Self::load_as) a deny list; see [`parse`](Self::parse).
+    pub fn load(path: &Path) -> Result<(Self, bool), ListError> {
+        Self::load_as(path, ListKind::Deny)
+    }
+
+    /// [`from_csv_as`](Self::from_csv_as) a deny list; see
+    /// [`parse`](Self::parse).
+    pub fn from_csv(text: &str, path: &Path) -> Result<Self, ListError> {
+        Self::from_csv_as(text, path, ListKind::Deny)
     }
 
     /// `address,note` CSV with a header, one entry per line in file order;
@@ -332,15 +428,16 @@ impl AddressList {
     }
 
     /// Later repetitions ignored while parsing (with their own line and
-    /// note), for a warning; the first occurrence is the one in force.
+    /// note); the first occurrence is the one in force. Each is also a
+    /// [`WarningKind::Repeated`] warning.
     pub fn duplicates(&self) -> &[ListEntry] {
         &self.duplicates
     }
 
-    fn push_parsed(&mut self, entry: ListEntry) {
-        if !self.insert(entry.clone()) {
-            self.duplicates.push(entry);
-        }
+    /// What to warn about, met while parsing, in file order; `add` and
+    /// `remove` leave it alone.
+    pub fn warnings(&self) -> &[ListWarning] {
+        &self.warnings
     }
 
     /// Appends `entry` (already normalised) unless its network is listed.
@@ -354,6 +451,71 @@ impl AddressList {
             self.entries.push(entry);
         }
         fresh
+    }
+}
+
+/// Builds a list from parsed lines: refusals, warnings, repetitions.
+struct Reader<'a> {
+    list: AddressList,
+    path: &'a Path,
+    kind: ListKind,
+}
+
+impl<'a> Reader<'a> {
+    fn new(path: &'a Path, kind: ListKind) -> Self {
+        Reader {
+            list: AddressList::new(),
+            path,
+            kind,
+        }
+    }
+
+    /// Adds the network read from line `line` (`addr` as written, `raw`
+    /// the whole line for an error).
+    fn accept(
+        &mut self,
+        written: Written,
+        addr: &str,
+        note: Option<String>,
+        line: usize,
+        raw: &str,
+    ) -> Result<(), ListError> {
+        let net = written.net;
+        if let Some(why) = self.kind.refuses(net) {
+            return Err(ListError::Refused {
+                path: self.path.to_path_buf(),
+                line,
+                text: raw.trim().to_string(),
+                why,
+            });
+        }
+        let warn = |kind| ListWarning {
+            path: self.path.to_path_buf(),
+            line,
+            kind,
+        };
+        let mut warnings = Vec::new();
+        if written.host_bits {
+            warnings.push(warn(WarningKind::HostBits {
+                written: addr.to_string(),
+                means: net,
+            }));
+        }
+        let entry = ListEntry { net, note, line };
+        match self.list.get(net).map(|first| first.line) {
+            Some(first) => {
+                warnings.push(warn(WarningKind::Repeated { net, first }));
+                self.list.duplicates.push(entry);
+            }
+            None => {
+                if net.prefix_len() == 0 {
+                    warnings.push(warn(WarningKind::DeniesEverything { net }));
+                }
+                self.list.insert(entry);
+            }
+        }
+        self.list.warnings.extend(warnings);
+        Ok(())
     }
 }
 
@@ -380,6 +542,15 @@ pub struct Loaded {
     pub lists: Lists,
     /// Files that did not exist (read as empty lists), for a warning.
     pub missing: Vec<PathBuf>,
+    /// Both lists' warnings, allow list first: to be logged.
+    pub warnings: Vec<ListWarning>,
+}
+
+/// What [`Lists::reload`] reports besides the new lists.
+#[derive(Debug, PartialEq, Eq)]
+pub struct Reloaded {
+    pub missing: Vec<PathBuf>,
+    pub warnings: Vec<ListWarning>,
 }
 
 impl Lists {
@@ -399,34 +570,41 @@ impl Lists {
 
     /// Reads both files; a missing one is an empty list and is reported in
     /// [`Loaded::missing`]. The first bad line (allow file first) is the
-    /// error.
+    /// error; the lines to warn about are in [`Loaded::warnings`].
     pub fn load(allow_path: &Path, deny_path: &Path) -> Result<Loaded, ListError> {
         let mut missing = Vec::new();
-        let (allow, found) = AddressList::load(allow_path)?;
+        let (allow, found) = AddressList::load_as(allow_path, ListKind::Allow)?;
         if !found {
             missing.push(allow_path.to_path_buf());
         }
-        let (deny, found) = AddressList::load(deny_path)?;
+        let (deny, found) = AddressList::load_as(deny_path, ListKind::Deny)?;
         if !found {
             missing.push(deny_path.to_path_buf());
         }
+        let warnings = allow
+            .warnings()
+            .iter()
+            .chain(deny.warnings())
+            .cloned()
+            .collect();
         Ok(Loaded {
             lists: Lists { allow, deny },
             missing,
+            warnings,
         })
     }
 
     /// Re-reads both files (SIGHUP, console `reload`) and replaces both
     /// lists only if both parse: on error the old lists stay in force, whole,
-    /// and the error names file:line. Returns the missing files, as `load`.
-    pub fn reload(
-        &mut self,
-        allow_path: &Path,
-        deny_path: &Path,
-    ) -> Result<Vec<PathBuf>, ListError> {
-        let Loaded { lists, missing } = Self::load(allow_path, deny_path)?;
+    /// and the error names file:line. Reports what `load` reports.
+    pub fn reload(&mut self, allow_path: &Path, deny_path: &Path) -> Result<Reloaded, ListError> {
+        let Loaded {
+            lists,
+            missing,
+            warnings,
+        } = Self::load(allow_path, deny_path)?;
         *self = lists;
-        Ok(missing)
+        Ok(Reloaded { missing, warnings })
     }
 }
 
@@ -440,12 +618,37 @@ const FILE_HEADER: &str = "\
 /// `192.0.2.1`, `192.0.2.0/24`, `2001:db8::/32`, normalised (see
 /// [`normalize`]); `None` if `s` is neither an address nor a CIDR.
 pub fn parse_net(s: &str) -> Option<IpNet> {
-    if let Ok(net) = s.parse::<IpNet>() {
-        return Some(normalize(net));
-    }
-    s.parse::<IpAddr>()
-        .ok()
-        .map(|ip| normalize(IpNet::from(ip)))
+    parse_written(s).map(|w| w.net)
+}
+
+/// An address or network as written in a file.
+struct Written {
+    /// Normalised.
+    net: IpNet,
+    /// The address had bits set past the prefix (`10.0.0.1/8`).
+    host_bits: bool,
+}
+
+fn parse_written(s: &str) -> Option<Written> {
+    let net = match s.parse::<IpNet>() {
+        Ok(net) => net,
+        Err(_) => IpNet::from(s.parse::<IpAddr>().ok()?),
+    };
+    Some(Written {
+        net: normalize(net),
+        host_bits: net.addr() != net.network(),
+    })
+}
+
+/// The file's text, or the line of its first byte that is not UTF-8.
+fn utf8<'b>(bytes: &'b [u8], path: &Path) -> Result<&'b str, ListError> {
+    std::str::from_utf8(bytes).map_err(|e| {
+        let valid = bytes.get(..e.valid_up_to()).unwrap_or_default();
+        ListError::NotUtf8 {
+            path: path.to_path_buf(),
+            line: valid.iter().filter(|&&b| b == b'\n').count() + 1,
+        }
+    })
 }
 
 /// Clears host bits (`192.0.2.7/24` is `192.0.2.0/24`) and turns networks
