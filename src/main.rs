@@ -32,26 +32,74 @@ reached (or timed out, or closed the connection).";
 #[command(disable_help_subcommand = true)]
 struct Cli {
     /// Configuration file (the original SIPban's format).
-    #[arg(short = 'c', long = "config", value_name = "PATH")]
+    #[arg(short = 'c', long = "config", value_name = "PATH", global = true)]
     config: Option<PathBuf>,
     /// Also log to standard error.
-    #[arg(long)]
+    #[arg(long, global = true)]
     foreground: bool,
     /// Validate the config and list files, print the effective settings, exit.
-    #[arg(long)]
+    #[arg(long, global = true)]
     check_config: bool,
     /// Do everything but touch the firewall: log what would be done.
-    #[arg(long)]
+    #[arg(long, global = true)]
     dry_run: bool,
     /// Log debug detail (AMI traffic summaries, extended bans).
-    #[arg(short, long)]
+    #[arg(short, long, global = true)]
     verbose: bool,
     /// Console address for the client commands, instead of the config's
     /// `[control] address` and `port`.
-    #[arg(long, value_name = "ADDR:PORT")]
+    #[arg(long, value_name = "ADDR:PORT", global = true)]
     console: Option<SocketAddr>,
     #[command(subcommand)]
     command: Option<Cmd>,
+}
+
+impl Cli {
+    /// Global options work after the subcommand too (`sipban replay FILE -c
+    /// PATH`); clap handles that, except after a console command's
+    /// arguments, which are passed on as typed. There, trailing `-c PATH`,
+    /// `--config PATH`, `--config=PATH` and `--console ADDR` are ours (no
+    /// console command takes them); the rightmost one given wins, as
+    /// clap's own repeats do.
+    fn take_trailing_options(&mut self) -> Result<(), clap::Error> {
+        let Some(Cmd::Remote(remote)) = &mut self.command else {
+            return Ok(());
+        };
+        let (mut config, mut console) = (None, None);
+        loop {
+            let (option, value, used) = match remote.args.as_slice() {
+                [.., opt, value] if matches!(opt.as_str(), "-c" | "--config" | "--console") => {
+                    (opt.clone(), value.clone(), 2)
+                }
+                [.., last] => match last.split_once('=') {
+                    Some((opt @ ("--config" | "--console"), value)) => {
+                        (opt.to_string(), value.to_string(), 1)
+                    }
+                    _ => break,
+                },
+                [] => break,
+            };
+            remote.args.truncate(remote.args.len().saturating_sub(used));
+            if option == "--console" {
+                console.get_or_insert(value);
+            } else {
+                config.get_or_insert(value);
+            }
+        }
+        if let Some(path) = config {
+            self.config = Some(PathBuf::from(path));
+        }
+        if let Some(addr) = console {
+            let parsed = addr.parse::<SocketAddr>().map_err(|e| {
+                <Cli as clap::CommandFactory>::command().error(
+                    clap::error::ErrorKind::ValueValidation,
+                    format!("invalid value '{addr}' for '--console <ADDR:PORT>': {e}"),
+                )
+            })?;
+            self.console = Some(parsed);
+        }
+        Ok(())
+    }
 }
 
 #[derive(Subcommand, Debug)]
@@ -144,7 +192,10 @@ impl Subcommand for RemoteCmd {
 
 fn main() -> ExitCode {
     limit_malloc_arenas();
-    let cli = Cli::parse();
+    let mut cli = Cli::parse();
+    if let Err(e) = cli.take_trailing_options() {
+        e.exit();
+    }
     match run(cli) {
         Ok(code) => code,
         Err(e) => {
@@ -250,6 +301,10 @@ fn load_whitelist(path: &Path) -> Result<(Whitelist, Option<String>)> {
     Ok((wl, warning))
 }
 
+/// `--check-config`: loads everything the daemon loads at start, prints
+/// every warning (unknown keys, a readable config holding secrets, list
+/// lines with host bits or repeats) on stderr and the effective settings on
+/// stdout.
 fn check_config(cli: &Cli) -> Result<()> {
     let loaded = load_config(cli, false)?;
     for w in &loaded.warnings {
@@ -260,8 +315,15 @@ fn check_config(cli: &Cli) -> Result<()> {
     if let Some(w) = warning {
         eprintln!("warning: {w}");
     }
-    if let Err(e) = sipban::policy::lists::Lists::load(&c.lists.allow, &c.lists.deny) {
-        bail!(e);
+    let lists = sipban::policy::lists::Lists::load(&c.lists.allow, &c.lists.deny)?;
+    // The white list is the allow list unless [lists] allow names another.
+    if c.iptables.white_list != c.lists.allow {
+        for w in wl.warnings() {
+            eprintln!("warning: {w}");
+        }
+    }
+    for w in &lists.warnings {
+        eprintln!("warning: {w}");
     }
     if let Some(Err(e)) = sipban::bans::persist::read(&c.iptables.dump).transpose() {
         bail!(e);
@@ -271,6 +333,7 @@ fn check_config(cli: &Cli) -> Result<()> {
     }
     print!("{c}");
     println!("# white list: {} entries", wl.entries().len());
+    println!("# deny list: {} entries", lists.lists.deny.len());
     println!("# config OK");
     Ok(())
 }

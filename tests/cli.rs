@@ -37,36 +37,76 @@ impl TempDir {
         self.0.join(name)
     }
 
+    /// Writes `name` private (0600), as `install -m 600` does: configs
+    /// hold the AMI secret, and a readable one is a warning.
     fn write(&self, name: &str, text: &str) -> PathBuf {
+        use std::os::unix::fs::PermissionsExt;
         let path = self.path(name);
         std::fs::write(&path, text).unwrap();
+        std::fs::set_permissions(&path, std::fs::Permissions::from_mode(0o600)).unwrap();
         path
     }
 
-    /// A config whose white list, dump and log all live in this dir (the
-    /// white list only if `white_list` is given; else a missing file here).
+    /// A config whose white list, deny list, dump and log all live in this
+    /// dir (the white list only if `white_list` is given; else a missing
+    /// file here).
     fn config(&self, white_list: Option<&Path>, extra: &str) -> PathBuf {
         let wl = white_list.map_or_else(|| self.path("missing.wl"), Path::to_path_buf);
         let text = format!(
-            "{extra}\n[iptables]\nwhite_list = \"{}\"\ndump = \"{}\"\n\n[log]\nfile = \"{}\"\n",
+            "{extra}\n[iptables]\nwhite_list = \"{}\"\ndump = \"{}\"\n\n[log]\nfile = \"{}\"\n\n\
+             [lists]\ndeny = \"{}\"\n",
             wl.display(),
             self.path("sipban.dump").display(),
-            self.path("sipban.log").display()
+            self.path("sipban.log").display(),
+            self.path("sipban.deny").display()
         );
         self.write("sipban.conf", &text)
     }
 
     /// `fixture` with its white list, dump and log moved into this dir.
-    /// Appended, so the fixture's own line numbers stay the same.
+    /// Their lines are rewritten in place and missing sections appended,
+    /// so the fixture's own line numbers stay the same (a section or key
+    /// given twice is an error, so they cannot simply be appended).
     fn fixture_copy(&self, name: &str) -> PathBuf {
         let text = std::fs::read_to_string(fixture(name)).unwrap();
-        let text = format!(
-            "{text}\n[iptables]\nwhite_list = \"{}\"\ndump = \"{}\"\n\n[log]\nfile = \"{}\"\n",
-            self.path("missing.wl").display(),
-            self.path("sipban.dump").display(),
-            self.path("sipban.log").display()
-        );
-        self.write(name, &text)
+        let moved = [
+            ("iptables", "white_list", self.path("missing.wl")),
+            ("iptables", "dump", self.path("sipban.dump")),
+            ("log", "file", self.path("sipban.log")),
+            ("lists", "deny", self.path("sipban.deny")),
+        ];
+        let mut section = String::new();
+        let mut seen = Vec::new();
+        let mut out = String::new();
+        for line in text.lines() {
+            let t = line.trim();
+            if let Some(name) = t.strip_prefix('[').and_then(|n| n.strip_suffix(']')) {
+                section = name.trim().to_lowercase();
+                seen.push(section.clone());
+            }
+            let key = t.split_once('=').map(|(k, _)| k.trim().to_lowercase());
+            match moved
+                .iter()
+                .find(|(s, k, _)| *s == section && key.as_deref() == Some(*k))
+            {
+                Some((_, k, path)) => out.push_str(&format!("{k} = \"{}\"\n", path.display())),
+                None => out.push_str(&format!("{line}\n")),
+            }
+        }
+        for (s, k, path) in &moved {
+            if seen.contains(&s.to_string()) {
+                assert!(
+                    out.contains(&format!("\n{k} = \"{}\"\n", path.display())),
+                    "{name}: [{s}] without {k}: add it to the fixture"
+                );
+            } else {
+                if !out.contains(&format!("\n[{s}]\n")) {
+                    out.push_str(&format!("\n[{s}]\n"));
+                }
+                out.push_str(&format!("{k} = \"{}\"\n", path.display()));
+            }
+        }
+        self.write(name, &out)
     }
 }
 
@@ -250,7 +290,8 @@ fn check_config_accepts_every_valid_fixture() {
 #[test]
 fn check_config_with_the_real_white_list_counts_its_entries() {
     let tmp = TempDir::new("check-good-wl");
-    let conf = tmp.config(Some(&fixture("whitelist/good.wl")), "");
+    let wl = fixture("whitelist/good.wl");
+    let conf = tmp.config(Some(&wl), "");
     let run = sipban(&["--check-config", "-c", s(&conf)]);
     run.assert_ok();
     assert!(
@@ -258,7 +299,14 @@ fn check_config_with_the_real_white_list_counts_its_entries() {
         "{}",
         run.stdout
     );
-    assert_eq!(run.stderr, "");
+    // Its last line has host bits set: read, with a warning.
+    assert_eq!(
+        run.stderr,
+        format!(
+            "warning: {}:10: 10.1.2.3/16 has host bits set; it means 10.1.0.0/16\n",
+            wl.display()
+        )
+    );
 }
 
 #[test]
@@ -295,7 +343,7 @@ fn check_config_rejects_a_section_header_without_bracket() {
     assert_eq!(
         run.stderr,
         format!(
-            "sipban: {}: line 5: Found opening bracket for section name but no closing bracket\n",
+            "sipban: {}:5: section header \"[timer\" has no closing ']'\n",
             path.display()
         )
     );
@@ -470,6 +518,237 @@ fn replay_with_a_huge_ban_time_does_not_panic() {
             );
         }
     }
+}
+
+#[test]
+fn replay_takes_the_config_after_the_capture() {
+    // README's `sipban replay FILE -c PATH` was refused: -c only worked
+    // before the subcommand.
+    let tmp = TempDir::new("replay-c-after");
+    let wl = tmp.write("office.wl", "203.0.113.0/24 the office\n");
+    let conf = tmp.config(Some(&wl), "");
+    let cap = capture("mixed-doc-range.ami");
+    for args in [
+        vec!["replay", s(&cap), "-c", s(&conf)],
+        vec!["replay", s(&cap), "--config", s(&conf)],
+        vec!["replay", "-c", s(&conf), s(&cap)],
+        vec!["-c", s(&conf), "replay", s(&cap)],
+    ] {
+        let run = sipban(&args);
+        run.assert_ok();
+        // The config's white list applied: only the IPv6 attacker is left.
+        assert_eq!(run.block_lines().len(), 1, "{args:?}\n{}", run.stdout);
+        assert_eq!(run.blocks("2001:db8:113::11"), 1, "{}", run.stdout);
+    }
+}
+
+#[test]
+fn global_flags_work_after_the_subcommand() {
+    let tmp = TempDir::new("flags-after");
+    let conf = tmp.config(None, "");
+    let cap = capture("office-legit.ami");
+    let run = sipban(&["replay", s(&cap), "-v", "-c", s(&conf), "--dry-run"]);
+    run.assert_ok();
+    assert!(
+        run.stdout.contains("0 addresses would be banned"),
+        "{}",
+        run.stdout
+    );
+    let run = sipban(&["--check-config", "-c", s(&conf)]);
+    run.assert_ok();
+    let run = sipban(&["-c", s(&conf), "--check-config"]);
+    run.assert_ok();
+    // `-c` without its value is a usage error, not a crash.
+    let run = sipban(&["replay", s(&cap), "-c"]);
+    assert_eq!(run.code, Some(2), "{}", run.stderr);
+}
+
+/// A console that answers every command with `echo: <line>` and records
+/// the lines, for `connections` sessions.
+fn echo_console(connections: usize) -> (u16, std::thread::JoinHandle<Vec<String>>) {
+    use std::io::{BufRead, BufReader, Write};
+    let listener = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+    let port = listener.local_addr().unwrap().port();
+    let prompt = sipban::console::PROMPT;
+    let handle = std::thread::spawn(move || {
+        let mut lines = Vec::new();
+        for _ in 0..connections {
+            let (stream, _) = listener.accept().unwrap();
+            let mut reader = BufReader::new(stream.try_clone().unwrap());
+            let mut writer = stream;
+            writer
+                .write_all(format!("Sipban test console\n{prompt}").as_bytes())
+                .unwrap();
+            let mut line = String::new();
+            reader.read_line(&mut line).unwrap();
+            let line = line.trim_end().to_string();
+            let _ = writer.write_all(format!("echo: {line}\n{prompt}").as_bytes());
+            lines.push(line);
+        }
+        lines
+    });
+    (port, handle)
+}
+
+#[test]
+fn client_commands_take_trailing_config_and_console_options() {
+    // `sipban status -c /etc/x.conf` sent "status -c /etc/x.conf" to the
+    // console found in /etc/sipban.conf.
+    let tmp = TempDir::new("client-trailing");
+    let (port, console) = echo_console(5);
+    let conf = tmp.config(None, &format!("[control]\nport = {port}\n"));
+    let addr = format!("127.0.0.1:{port}");
+    let config_eq = format!("--config={}", conf.display());
+    let runs: [(Vec<&str>, &str); 5] = [
+        (vec!["status", "-c", s(&conf)], "status"),
+        (vec!["status", "--all", "-c", s(&conf)], "status --all"),
+        (
+            vec!["check", "203.0.113.7", "--console", &addr],
+            "check 203.0.113.7",
+        ),
+        (
+            vec![
+                "deny",
+                "add",
+                "198.51.100.0/24",
+                "scanner",
+                "net",
+                &config_eq,
+            ],
+            "deny add 198.51.100.0/24 scanner net",
+        ),
+        // Only trailing ones are ours; the rest is passed on as typed.
+        (
+            vec![
+                "deny",
+                "add",
+                "198.51.100.0/24",
+                "-c",
+                "note",
+                "-v",
+                "-c",
+                s(&conf),
+            ],
+            "deny add 198.51.100.0/24 -c note -v",
+        ),
+    ];
+    for (args, line) in &runs {
+        let run = sipban(args);
+        run.assert_ok();
+        assert_eq!(
+            run.stdout,
+            format!("echo: {line}\n"),
+            "{args:?}\n{}",
+            run.stderr
+        );
+    }
+    let sent = console.join().unwrap();
+    let want: Vec<&str> = runs.iter().map(|(_, line)| *line).collect();
+    assert_eq!(sent, want);
+    // A bad --console is a usage error naming the value, wherever it is.
+    for args in [
+        &["status", "--console", "nowhere"][..],
+        &["check", "203.0.113.7", "--console", "nowhere"],
+    ] {
+        let run = sipban(args);
+        assert_eq!(run.code, Some(2), "{}", run.stderr);
+        assert!(
+            run.stderr.starts_with(
+                "error: invalid value 'nowhere' for '--console <ADDR:PORT>': invalid socket address syntax\n"
+            ),
+            "{}",
+            run.stderr
+        );
+    }
+}
+
+#[test]
+fn check_config_prints_list_warnings_and_fails_on_an_allow_all_entry() {
+    let tmp = TempDir::new("check-list-warnings");
+    let wl = tmp.write(
+        "office.wl",
+        "# office\n192.0.2.10\n10.0.0.1/8 head office\n",
+    );
+    tmp.write(
+        "sipban.deny",
+        "203.0.113.0/24 scanners\n203.0.113.0/24 again\n::/0\n",
+    );
+    let conf = tmp.config(Some(&wl), "");
+    let run = sipban(&["--check-config", "-c", s(&conf)]);
+    run.assert_ok();
+    let deny = tmp.path("sipban.deny");
+    let (w, d) = (wl.display(), deny.display());
+    assert_eq!(
+        run.stderr,
+        format!(
+            "warning: {w}:3: 10.0.0.1/8 has host bits set; it means 10.0.0.0/8\n\
+             warning: {d}:2: 203.0.113.0/24 is listed twice (first at line 1); this line is ignored\n\
+             warning: {d}:3: ::/0 covers every IPv6 address: every such source not on the allow \
+             list is banned for good\n"
+        )
+    );
+    assert!(
+        run.stdout.contains("\n# deny list: 2 entries\n"),
+        "{}",
+        run.stdout
+    );
+
+    tmp.write("office.wl", "192.0.2.10\n0.0.0.0/0\n");
+    let run = sipban(&["--check-config", "-c", s(&conf)]);
+    run.assert_failed();
+    assert_eq!(
+        run.stderr,
+        format!(
+            "sipban: {w}:2: \"0.0.0.0/0\" would allow every address: nothing would ever be banned\n"
+        )
+    );
+    assert!(!run.stdout.contains("# config OK"), "{}", run.stdout);
+}
+
+#[test]
+fn check_config_warns_about_a_readable_config_holding_a_secret() {
+    use std::os::unix::fs::PermissionsExt;
+    let tmp = TempDir::new("check-mode");
+    let conf = tmp.config(None, "[ami]\npass = \"s3cret\"\n");
+    let run = sipban(&["--check-config", "-c", s(&conf)]);
+    run.assert_ok();
+    assert!(
+        !run.stderr.contains("readable by other users"),
+        "{}",
+        run.stderr
+    );
+    std::fs::set_permissions(&conf, std::fs::Permissions::from_mode(0o644)).unwrap();
+    let run = sipban(&["--check-config", "-c", s(&conf)]);
+    run.assert_ok();
+    let c = conf.display();
+    assert!(
+        run.stderr.contains(&format!(
+            "warning: {c} is readable by other users and holds secrets: chmod 600 {c}\n"
+        )),
+        "{}",
+        run.stderr
+    );
+}
+
+#[test]
+fn a_console_on_the_network_without_a_secret_is_refused_by_check_and_daemon() {
+    let tmp = TempDir::new("open-console");
+    let conf = tmp.config(None, "[control]\naddress = \"0.0.0.0\"\nport = 1\n");
+    let want = format!(
+        "sipban: {}:2: [control] address = \"0.0.0.0\": the console would be reachable from the \
+         network without a password; set [control] secret or use 127.0.0.1\n",
+        conf.display()
+    );
+    for args in [
+        vec!["--check-config", "-c", s(&conf)],
+        vec!["-c", s(&conf), "--dry-run", "--foreground"],
+    ] {
+        let run = sipban(&args);
+        run.assert_failed();
+        assert_eq!(run.stderr, want, "{args:?}");
+    }
+    // Nothing was started: no log written.
+    assert!(!tmp.path("sipban.log").exists());
 }
 
 /// A daemon started by a test, killed when the test ends however it ends.

@@ -1,6 +1,7 @@
 //! `/etc/sipban.conf` and the white list, read from fixture files: the
 //! original SIPban's format loads unchanged, missing keys take the original's
-//! defaults, and every bad value is an error naming file:line.
+//! defaults, and every bad value, broken line or repeated section or key is
+//! an error naming file:line.
 
 use std::net::IpAddr;
 use std::path::{Path, PathBuf};
@@ -16,9 +17,13 @@ fn fixture(name: &str) -> PathBuf {
         .join(name)
 }
 
+/// A fixture's settings and warnings. Parsed from its bytes rather than
+/// loaded: a checkout's files are 0644, and the file-mode warning that
+/// would add is tested on its own (`group_or_world_readable_...`).
 fn load(name: &str) -> Loaded {
     let path = fixture(name);
-    Config::load(&path).unwrap_or_else(|e| panic!("{name} must load: {e}"))
+    let bytes = std::fs::read(&path).unwrap();
+    Config::parse(&bytes, &path).unwrap_or_else(|e| panic!("{name} must load: {e}"))
 }
 
 /// The full error message for an invalid fixture.
@@ -239,8 +244,167 @@ fn section_header_without_bracket_is_a_syntax_error_with_its_line() {
     assert_eq!(
         error("bad-section.conf"),
         format!(
-            "{}: line 5: Found opening bracket for section name but no closing bracket",
+            "{}:5: section header \"[timer\" has no closing ']'",
             fixture("bad-section.conf").display()
+        )
+    );
+}
+
+#[test]
+fn a_repeated_section_is_an_error_naming_both_lines() {
+    // configparser merged the two [ami] sections silently.
+    assert_eq!(
+        error("dup-section.conf"),
+        format!(
+            "{}:9: section [ami] appears twice (first at line 1)",
+            fixture("dup-section.conf").display()
+        )
+    );
+}
+
+#[test]
+fn a_repeated_key_is_an_error_naming_both_lines() {
+    // configparser kept the last value (5039) without a word.
+    assert_eq!(
+        error("dup-key.conf"),
+        format!(
+            "{}:12: [ami] port is set twice (first at line 4)",
+            fixture("dup-key.conf").display()
+        )
+    );
+}
+
+#[test]
+fn invalid_utf8_is_an_error_naming_its_line() {
+    // A Latin-1 comment on line 7; read_to_string failed without a line.
+    assert_eq!(
+        error("not-utf8.conf"),
+        format!("{}:7: not valid UTF-8", fixture("not-utf8.conf").display())
+    );
+}
+
+#[test]
+fn console_on_the_network_without_a_secret_is_refused_at_the_address_line() {
+    assert_eq!(
+        error("control-open-no-secret.conf"),
+        format!(
+            "{}:8: [control] address = \"0.0.0.0\": the console would be reachable from \
+             the network without a password; set [control] secret or use 127.0.0.1",
+            fixture("control-open-no-secret.conf").display()
+        )
+    );
+    let parse = |text: &str| Config::parse(text, Path::new("t.conf"));
+    for open in ["::", "192.0.2.1", "2001:db8::1"] {
+        let text = format!("[control]\naddress = \"{open}\"\n");
+        let err = parse(&text).unwrap_err().to_string();
+        assert!(err.starts_with("t.conf:2: [control] address = "), "{err}");
+    }
+    // Loopback needs no secret, IPv4, IPv6 and IPv4-mapped alike.
+    for lo in ["127.0.0.1", "127.0.0.2", "::1", "::ffff:127.0.0.1"] {
+        let text = format!("[control]\naddress = \"{lo}\"\n");
+        let c = parse(&text).unwrap().config;
+        assert_eq!(c.control.address, ip(lo));
+        assert!(c.control.secret.is_none());
+    }
+}
+
+#[test]
+fn console_secret_idle_timeout_and_import_dir_are_read() {
+    let loaded = load("control-open-with-secret.conf");
+    assert_eq!(loaded.warnings, Vec::<String>::new());
+    let c = &loaded.config.control;
+    assert_eq!(c.address, ip("::"));
+    assert_eq!(c.secret.as_ref().map(|s| s.expose()), Some("c0ns0le#pw"));
+    assert_eq!(c.idle_timeout, Duration::from_secs(600));
+    assert_eq!(
+        c.import_dir.as_deref(),
+        Some(Path::new("/var/lib/sipban/import"))
+    );
+    // Masked in the listing and in Debug output; the rest is listed.
+    let shown = loaded.config.to_string();
+    assert!(shown.contains("\nsecret = \"********\"\n"), "{shown}");
+    assert!(shown.contains("\nidle_timeout = 600\n"), "{shown}");
+    assert!(
+        shown.contains("\nimport_dir = \"/var/lib/sipban/import\"\n"),
+        "{shown}"
+    );
+    for text in [shown, format!("{:?}", loaded.config)] {
+        assert!(!text.contains("c0ns0le"), "{text}");
+    }
+    // Defaults: no secret, 300 s, no import directory.
+    let d = Config::default().control;
+    assert!(d.secret.is_none() && d.import_dir.is_none());
+    assert_eq!(d.idle_timeout, Duration::from_secs(300));
+}
+
+#[test]
+fn bad_console_settings_name_their_line() {
+    let cases = [
+        (
+            "control-empty-secret.conf",
+            r#"3: [control] secret = "": an empty secret is no password; set one or remove the key"#,
+        ),
+        (
+            "bad-idle-timeout.conf",
+            r#"3: [control] idle_timeout = "0": an idle timeout must last at least one second"#,
+        ),
+        (
+            "bad-import-dir.conf",
+            r#"2: [control] import_dir = "import": must be an absolute path"#,
+        ),
+    ];
+    for (name, tail) in cases {
+        let expected = format!("{}:{tail}", fixture(name).display());
+        assert_eq!(error(name), expected, "{name}");
+    }
+}
+
+#[cfg(unix)]
+#[test]
+fn group_or_world_readable_config_with_a_secret_is_a_warning() {
+    use std::os::unix::fs::PermissionsExt;
+
+    let dir = tempfile::tempdir().unwrap();
+    let warning = |path: &Path| {
+        format!(
+            "{p} is readable by other users and holds secrets: chmod 600 {p}",
+            p = path.display()
+        )
+    };
+    let cases = [
+        ("ami-pass", "[ami]\npass = \"s3cret\"\n", 0o644, true),
+        ("ami-pass-group", "[ami]\npass = \"s3cret\"\n", 0o640, true),
+        (
+            "ami-pass-private",
+            "[ami]\npass = \"s3cret\"\n",
+            0o600,
+            false,
+        ),
+        ("console", "[control]\nsecret = \"pw\"\n", 0o604, true),
+        ("no-secret", "[control]\nport = 4451\n", 0o644, false),
+    ];
+    for (name, text, mode, warned) in cases {
+        let path = dir.path().join(format!("{name}.conf"));
+        std::fs::write(&path, text).unwrap();
+        std::fs::set_permissions(&path, std::fs::Permissions::from_mode(mode)).unwrap();
+        let loaded = Config::load(&path).unwrap();
+        let expected = if warned { vec![warning(&path)] } else { vec![] };
+        assert_eq!(loaded.warnings, expected, "{name} {mode:o}");
+    }
+}
+
+#[test]
+fn an_oversized_config_is_refused() {
+    let dir = tempfile::tempdir().unwrap();
+    let path = dir.path().join("huge.conf");
+    let line = "# padding padding padding padding padding padding padding padding\n";
+    std::fs::write(&path, line.repeat(20_000)).unwrap();
+    let err = Config::load(&path).unwrap_err().to_string();
+    assert_eq!(
+        err,
+        format!(
+            "{}: larger than 1048576 bytes; not a sipban config",
+            path.display()
         )
     );
 }
@@ -314,7 +478,7 @@ fn debug_output_never_contains_the_secret() {
 #[test]
 fn shipped_sample_config_is_the_defaults_without_warnings() {
     let path = Path::new(env!("CARGO_MANIFEST_DIR")).join("etc/sipban.conf");
-    let loaded = Config::load(&path).unwrap();
+    let loaded = Config::parse(std::fs::read(&path).unwrap(), &path).unwrap();
     assert_eq!(loaded.warnings, Vec::<String>::new());
     assert_eq!(loaded.config.source.as_deref(), Some(path.as_path()));
     assert_same_settings(&loaded.config, &Config::default());
@@ -405,4 +569,87 @@ fn shipped_sample_white_list_parses() {
     assert_eq!(entries, ["127.0.0.1/32"]);
     // The commented examples are not entries.
     assert_eq!(wl.find(ip("192.0.2.10")), None);
+}
+
+mod properties {
+    use std::path::Path;
+
+    use proptest::collection::vec;
+    use proptest::prelude::*;
+    use sipban::config::Config;
+    use sipban::config::ini::Ini;
+
+    /// A known key of a known section, so values reach their parsers.
+    const KEYS: &[(&str, &str)] = &[
+        ("ami", "host"),
+        ("ami", "port"),
+        ("ami", "pass"),
+        ("ami", "ping"),
+        ("control", "address"),
+        ("control", "secret"),
+        ("control", "idle_timeout"),
+        ("control", "import_dir"),
+        ("timer", "ban"),
+        ("iptables", "chain"),
+        ("iptables", "scope"),
+        ("iptables", "rule"),
+        ("iptables", "rule6"),
+        ("firewall", "backend"),
+        ("firewall", "table"),
+        ("firewall", "check_interval"),
+        ("flood", "count"),
+        ("policy", "max_failures"),
+        ("policy", "find_time"),
+        ("policy", "events"),
+        ("policy", "services"),
+        ("policy", "ban_time_factor"),
+        ("policy", "block_threshold"),
+    ];
+
+    /// Lines a config is made of, good and bad.
+    fn line() -> impl Strategy<Value = String> {
+        let value = "[ -~é\"#]{0,24}";
+        prop_oneof![
+            (0..KEYS.len(), value).prop_map(|(i, v)| {
+                let (section, key) = KEYS[i];
+                format!("[{section}]\n{key} = {v}")
+            }),
+            (0..KEYS.len(), value).prop_map(|(i, v)| format!("{} = \"{v}\"", KEYS[i].1)),
+            "[\\[\\]=\"#; a-z0-9_.:/-]{0,30}",
+        ]
+    }
+
+    proptest! {
+        #[test]
+        fn arbitrary_bytes_never_panic(bytes in vec(any::<u8>(), 0..600)) {
+            let _ = Ini::parse(&bytes);
+            let _ = Config::parse(&bytes, Path::new("fuzz.conf"));
+        }
+
+        #[test]
+        fn config_shaped_text_never_panics(lines in vec(line(), 0..12), crlf in any::<bool>()) {
+            let text = lines.join(if crlf { "\r\n" } else { "\n" });
+            let parsed = Config::parse(&text, Path::new("fuzz.conf"));
+            // Whatever loads lists settings that load back the same.
+            if let Ok(loaded) = parsed {
+                let listing = loaded.config.to_string();
+                let again = Config::parse(&listing, Path::new("listing.conf"));
+                prop_assert!(again.is_ok(), "{listing}\n{:?}", again.err());
+            }
+        }
+
+        #[test]
+        fn quoted_values_come_back_unchanged(v in "[^\"\\p{Cc}]{1,40}") {
+            let text = format!("[ami]\nuser = \"{v}\"\n");
+            let c = Config::parse(&text, Path::new("t.conf")).unwrap().config;
+            prop_assert_eq!(c.ami.user, v);
+        }
+
+        #[test]
+        fn every_error_names_the_file(lines in vec(line(), 1..8)) {
+            if let Err(e) = Config::parse(lines.join("\n"), Path::new("named.conf")) {
+                prop_assert!(e.to_string().starts_with("named.conf:"), "{e}");
+            }
+        }
+    }
 }

@@ -7,7 +7,9 @@ use std::net::{IpAddr, Ipv4Addr, Ipv6Addr};
 use std::path::{Path, PathBuf};
 
 use ipnet::IpNet;
-use sipban::policy::lists::{AddressList, ListEntry, ListVerdict, Lists};
+use sipban::policy::lists::{
+    AddressList, ListEntry, ListKind, ListVerdict, ListWarning, Lists, WarningKind,
+};
 use sipban::policy::whitelist::Whitelist;
 
 fn fixture(name: &str) -> PathBuf {
@@ -32,6 +34,10 @@ fn net(s: &str) -> IpNet {
 
 fn list(text: &str) -> AddressList {
     AddressList::parse(text, Path::new("test.list")).unwrap()
+}
+
+fn texts(warnings: &[ListWarning]) -> Vec<String> {
+    warnings.iter().map(ToString::to_string).collect()
 }
 
 /// What must survive a round trip: networks and notes, in order.
@@ -67,6 +73,18 @@ fn good_list_fixture() {
         ("192.0.2.128/25".into(), Some("mapped network"), 13),
     ];
     assert_eq!(got, want);
+    // Host bits and the repeated /24 are warnings naming their lines.
+    let p = path.display();
+    assert_eq!(
+        texts(l.warnings()),
+        [
+            format!("{p}:9: 192.0.2.77/25 has host bits set; it means 192.0.2.0/25"),
+            format!(
+                "{p}:10: 198.51.100.0/24 is listed twice (first at line 4); this line is ignored"
+            ),
+            format!("{p}:12: 2001:db8:2::5/64 has host bits set; it means 2001:db8:2::/64"),
+        ]
+    );
     // The repeated /24 on line 10 is ignored (first wins) and reported.
     assert_eq!(l.duplicates().len(), 1);
     assert_eq!(l.duplicates()[0].line, 10);
@@ -496,8 +514,8 @@ fn reload_keeps_the_old_lists_on_error() {
 
     // Fixed: both are replaced; a deleted file becomes an empty list.
     std::fs::write(&allow, "192.0.2.8 new router\n").unwrap();
-    let missing = lists.reload(&allow, &deny).unwrap();
-    assert!(missing.is_empty());
+    let reloaded = lists.reload(&allow, &deny).unwrap();
+    assert!(reloaded.missing.is_empty() && reloaded.warnings.is_empty());
     assert!(matches!(
         lists.verdict(ip("192.0.2.8")),
         ListVerdict::Allowed(_)
@@ -512,10 +530,133 @@ fn reload_keeps_the_old_lists_on_error() {
     ));
     std::fs::remove_file(&deny).unwrap();
     assert_eq!(
-        lists.reload(&allow, &deny).unwrap(),
+        lists.reload(&allow, &deny).unwrap().missing,
         std::slice::from_ref(&deny)
     );
     assert!(lists.deny.is_empty());
+}
+
+#[test]
+fn host_bits_are_a_warning_naming_the_line_and_the_network_meant() {
+    let path = fixture("host-bits.wl");
+    let (l, exists) = AddressList::load_as(&path, ListKind::Allow).unwrap();
+    assert!(exists);
+    let p = path.display();
+    assert_eq!(
+        texts(l.warnings()),
+        [
+            format!("{p}:3: 10.0.0.1/8 has host bits set; it means 10.0.0.0/8"),
+            format!("{p}:4: 2001:db8:1::1/48 has host bits set; it means 2001:db8:1::/48"),
+        ]
+    );
+    assert_eq!(
+        l.warnings()[0].kind,
+        WarningKind::HostBits {
+            written: "10.0.0.1/8".into(),
+            means: net("10.0.0.0/8")
+        }
+    );
+    // Still read as the network it means, in the white list too.
+    assert_eq!(found(&l, "10.200.0.1"), Some("10.0.0.0/8".into()));
+    let (wl, _) = Whitelist::load(&path).unwrap();
+    assert_eq!(texts(wl.warnings()), texts(l.warnings()));
+    // A plain address or a clean network is no warning, nor is CSV's.
+    assert!(
+        list("192.0.2.1\n10.0.0.0/8\n::ffff:192.0.2.0/120\n")
+            .warnings()
+            .is_empty()
+    );
+    let csv =
+        AddressList::from_csv_as("192.0.2.1/24,x\n", Path::new("a.csv"), ListKind::Deny).unwrap();
+    assert_eq!(
+        texts(csv.warnings()),
+        ["a.csv:1: 192.0.2.1/24 has host bits set; it means 192.0.2.0/24"]
+    );
+}
+
+#[test]
+fn an_allow_entry_covering_everything_is_an_error() {
+    // 0.0.0.0/0 in the allow list turned the daemon off without a word.
+    let path = fixture("allow-everything.wl");
+    let want = format!(
+        "{}:4: \"0.0.0.0/0 everyone\" would allow every address: nothing would ever be banned",
+        path.display()
+    );
+    let err = AddressList::load_as(&path, ListKind::Allow).unwrap_err();
+    assert_eq!(err.to_string(), want);
+    assert_eq!(Whitelist::load(&path).unwrap_err().to_string(), want);
+    let deny = fixture("good.list");
+    assert_eq!(Lists::load(&path, &deny).unwrap_err().to_string(), want);
+    let csv = fixture("allow-everything.csv");
+    let text = std::fs::read_to_string(&csv).unwrap();
+    assert_eq!(
+        AddressList::from_csv_as(&text, &csv, ListKind::Allow)
+            .unwrap_err()
+            .to_string(),
+        format!(
+            "{}:3: \"::/0,everyone\" would allow every address: nothing would ever be banned",
+            csv.display()
+        )
+    );
+    // Every spelling of "everything", each family.
+    for all in ["::/0", "10.1.2.3/0", "::ffff:0:0/96", "::ffff:1.2.3.4/96"] {
+        let err = AddressList::parse_as(all, Path::new("a"), ListKind::Allow).unwrap_err();
+        assert!(
+            err.to_string().ends_with("nothing would ever be banned"),
+            "{all}: {err}"
+        );
+    }
+    assert!(ListKind::Allow.refuses(net("0.0.0.0/0")).is_some());
+    assert!(ListKind::Allow.refuses(net("0.0.0.0/1")).is_none());
+    assert!(ListKind::Deny.refuses(net("::/0")).is_none());
+}
+
+#[test]
+fn a_deny_entry_covering_everything_is_read_with_a_warning() {
+    let allow = fixture("good.list");
+    let deny = fixture("deny-everything.deny");
+    let loaded = Lists::load(&allow, &deny).unwrap();
+    assert!(matches!(
+        loaded.lists.verdict(ip("2001:db9::1")),
+        ListVerdict::Denied(_)
+    ));
+    let d = deny.display();
+    let a = allow.display();
+    // Allow list's warnings first, then the deny list's.
+    assert_eq!(
+        texts(&loaded.warnings),
+        [
+            format!("{a}:9: 192.0.2.77/25 has host bits set; it means 192.0.2.0/25"),
+            format!(
+                "{a}:10: 198.51.100.0/24 is listed twice (first at line 4); this line is ignored"
+            ),
+            format!("{a}:12: 2001:db8:2::5/64 has host bits set; it means 2001:db8:2::/64"),
+            format!(
+                "{d}:3: ::/0 covers every IPv6 address: every such source not on the allow \
+                 list is banned for good"
+            ),
+        ]
+    );
+    let l = list("0.0.0.0/0\n");
+    assert_eq!(
+        texts(l.warnings()),
+        [
+            "test.list:1: 0.0.0.0/0 covers every IPv4 address: every such source not on the \
+          allow list is banned for good"
+        ]
+    );
+}
+
+#[test]
+fn a_non_utf8_list_names_its_line() {
+    let path = fixture("not-utf8.list");
+    for kind in [ListKind::Allow, ListKind::Deny] {
+        let err = AddressList::load_as(&path, kind).unwrap_err();
+        assert_eq!(
+            err.to_string(),
+            format!("{}:3: not valid UTF-8", path.display())
+        );
+    }
 }
 
 /// splitmix64: a reproducible generator without extra crates.
@@ -736,6 +877,84 @@ fn garbage_never_panics() {
         if let Ok(l) = AddressList::from_csv(&s, p) {
             let again = AddressList::parse(&l.to_text(), p).unwrap();
             assert_eq!(content(&again), content(&l), "{s:?}");
+        }
+    }
+}
+
+mod properties {
+    use std::net::{IpAddr, Ipv4Addr, Ipv6Addr};
+    use std::path::Path;
+
+    use proptest::collection::vec;
+    use proptest::prelude::*;
+    use sipban::policy::lists::{AddressList, ListKind, WarningKind};
+
+    use super::content;
+
+    fn kind() -> impl Strategy<Value = ListKind> {
+        prop_oneof![Just(ListKind::Allow), Just(ListKind::Deny)]
+    }
+
+    /// `address[/len] [note] [# comment]` lines, mostly valid, with
+    /// mapped addresses, host bits and repeats likely.
+    fn entry_line() -> impl Strategy<Value = String> {
+        let addr = prop_oneof![
+            any::<[u8; 4]>().prop_map(|b| IpAddr::V4(Ipv4Addr::from(b)).to_string()),
+            (0u8..4).prop_map(|n| format!("192.0.2.{n}")),
+            any::<u128>().prop_map(|b| IpAddr::V6(Ipv6Addr::from(b)).to_string()),
+            any::<[u8; 4]>().prop_map(|b| Ipv4Addr::from(b).to_ipv6_mapped().to_string()),
+        ];
+        let len = prop_oneof![
+            Just(String::new()),
+            (0u8..=130).prop_map(|l| format!("/{l}"))
+        ];
+        let note = "[ a-z,\"é\t]{0,12}";
+        let comment = prop_oneof![Just(""), Just(" # why"), Just("#")];
+        (addr, len, note, comment).prop_map(|(a, l, n, c)| format!("{a}{l} {n}{c}"))
+    }
+
+    proptest! {
+        #[test]
+        fn parsers_never_panic(text in "\\PC{0,200}", kind in kind()) {
+            let p = Path::new("fuzz");
+            let _ = AddressList::parse_as(&text, p, kind);
+            let _ = AddressList::from_csv_as(&text, p, kind);
+        }
+
+        #[test]
+        fn load_never_panics_on_bytes(bytes in vec(any::<u8>(), 0..300), kind in kind()) {
+            let dir = tempfile::tempdir().unwrap();
+            let path = dir.path().join("list");
+            std::fs::write(&path, &bytes).unwrap();
+            match AddressList::load_as(&path, kind) {
+                Ok((l, found)) => prop_assert!(found && l.len() <= bytes.len()),
+                Err(e) => prop_assert!(e.to_string().starts_with(&path.display().to_string())),
+            }
+        }
+
+        #[test]
+        fn written_text_and_csv_read_back_the_same(
+            lines in vec(entry_line(), 0..20),
+            kind in kind(),
+        ) {
+            let p = Path::new("t");
+            if let Ok(l) = AddressList::parse_as(&lines.join("\n"), p, kind) {
+                let again = AddressList::parse_as(&l.to_text(), p, kind).unwrap();
+                prop_assert_eq!(content(&again), content(&l));
+                // What sipban writes is clean: no host bits, no repeats.
+                let clean = again
+                    .warnings()
+                    .iter()
+                    .all(|w| matches!(w.kind, WarningKind::DeniesEverything { .. }));
+                prop_assert!(clean, "{:?}", again.warnings());
+                let csv = AddressList::from_csv_as(&l.to_csv(), p, kind).unwrap();
+                prop_assert_eq!(content(&csv), content(&l));
+                // Every entry came with its line; each repeat warned once.
+                let repeats = l.warnings().iter()
+                    .filter(|w| matches!(w.kind, WarningKind::Repeated { .. }))
+                    .count();
+                prop_assert_eq!(repeats, l.duplicates().len());
+            }
         }
     }
 }

@@ -1,5 +1,7 @@
 //! Checks on the service files shipped with sipban: the SysV/LSB init script
-//! (`init.d/sipban`) and the systemd unit (`systemd/sipban.service`).
+//! (`init.d/sipban`), the systemd unit (`systemd/sipban.service`), the
+//! sample Asterisk `manager.conf` (least privilege) and README's install
+//! lines (the config, which holds the AMI secret, installed 0600).
 
 use std::fs;
 use std::io::ErrorKind;
@@ -154,4 +156,82 @@ fn systemd_unit_has_required_settings() {
         .filter_map(|l| l.strip_prefix("After="))
         .any(|v| v.split_whitespace().any(|u| u == "asterisk.service"));
     assert!(after_has_asterisk, "unit must order After=asterisk.service");
+}
+
+/// `key = value` pairs of `[section]` in an Asterisk-style file (`;`
+/// comments), in order.
+fn section_keys(text: &str, section: &str) -> Vec<(String, String)> {
+    let mut inside = false;
+    let mut keys = Vec::new();
+    for line in text.lines().map(str::trim) {
+        if line.is_empty() || line.starts_with(';') {
+            continue;
+        }
+        if let Some(name) = line.strip_prefix('[').and_then(|l| l.strip_suffix(']')) {
+            inside = name == section;
+        } else if inside && let Some((k, v)) = line.split_once('=') {
+            keys.push((k.trim().to_string(), v.trim().to_string()));
+        }
+    }
+    keys
+}
+
+#[test]
+fn sample_manager_conf_grants_security_events_and_no_write_class() {
+    // The original's sample granted `write = system,command`: whoever holds
+    // the secret could restart Asterisk or run any CLI command.
+    let path = repo_path("etc/asterisk/manager.conf");
+    let text = fs::read_to_string(&path).unwrap();
+    let keys = section_keys(&text, "sipban");
+    let values = |key: &str| -> Vec<&str> {
+        keys.iter()
+            .filter(|(k, _)| k == key)
+            .map(|(_, v)| v.as_str())
+            .collect()
+    };
+    assert_eq!(values("read"), ["security"]);
+    assert_eq!(values("write"), ["none"]);
+    assert_eq!(values("permit"), ["127.0.0.1/255.255.255.255"]);
+    // README's copy says the same.
+    let readme = fs::read_to_string(repo_path("README.md")).unwrap();
+    let (_, setup) = readme
+        .split_once("## Asterisk setup")
+        .expect("README has an Asterisk setup section");
+    let block = setup
+        .split("```ini\n")
+        .nth(1)
+        .and_then(|b| b.split("```").next())
+        .expect("an ini block in Asterisk setup");
+    let readme_keys = section_keys(block, "sipban");
+    for key in ["read", "write", "permit", "deny"] {
+        let get = |keys: &[(String, String)]| {
+            keys.iter()
+                .filter(|(k, _)| k == key)
+                .map(|(_, v)| v.clone())
+                .collect::<Vec<_>>()
+        };
+        assert_eq!(get(&readme_keys), get(&keys), "{key}");
+    }
+}
+
+#[test]
+fn readme_installs_the_config_readable_by_root_only() {
+    // The config holds the AMI secret; `cp` left it 0644.
+    let readme = fs::read_to_string(repo_path("README.md")).unwrap();
+    let lines: Vec<&str> = readme.lines().map(str::trim).collect();
+    assert!(
+        lines
+            .iter()
+            .any(|l| l.starts_with("install -m 600 etc/sipban.conf /etc/sipban.conf")),
+        "README must install the config with mode 600"
+    );
+    for l in &lines {
+        assert!(
+            !l.contains("etc/sipban.conf /etc/") || l.starts_with("install -m 600 "),
+            "README copies the config without mode 600: {l}"
+        );
+    }
+    // The shipped config says so too.
+    let conf = fs::read_to_string(repo_path("etc/sipban.conf")).unwrap();
+    assert!(conf.contains("install -m 600 etc/sipban.conf /etc/sipban.conf"));
 }

@@ -1,14 +1,14 @@
 //! The white list file: one IP or CIDR per line (IPv4 or IPv6), an optional
 //! note after it, `#` starts a comment, blank lines are ignored. A bad line
-//! is an error naming file:line.
+//! is an error naming file:line; so is an entry covering every address.
 
 use std::net::IpAddr;
 use std::path::Path;
 
 use ipnet::IpNet;
 
-use super::lists::AddressList;
-pub use super::lists::{ListError, parse_net};
+use super::lists::{AddressList, ListKind};
+pub use super::lists::{ListError, ListWarning, parse_net};
 
 /// The networks of the white list, in file order (for `wl`). The file is
 /// the allow list, so it is read by the allow list's parser: the same
@@ -16,21 +16,38 @@ pub use super::lists::{ListError, parse_net};
 #[derive(Clone, Debug, Default)]
 pub struct Whitelist {
     nets: Vec<IpNet>,
+    warnings: Vec<ListWarning>,
 }
 
 impl Whitelist {
     pub fn from_nets(nets: Vec<IpNet>) -> Self {
-        Whitelist { nets }
+        Whitelist {
+            nets,
+            warnings: Vec::new(),
+        }
     }
 
     pub fn parse(text: &str, path: &Path) -> Result<Self, ListError> {
-        AddressList::parse(text, path).map(|list| Whitelist { nets: list.nets() })
+        AddressList::parse_as(text, path, ListKind::Allow).map(Self::from_list)
     }
 
     /// Reads `path`; a missing file is an empty list (the original behaved so)
     /// and the caller is told, so it can warn.
     pub fn load(path: &Path) -> Result<(Self, bool), ListError> {
-        AddressList::load(path).map(|(list, found)| (Whitelist { nets: list.nets() }, found))
+        AddressList::load_as(path, ListKind::Allow)
+            .map(|(list, found)| (Self::from_list(list), found))
+    }
+
+    fn from_list(list: AddressList) -> Self {
+        Whitelist {
+            nets: list.nets(),
+            warnings: list.warnings().to_vec(),
+        }
+    }
+
+    /// Lines to warn about (host bits set, repeated entries), in file order.
+    pub fn warnings(&self) -> &[ListWarning] {
+        &self.warnings
     }
 
     /// The entry covering `ip`, if any.
@@ -78,9 +95,31 @@ mod tests {
     }
 
     #[test]
-    fn host_bits_are_cleared() {
+    fn host_bits_are_cleared_with_a_warning() {
         let w = wl("192.0.2.77/24\n");
         assert_eq!(w.entries()[0].to_string(), "192.0.2.0/24");
+        let warnings: Vec<String> = w.warnings().iter().map(|w| w.to_string()).collect();
+        assert_eq!(
+            warnings,
+            ["test.wl:1: 192.0.2.77/24 has host bits set; it means 192.0.2.0/24"]
+        );
+    }
+
+    #[test]
+    fn an_entry_allowing_everything_is_refused() {
+        for all in ["0.0.0.0/0", "::/0", "10.0.0.1/0", "::ffff:0:0/96"] {
+            let err = Whitelist::parse(
+                &format!("192.0.2.1\n{all} everyone\n"),
+                Path::new("/etc/sipban.wl"),
+            )
+            .unwrap_err();
+            assert_eq!(
+                err.to_string(),
+                format!(
+                    "/etc/sipban.wl:2: \"{all} everyone\" would allow every address: nothing would ever be banned"
+                )
+            );
+        }
     }
 
     #[test]

@@ -1,0 +1,112 @@
+//! The effective settings, as `--check-config` prints them: the file's own
+//! format, every key with the value in force, secrets masked, so the
+//! listing loads back as the same config.
+
+use std::fmt;
+use std::time::Duration;
+
+use super::Config;
+
+fn secs(d: Duration) -> u64 {
+    d.as_secs()
+}
+
+/// A value in double quotes, as the shipped file writes them. The format
+/// has no escapes: a value holding a `"` was written without quotes, so it
+/// is listed without them.
+fn q(value: &dyn fmt::Display) -> String {
+    let value = value.to_string();
+    if value.contains('"') {
+        value
+    } else {
+        format!("\"{value}\"")
+    }
+}
+
+impl fmt::Display for Config {
+    /// The effective settings, secret masked, in the file's own format.
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        let c = self;
+        writeln!(f, "[ami]")?;
+        writeln!(f, "host = {}", q(&c.ami.host))?;
+        writeln!(f, "port = {}", q(&c.ami.port))?;
+        writeln!(f, "user = {}", q(&c.ami.user))?;
+        writeln!(f, "pass = {}", q(&c.ami.secret))?;
+        writeln!(f, "ping = {}", c.ami.ping.map_or(0, secs))?;
+        writeln!(f, "\n[control]")?;
+        writeln!(f, "address = {}", q(&c.control.address))?;
+        writeln!(f, "port = {}", q(&c.control.port))?;
+        if let Some(secret) = &c.control.secret {
+            writeln!(f, "secret = {}", q(secret))?;
+        }
+        writeln!(f, "idle_timeout = {}", secs(c.control.idle_timeout))?;
+        if let Some(dir) = &c.control.import_dir {
+            writeln!(f, "import_dir = {}", q(&dir.display()))?;
+        }
+        writeln!(f, "\n[timer]")?;
+        writeln!(f, "ban = {}", secs(c.ban_time))?;
+        writeln!(f, "\n[iptables]")?;
+        writeln!(f, "path = {}", q(&c.iptables.path))?;
+        writeln!(f, "chain = {}", q(&c.iptables.chain))?;
+        writeln!(f, "scope = {}", q(&c.iptables.scope))?;
+        writeln!(f, "rule = {}", q(&c.iptables.rule))?;
+        writeln!(f, "rule6 = {}", q(&c.iptables.rule6))?;
+        writeln!(f, "white_list = {}", q(&c.iptables.white_list.display()))?;
+        writeln!(f, "dump = {}", q(&c.iptables.dump.display()))?;
+        writeln!(f, "\n[firewall]")?;
+        writeln!(f, "backend = {}", q(&c.firewall.backend))?;
+        writeln!(f, "hook = {}", q(&c.firewall.hook))?;
+        writeln!(f, "mode = {}", q(&c.firewall.mode))?;
+        writeln!(f, "table = {}", q(&c.firewall.table))?;
+        writeln!(f, "set4 = {}", q(&c.firewall.set4))?;
+        writeln!(f, "set6 = {}", q(&c.firewall.set6))?;
+        if let Some(d) = &c.firewall.deny4 {
+            writeln!(f, "deny4 = {}", q(d))?;
+        }
+        if let Some(d) = &c.firewall.deny6 {
+            writeln!(f, "deny6 = {}", q(d))?;
+        }
+        writeln!(
+            f,
+            "check_interval = {}",
+            c.firewall.check_interval.map_or(0, secs)
+        )?;
+        let yn = if c.firewall.conntrack { "yes" } else { "no" };
+        writeln!(f, "conntrack = {yn}")?;
+        let p = &c.policy;
+        writeln!(f, "\n[policy]")?;
+        writeln!(f, "max_failures = {}", p.max_failures)?;
+        writeln!(f, "find_time = {}", secs(p.find_time))?;
+        let events: Vec<&str> = p.counted_events.iter().map(|e| e.name()).collect();
+        writeln!(f, "events = {}", q(&events.join(", ")))?;
+        match &p.services {
+            None => writeln!(f, "services = \"all\"")?,
+            Some(s) => {
+                let s: Vec<&str> = s.iter().map(String::as_str).collect();
+                writeln!(f, "services = {}", q(&s.join(", ")))?;
+            }
+        }
+        if let Some(fl) = &p.flood {
+            writeln!(f, "flood_count = {}", fl.count)?;
+            writeln!(f, "flood_interval = {}", secs(fl.interval))?;
+        }
+        if let Some(e) = &p.enumeration {
+            writeln!(f, "enumeration = {}", e.max_accounts)?;
+            writeln!(f, "enumeration_window = {}", secs(e.window))?;
+        }
+        writeln!(f, "test_accounts = {}", q(&p.test_accounts.join(", ")))?;
+        writeln!(f, "ban_time_factor = {}", p.ban_time_factor)?;
+        if let Some(m) = p.max_ban_time {
+            writeln!(f, "max_ban_time = {}", secs(m))?;
+        }
+        if let Some(b) = p.block_threshold {
+            writeln!(f, "block_threshold = {b}")?;
+        }
+        writeln!(f, "forget_after = {}", secs(p.forget_after))?;
+        writeln!(f, "\n[lists]")?;
+        writeln!(f, "allow = {}", q(&c.lists.allow.display()))?;
+        writeln!(f, "deny = {}", q(&c.lists.deny.display()))?;
+        writeln!(f, "\n[log]")?;
+        writeln!(f, "file = {}", q(&c.log_file.display()))
+    }
+}
