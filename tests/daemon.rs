@@ -261,6 +261,17 @@ async fn every_console_command_over_tcp() {
         assert!(help.contains(cmd), "help lists {cmd}: {help}");
     }
     assert!(help.contains("clear rules on chain sipban-udp"));
+    for cmd in [
+        "login {secret}",
+        "deny add [--force]",
+        "allow|deny import [--force]",
+    ] {
+        assert!(help.contains(cmd), "help lists {cmd}: {help}");
+    }
+    assert_eq!(
+        c.command("login anything").await,
+        "no login needed ([control] secret is not set)"
+    );
 
     assert_eq!(c.command("block").await, "");
     assert_eq!(c.command("block 203.0.113.30").await, "203.0.113.30 block");
@@ -279,7 +290,11 @@ async fn every_console_command_over_tcp() {
         "{spared}"
     );
     assert!(c.command("block 127.0.0.1").await.contains("protected"));
-    // `nc` sends bare LF: accepted.
+    // `nc` sends bare LF, some clients a bare CR: accepted.
+    assert_eq!(
+        c.command_with("block 203.0.113.30", "\r").await,
+        "203.0.113.30 previously blocked"
+    );
     let list = c.command_with("block", "\n").await;
     let lines: Vec<&str> = list.lines().collect();
     assert_eq!(lines.len(), 2, "{list}");
@@ -788,7 +803,8 @@ async fn report_and_csv_import_export() {
         allow,
         deny: deny.clone(),
     };
-    let s = settings(&ami, &dir.path().join("dump"), Whitelist::default());
+    let mut s = settings(&ami, &dir.path().join("dump"), Whitelist::default());
+    s.import_dir = Some(dir.path().to_path_buf());
     let d = Daemon::start_with(s, Box::new(DryRun::new()), Clock::manual(T0), Some(policy))
         .await
         .unwrap();
@@ -835,9 +851,10 @@ async fn report_and_csv_import_export() {
             .unwrap()
             .contains("2001:db8:7::/48")
     );
+    // Only files inside [control] import_dir are read.
     let bad = c.command("deny import /nonexistent/x.csv").await;
     assert!(
-        bad.starts_with("error: cannot read /nonexistent/x.csv"),
+        bad.starts_with("error: /nonexistent/x.csv is not a file inside the import directory"),
         "{bad}"
     );
     d.stop().await.unwrap();
