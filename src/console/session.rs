@@ -24,6 +24,9 @@ use super::{exec, list_commands};
 /// A client that does not read its reply within this is dropped, so a
 /// full socket cannot hold a slot.
 pub const WRITE_TIMEOUT: Duration = Duration::from_secs(30);
+/// For the last words of a session closed by the console: a client that
+/// stopped reading must not keep a closed session's task for long.
+const CLOSE_TIMEOUT: Duration = Duration::from_secs(1);
 
 /// What the session waits on between commands.
 struct Io<'a> {
@@ -138,9 +141,9 @@ pub async fn run(
     };
     if !closing.is_empty() {
         tracing::info!("CONSOLE => session from {peer}: {}", closing.trim_end());
-        io.send(&closing).await?;
+        let _ = tokio::time::timeout(CLOSE_TIMEOUT, io.out.write_all(closing.as_bytes())).await;
     }
-    let _ = tokio::time::timeout(WRITE_TIMEOUT, io.out.shutdown()).await;
+    let _ = tokio::time::timeout(CLOSE_TIMEOUT, io.out.shutdown()).await;
     Ok(())
 }
 
