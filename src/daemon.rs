@@ -232,6 +232,9 @@ impl Daemon {
                 for path in &loaded.missing {
                     tracing::warn!("LISTS => {} not found: empty list", path.display());
                 }
+                for w in &loaded.warnings {
+                    tracing::warn!("LISTS => {w}");
+                }
                 Policy::with(
                     loaded.lists,
                     settings.ami_hosts.clone(),
@@ -381,9 +384,18 @@ impl Daemon {
     /// stay in force, whole. Returns the number of (allow, deny) entries.
     pub fn reload_lists(&self) -> Result<(usize, usize), crate::policy::lists::ListError> {
         let lists = match (&self.policy_files, &self.whitelist_path) {
-            (Some((allow, deny)), _) => Lists::load(allow, deny)?.lists,
+            (Some((allow, deny)), _) => {
+                let loaded = Lists::load(allow, deny)?;
+                for w in &loaded.warnings {
+                    tracing::warn!("LISTS => {w}");
+                }
+                loaded.lists
+            }
             (None, Some(path)) => {
-                let (allow, _) = AddressList::load(path)?;
+                let (allow, _) = AddressList::load_as(path, crate::policy::lists::ListKind::Allow)?;
+                for w in allow.warnings() {
+                    tracing::warn!("LISTS => {w}");
+                }
                 Lists {
                     allow,
                     deny: self.policy.lists().deny.clone(),

@@ -245,20 +245,21 @@ fn run(cli: Cli) -> Result<ExitCode> {
 
 /// The console for the client commands: `--console`, else the config's
 /// `[control]` (defaults when the default config is missing).
-fn console_addr(cli: &Cli) -> Result<SocketAddr> {
+fn console_addr(cli: &Cli) -> Result<client::ConsoleTarget> {
     if let Some(addr) = cli.console {
-        return Ok(addr);
+        // The secret then comes from the environment only.
+        return Ok(client::ConsoleTarget::from(addr));
     }
     let path = cli
         .config
         .clone()
         .unwrap_or_else(|| PathBuf::from(DEFAULT_CONFIG));
-    let (addr, warning) = client::console_addr_from_config(&path, cli.config.is_some())
+    let (target, warning) = client::console_target_from_config(&path, cli.config.is_some())
         .map_err(|e| anyhow::anyhow!("{e}"))?;
     if let Some(w) = warning {
         eprintln!("warning: {w}");
     }
-    Ok(addr)
+    Ok(target)
 }
 
 /// Exit status of a client command (see [`client`]'s module docs).
@@ -325,8 +326,13 @@ fn check_config(cli: &Cli) -> Result<()> {
     for w in &lists.warnings {
         eprintln!("warning: {w}");
     }
-    if let Some(Err(e)) = sipban::bans::persist::read(&c.iptables.dump).transpose() {
-        bail!(e);
+    // Start-up refuses a dump it cannot write; so does the check. Bad
+    // entries are skipped at start (and named there): warnings here.
+    sipban::bans::persist::check_writable(&c.iptables.dump)?;
+    if let Some(dump) = sipban::bans::persist::read_dump(&c.iptables.dump)? {
+        for w in &dump.warnings {
+            eprintln!("warning: {w}; this entry would be skipped at start");
+        }
     }
     if let Some(src) = &c.source {
         println!("# effective settings of {}", src.display());

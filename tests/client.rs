@@ -12,7 +12,8 @@ use std::net::{IpAddr, SocketAddr, TcpListener};
 use std::process::Stdio;
 use std::time::Duration;
 
-use sipban::client::{Client, ClientError, Timeouts, is_error_reply};
+use sipban::ami::Secret;
+use sipban::client::{Client, ClientError, ConsoleTarget, SECRET_ENV, Timeouts, is_error_reply};
 use sipban::clock::Clock;
 use sipban::daemon::Daemon;
 use sipban::firewall::DryRun;
@@ -36,13 +37,43 @@ struct Harness {
 
 impl Harness {
     async fn new() -> Harness {
+        Self::with(|_| {}).await
+    }
+
+    /// Lets the test adjust the settings first.
+    async fn with(tweak: impl FnOnce(&mut sipban::daemon::Settings)) -> Harness {
         let ami = FakeAmi::start().await;
         let dir = tempfile::tempdir().unwrap();
         let dump = dir.path().join("sipban.dump");
-        let s = settings(&ami, &dump, Whitelist::default());
+        let mut s = settings(&ami, &dump, Whitelist::default());
+        tweak(&mut s);
         let daemon = Daemon::start(s, Box::new(DryRun::new()), Clock::manual(T0))
             .await
             .expect("daemon starts");
+        Harness {
+            _ami: ami,
+            dir,
+            daemon,
+        }
+    }
+
+    /// With allow and deny list files (empty) in its directory.
+    async fn with_lists() -> Harness {
+        let ami = FakeAmi::start().await;
+        let dir = tempfile::tempdir().unwrap();
+        let (allow, deny) = (dir.path().join("allow"), dir.path().join("deny"));
+        std::fs::write(&allow, "").unwrap();
+        std::fs::write(&deny, "").unwrap();
+        let policy = sipban::daemon::PolicySettings {
+            detector: Default::default(),
+            allow,
+            deny,
+        };
+        let s = settings(&ami, &dir.path().join("dump"), Whitelist::default());
+        let daemon =
+            Daemon::start_with(s, Box::new(DryRun::new()), Clock::manual(T0), Some(policy))
+                .await
+                .expect("daemon starts");
         Harness {
             _ami: ami,
             dir,
@@ -82,6 +113,7 @@ async fn run_with(program: &str, args: &[&str], stdin: &str, env: &[(&str, &str)
     let mut cmd = tokio::process::Command::new(program);
     cmd.args(args)
         .env_remove("XDG_STATE_HOME")
+        .env_remove(SECRET_ENV)
         .env("RUST_BACKTRACE", "0")
         .stdin(Stdio::piped())
         .stdout(Stdio::piped())
@@ -537,6 +569,125 @@ async fn history_is_kept_across_sessions_and_its_failures_are_warnings() {
 }
 
 // ---------------------------------------------------------------------------
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_cli_gets_in_while_200_idle_sessions_are_held() {
+    let h = Harness::new().await;
+    let mut held = Vec::new();
+    for _ in 0..200 {
+        held.push(ConsoleClient::connect(h.daemon.console_addr).await.0);
+    }
+    let run = sipban(&h.console(), &["uptime"]).await;
+    run.assert_code(0);
+    assert_eq!(run.stdout, "Uptime 00:00:00\n");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_cli_logs_in_with_the_secret_of_the_environment() {
+    let h = Harness::with(|s| s.console_secret = Some(Secret::new("s3cret pass"))).await;
+    let console = h.console();
+    let args = ["--console", &console, "block", "203.0.113.5"];
+    let run = run_with(BIN, &args, "", &[]).await;
+    run.assert_code(1);
+    assert_eq!(run.stderr, "error: login required (login SECRET)\n");
+    assert!(h.banned().await.is_empty());
+
+    let run = run_with(BIN, &args, "", &[(SECRET_ENV, "wrong")]).await;
+    run.assert_code(3);
+    assert_eq!(
+        run.stderr,
+        format!(
+            "sipban: the console at {console} refused the login: error: login failed (2 more tries allowed)\n"
+        )
+    );
+    assert!(
+        !run.stderr.contains("wrong"),
+        "the secret tried is not shown"
+    );
+
+    let run = run_with(BIN, &args, "", &[(SECRET_ENV, "s3cret pass")]).await;
+    run.assert_code(0);
+    assert_eq!(run.stdout, "203.0.113.5 block\n");
+    // A piped session logs in once, first.
+    let run = run_with(
+        BIN,
+        &["--console", &console, "console"],
+        "unblock 203.0.113.5\nuptime\n",
+        &[(SECRET_ENV, "s3cret pass")],
+    )
+    .await;
+    run.assert_code(0);
+    assert_eq!(run.stdout, "203.0.113.5 unblocked\nUptime 00:00:00\n");
+
+    // The library: a target with its secret.
+    let addr = h.daemon.console_addr;
+    let (banner, reply) = tokio::task::spawn_blocking(move || {
+        let target = ConsoleTarget {
+            addr,
+            secret: Some(Secret::new("s3cret pass")),
+        };
+        let mut c = Client::open(&target).unwrap();
+        (c.banner().to_string(), c.command("status").unwrap())
+    })
+    .await
+    .unwrap();
+    assert!(!banner.contains("login required"), "{banner}");
+    assert!(!reply.is_error, "{reply:?}");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_cli_imports_a_file_by_sending_its_lines() {
+    let h = Harness::with_lists().await;
+    let console = h.console();
+    let csv = h.dir.path().join("bulk list.csv");
+    std::fs::write(
+        &csv,
+        "address,note\r\n203.0.113.0/24,\"scanners, bulk\"\r\n2001:db8:7::/48,\r\n",
+    )
+    .unwrap();
+    let path = csv.to_str().unwrap();
+    // The daemon has no import_dir: only the client reads the file.
+    let run = sipban(&console, &["deny", "import", path]).await;
+    run.assert_code(0);
+    assert_eq!(run.stdout, "2 of 2 entries added to the deny list\n");
+    let run = sipban(&console, &["deny", "export"]).await;
+    assert!(
+        run.stdout.contains("203.0.113.0/24,\"scanners, bulk\""),
+        "{run:#?}"
+    );
+
+    // Refused by the deny guard: nothing imported, the line named.
+    std::fs::write(&csv, "198.51.100.0/24\n0.0.0.0/0,all\n").unwrap();
+    let run = sipban(&console, &["deny", "import", path]).await;
+    run.assert_code(1);
+    assert!(
+        run.stderr
+            .starts_with("error: nothing imported: 1 entry refused")
+            && run.stderr.contains("line 2: 0.0.0.0/0 is wider than /8"),
+        "{run:#?}"
+    );
+    let run = sipban(&console, &["deny", "import", "--force", path]).await;
+    run.assert_code(0);
+    assert_eq!(run.stdout, "2 of 2 entries added to the deny list\n");
+
+    // A bad file is refused by the client, naming file:line, not content.
+    std::fs::write(&csv, "203.0.113.9\nKEY=s3cret\0\n").unwrap();
+    let run = sipban(&console, &["allow", "import", path]).await;
+    run.assert_code(1);
+    assert_eq!(
+        run.stderr,
+        format!("error: {path}:2: control byte 0x00 at column 11; nothing sent\n")
+    );
+    let run = sipban(&console, &["allow", "list"]).await;
+    assert_eq!(run.stdout, "");
+    let run = sipban(&console, &["deny", "import"]).await;
+    run.assert_code(1);
+    assert!(
+        run.stderr
+            .starts_with("usage: deny import [--force] FILE.csv"),
+        "{run:#?}"
+    );
+}
+
 // The library client against fake consoles: timeouts and odd output.
 
 /// A fake console on an ephemeral port: `serve` runs on the one accepted
@@ -608,18 +759,6 @@ fn a_reply_that_never_comes_times_out_clearly() {
         client.command("ping"),
         Err(ClientError::Closed { .. })
     ));
-}
-
-#[test]
-fn a_server_that_turns_us_away_says_why() {
-    let addr = fake_console(|mut sock| {
-        let _ = sock.write_all(b"too many console sessions\n");
-    });
-    let err = Client::connect_with(addr, SHORT).unwrap_err();
-    assert_eq!(
-        err.to_string(),
-        format!("the console at {addr} closed the connection: too many console sessions")
-    );
 }
 
 #[test]

@@ -20,6 +20,8 @@
 //! Needs root, iptables, ip6tables, ipset, nft and iproute2.
 
 mod netns;
+#[path = "support/mod.rs"]
+mod support;
 
 use std::net::{IpAddr, UdpSocket};
 use std::time::{Duration, Instant};
@@ -559,6 +561,7 @@ each_backend!(
     deny_drift_is_repaired_with_the_last_list,
     stale_deny_entries_of_a_crashed_run_are_taken_over,
     denied_network_is_cut_off_on_the_wire,
+    the_allow_list_wins_over_the_deny_list_on_the_wire,
     a_large_deny_list_is_replaced_in_one_go,
 );
 
@@ -1163,5 +1166,58 @@ fn denied_network_is_cut_off_on_the_wire(kind: Kind) {
         fw.shutdown().await.expect("shutdown");
         assert_all_gone(kind);
         assert_reaches(&bad4, &listen4, "after shutdown");
+    });
+}
+
+/// The allow list wins in the kernel as it does in the policy: the whole
+/// daemon with a denied /16 (/32 for IPv6) and an allowed /24 (/48) inside
+/// it; packets from the allowed network arrive, the rest of the denied one
+/// is cut off.
+fn the_allow_list_wins_over_the_deny_list_on_the_wire(kind: Kind) {
+    use sipban::clock::Clock;
+    use sipban::daemon::{Daemon, PolicySettings};
+    use sipban::policy::Whitelist;
+    use sipban::policy::detector::DetectorConfig;
+
+    let (pbx, atk) = wire();
+    let [allowed4, denied4, allowed6, denied6] = attacker_sockets(&atk);
+    pbx.enter();
+    runtime().block_on(async move {
+        let (listen4, listen6) = listeners();
+        // Every path works first (and the neighbour caches are warm, so a
+        // REJECT's ICMP error is not held up by address resolution).
+        for (from, to) in [
+            (&allowed4, &listen4),
+            (&denied4, &listen4),
+            (&allowed6, &listen6),
+            (&denied6, &listen6),
+        ] {
+            assert_reaches(from, to, "before the daemon");
+        }
+        let dir = tempfile::tempdir().expect("tempdir");
+        let (allow, deny) = (dir.path().join("allow"), dir.path().join("deny"));
+        std::fs::write(&allow, "10.9.1.0/24 office\n2001:db8:1::/48 office\n").unwrap();
+        std::fs::write(&deny, "10.9.0.0/16\n2001:db8::/32\n").unwrap();
+        let ami = support::FakeAmi::start().await;
+        let settings = support::settings(&ami, &dir.path().join("dump"), Whitelist::default());
+        let policy = PolicySettings {
+            detector: DetectorConfig::default(),
+            allow,
+            deny,
+        };
+        let daemon = Daemon::start_with(
+            settings,
+            kind.own(),
+            Clock::manual(1_800_000_000),
+            Some(policy),
+        )
+        .await
+        .expect("daemon starts");
+        assert_reaches(&allowed4, &listen4, "the allowed /24 inside the denied /16");
+        assert_reaches(&allowed6, &listen6, "the allowed /48 inside the denied /32");
+        netns::assert_cut_off(&denied4, &listen4, "the denied /16 around it");
+        netns::assert_cut_off(&denied6, &listen6, "the denied /32 around it");
+        daemon.stop().await.expect("stop");
+        assert_all_gone(kind);
     });
 }

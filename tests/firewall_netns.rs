@@ -325,7 +325,8 @@ fn chain_backend_with_custom_scope_and_chain_name() {
 }
 
 /// `Firewall::list` reports what the kernel holds, not what was asked for:
-/// rules added behind our back show up, stale ones taken over do not.
+/// rules added behind our back show up, and so do a crashed run's rules
+/// taken over at start (the restart adopts them).
 #[test]
 fn chain_backend_list_reports_the_bans_in_the_kernel() {
     in_private_netns(async {
@@ -337,7 +338,8 @@ fn chain_backend_list_reports_the_bans_in_the_kernel() {
         let fw = Firewall::start(backend("", CHAIN, SCOPE, REJECT))
             .await
             .expect("chain backend starts");
-        assert_eq!(fw.list().await.expect("list"), Vec::<IpAddr>::new());
+        assert_eq!(fw.list().await.expect("list"), vec![ip("198.51.100.99")]);
+        fw.delete(ip("198.51.100.99"));
 
         fw.add(ip(V4), Duration::from_secs(60));
         fw.add(ip("203.0.113.8"), Duration::from_secs(60));
@@ -405,11 +407,24 @@ fn chain_backend_takes_over_a_stale_chain_and_duplicate_jumps() {
         let fw = Firewall::start(backend("", CHAIN, SCOPE, REJECT))
             .await
             .expect("chain backend takes over");
+        // The crashed run's ban is kept (rewritten with today's rule, for
+        // the restart to adopt), one RETURN, exactly one jump, at the top.
+        let kept4 =
+            format!("-A {CHAIN} -s 198.51.100.99/32 -j REJECT --reject-with icmp-port-unreachable");
+        let kept6 = format!(
+            "-A {CHAIN} -s 2001:db8::99/128 -j REJECT --reject-with icmp6-port-unreachable"
+        );
+        assert_chain("iptables", CHAIN, &[&kept4]);
+        assert_chain("ip6tables", CHAIN, &[&kept6]);
         for tool in TOOLS {
-            // Stale rule gone, one RETURN, exactly one jump, at the top.
-            assert_chain(tool, CHAIN, &[]);
             assert_input(tool, &[JUMP, SSH]);
         }
+        assert_eq!(
+            sorted(fw.list().await.expect("list")),
+            sorted(vec![ip("198.51.100.99"), ip("2001:db8::99")])
+        );
+        fw.delete(ip("198.51.100.99"));
+        fw.delete(ip("2001:db8::99"));
 
         fw.add(ip(V4), Duration::from_secs(60));
         fw.add(ip(V6), Duration::from_secs(60));

@@ -136,6 +136,7 @@ impl BanManager {
         protected: impl Fn(IpAddr) -> Option<String>,
     ) -> Result<Restored, DumpError> {
         let disk = self.read_disk().await?;
+        let found = disk.is_some();
         let (mut entries, unbanned, history, warnings) = match disk {
             Some(d) => (d.entries, d.unbanned, d.history, d.warnings),
             None => Default::default(),
@@ -175,7 +176,10 @@ impl BanManager {
         restored.adopted = adopted;
         restored.history = history;
         restored.warnings = warnings;
+        // Compact what was read (and adopted) into a fresh dump; with
+        // nothing on disk and nothing adopted there is nothing to write.
         if self.dump_path.is_some()
+            && (found || adopted > 0)
             && let Err(e) = self.dump().await
         {
             tracing::error!("DUMP => {e}");

@@ -2,6 +2,11 @@
 //! unrecognised becomes a reply naming the offending text.
 
 use std::net::IpAddr;
+use std::path::PathBuf;
+
+use ipnet::IpNet;
+
+use crate::ami::Secret;
 
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub enum Command {
@@ -28,6 +33,8 @@ pub enum Command {
     Report,
     Help,
     Quit,
+    /// `login SECRET`: the rest of the line, spaces inside kept.
+    Login(Secret),
     /// An empty line: just a new prompt.
     Nothing,
     /// A line we could not accept; the text is the reply.
@@ -60,13 +67,31 @@ impl ListName {
 
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub enum ListOp {
-    Add(ipnet::IpNet, Option<String>),
-    Del(ipnet::IpNet),
+    /// `force`: add a deny entry the guard refuses
+    /// ([`Policy::deny_conflict`](crate::policy::Policy::deny_conflict)).
+    Add {
+        net: IpNet,
+        note: Option<String>,
+        force: bool,
+    },
+    Del(IpNet),
     Show,
-    /// Merge the entries of a CSV file (`address,note`) on this host.
-    Import(std::path::PathBuf),
+    /// Merge CSV entries (`address,note`) into the list, all or nothing.
+    Import {
+        source: ImportSource,
+        force: bool,
+    },
     /// The list as CSV.
     Export,
+}
+
+/// Where the CSV of an import comes from.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub enum ImportSource {
+    /// A file inside `[control] import_dir` on the daemon's host.
+    File(PathBuf),
+    /// The lines the client sends next, up to a line holding only `.`.
+    Lines,
 }
 
 impl Command {
@@ -75,6 +100,14 @@ impl Command {
         let Some(name) = words.next() else {
             return Command::Nothing;
         };
+        if name.eq_ignore_ascii_case("login") {
+            // Not split: a secret may hold spaces.
+            let rest = line.trim_start().get(name.len()..).unwrap_or_default();
+            return match rest.trim() {
+                "" => Command::Error("usage: login SECRET".into()),
+                secret => Command::Login(Secret::new(secret)),
+            };
+        }
         let args: Vec<&str> = words.collect();
         let name_lc = name.to_ascii_lowercase();
         let no_args = |cmd: Command| {
@@ -128,26 +161,69 @@ fn list_command(list: ListName, args: &[&str]) -> Command {
         crate::policy::lists::parse_net(s)
             .ok_or_else(|| format!("{s} don't seems like a valid address or network"))
     };
+    let force_only_for_deny = || {
+        Command::Error(format!(
+            "error: --force is only for deny add and deny import (got {name} {})",
+            args.join(" ")
+        ))
+    };
     match args {
         ["list"] => Command::Lists(list, ListOp::Show),
         ["export"] => Command::Lists(list, ListOp::Export),
-        ["import", path] => Command::Lists(list, ListOp::Import(path.into())),
-        ["add", target, note @ ..] => match net(target) {
-            Ok(n) => {
-                let note = note.join(" ");
-                let note = (!note.is_empty()).then_some(note);
-                Command::Lists(list, ListOp::Add(n, note))
+        ["import", rest @ ..] => {
+            let (force, rest) = match rest {
+                ["--force", rest @ ..] => (true, rest),
+                _ => (false, rest),
+            };
+            if force && list == ListName::Allow {
+                return force_only_for_deny();
             }
-            Err(e) => Command::Error(e),
-        },
+            let source = match rest {
+                [] => ImportSource::Lines,
+                [path] => ImportSource::File(PathBuf::from(path)),
+                _ => return usage(name),
+            };
+            Command::Lists(list, ListOp::Import { source, force })
+        }
+        ["add", rest @ ..] => {
+            let (force, rest) = match rest {
+                ["--force", rest @ ..] => (true, rest),
+                _ => (false, rest),
+            };
+            if force && list == ListName::Allow {
+                return force_only_for_deny();
+            }
+            let [target, note @ ..] = rest else {
+                return usage(name);
+            };
+            if note.contains(&"--force") {
+                return Command::Error(format!(
+                    "error: --force goes before the address: {name} add --force {target} ..."
+                ));
+            }
+            match net(target) {
+                Ok(net) => {
+                    let note = note.join(" ");
+                    let note = (!note.is_empty()).then_some(note);
+                    Command::Lists(list, ListOp::Add { net, note, force })
+                }
+                Err(e) => Command::Error(e),
+            }
+        }
         ["del", target] => match net(target) {
             Ok(n) => Command::Lists(list, ListOp::Del(n)),
             Err(e) => Command::Error(e),
         },
-        _ => Command::Error(format!(
-            "usage: {name} add IP|CIDR [note] | {name} del IP|CIDR | {name} list | {name} import FILE.csv | {name} export"
-        )),
+        _ => usage(name),
     }
+}
+
+fn usage(name: &str) -> Command {
+    let force = if name == "deny" { "[--force] " } else { "" };
+    Command::Error(format!(
+        "usage: {name} add {force}IP|CIDR [note] | {name} del IP|CIDR | {name} list | \
+         {name} import {force}[FILE.csv] | {name} export"
+    ))
 }
 
 /// Exactly one IPv4 or IPv6 address; the original's wording on failure.
@@ -205,10 +281,11 @@ mod tests {
             Command::parse("allow add 198.51.100.0/24 office VPN"),
             Command::Lists(
                 ListName::Allow,
-                ListOp::Add(
-                    "198.51.100.0/24".parse().unwrap(),
-                    Some("office VPN".into())
-                )
+                ListOp::Add {
+                    net: "198.51.100.0/24".parse().unwrap(),
+                    note: Some("office VPN".into()),
+                    force: false
+                }
             )
         );
         assert_eq!(
@@ -246,6 +323,96 @@ mod tests {
             Command::parse("block 1.2.3.4 5.6.7.8"),
             Command::Error(_)
         ));
+    }
+
+    #[test]
+    fn force_and_import_forms_are_typed() {
+        let net: IpNet = "10.0.0.0/8".parse().unwrap();
+        assert_eq!(
+            Command::parse("deny add --force 10.0.0.0/8 whole net"),
+            Command::Lists(
+                ListName::Deny,
+                ListOp::Add {
+                    net,
+                    note: Some("whole net".into()),
+                    force: true
+                }
+            )
+        );
+        assert!(matches!(
+            Command::parse("deny add 10.0.0.0/8 --force"),
+            Command::Error(e) if e.contains("--force goes before")
+        ));
+        assert!(matches!(
+            Command::parse("allow add --force 10.0.0.0/8"),
+            Command::Error(e) if e.starts_with("error: --force is only for deny")
+        ));
+        assert!(
+            matches!(Command::parse("deny add --force"), Command::Error(e) if e.starts_with("usage:"))
+        );
+        assert_eq!(
+            Command::parse("deny import"),
+            Command::Lists(
+                ListName::Deny,
+                ListOp::Import {
+                    source: ImportSource::Lines,
+                    force: false
+                }
+            )
+        );
+        assert_eq!(
+            Command::parse("deny import --force bulk.csv"),
+            Command::Lists(
+                ListName::Deny,
+                ListOp::Import {
+                    source: ImportSource::File("bulk.csv".into()),
+                    force: true
+                }
+            )
+        );
+        assert!(
+            matches!(Command::parse("allow import a b"), Command::Error(e) if e.starts_with("usage:"))
+        );
+    }
+
+    #[test]
+    fn login_keeps_the_whole_secret_and_never_shows_it() {
+        assert_eq!(
+            Command::parse("  LOGIN  two words "),
+            Command::Login(Secret::new("two words"))
+        );
+        assert!(matches!(Command::parse("login"), Command::Error(e) if e == "usage: login SECRET"));
+        assert!(!format!("{:?}", Command::parse("login hunter2")).contains("hunter2"));
+    }
+
+    proptest::proptest! {
+        #[test]
+        fn arbitrary_lines_never_panic(
+            line in proptest::arbitrary::any::<String>(),
+            bytes in proptest::collection::vec(proptest::arbitrary::any::<u8>(), 0..300),
+        ) {
+            let _ = Command::parse(&line);
+            let _ = Command::parse(&String::from_utf8_lossy(&bytes));
+        }
+
+        #[test]
+        fn arbitrary_words_never_panic(
+            words in proptest::collection::vec(
+                proptest::prop_oneof![
+                    proptest::strategy::Just("deny".to_string()),
+                    proptest::strategy::Just("allow".to_string()),
+                    proptest::strategy::Just("add".to_string()),
+                    proptest::strategy::Just("import".to_string()),
+                    proptest::strategy::Just("--force".to_string()),
+                    proptest::strategy::Just("login".to_string()),
+                    proptest::strategy::Just("10.0.0.0/8".to_string()),
+                    "\\PC{0,12}",
+                ],
+                0..6,
+            ),
+        ) {
+            let _ = Command::parse(&words.join(" "));
+        }
     }
 
     #[test]

@@ -39,6 +39,59 @@ impl std::fmt::Display for Protected {
     }
 }
 
+/// Why a deny entry would do more harm than good. Deny entries go to the
+/// firewall as they are (the allow list does not carve holes in them), so
+/// one covering an office, loopback or Asterisk itself cuts it off.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub enum DenyConflict {
+    /// Wider than /8 (IPv4) or /32 (IPv6): `0.0.0.0/0` cuts all SIP.
+    TooWide {
+        net: IpNet,
+        widest: u8,
+    },
+    Loopback {
+        net: IpNet,
+    },
+    AmiHost {
+        net: IpNet,
+        host: IpAddr,
+    },
+    /// Overlaps (covers, or lies inside) this allow list entry.
+    Allowed {
+        net: IpNet,
+        entry: IpNet,
+    },
+}
+
+/// The widest deny entries accepted without `--force`.
+pub const WIDEST_DENY_V4: u8 = 8;
+pub const WIDEST_DENY_V6: u8 = 32;
+
+impl std::fmt::Display for DenyConflict {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        match self {
+            DenyConflict::TooWide { net, widest } => {
+                write!(f, "{net} is wider than /{widest}")
+            }
+            DenyConflict::Loopback { net } => write!(f, "{net} covers loopback"),
+            DenyConflict::AmiHost { net, host } => {
+                write!(f, "{net} covers the AMI host {host}")
+            }
+            DenyConflict::Allowed { net, entry } if net == entry => {
+                write!(f, "{net} is on the allow list")
+            }
+            DenyConflict::Allowed { net, entry } => {
+                write!(f, "{net} overlaps the allow list entry {entry}")
+            }
+        }
+    }
+}
+
+/// Whether the two networks share an address.
+fn overlaps(a: IpNet, b: IpNet) -> bool {
+    a.contains(&b.network()) || b.contains(&a.network())
+}
+
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub enum Verdict {
     Ban {
@@ -191,6 +244,46 @@ impl Policy {
             .map(|e| Protected::WhiteList(e.net))
     }
 
+    /// Why `net` must not go on the deny list without an explicit force,
+    /// if it must not; the console and the API refuse it with this reason.
+    pub fn deny_conflict(&self, net: IpNet) -> Option<DenyConflict> {
+        let net = lists::normalize(net);
+        let widest = match net {
+            IpNet::V4(_) => WIDEST_DENY_V4,
+            IpNet::V6(_) => WIDEST_DENY_V6,
+        };
+        if net.prefix_len() < widest {
+            return Some(DenyConflict::TooWide { net, widest });
+        }
+        let loopback = match net {
+            // At least a /8 here: loopback when inside 127.0.0.0/8.
+            IpNet::V4(n) => n.network().octets().first() == Some(&127),
+            IpNet::V6(n) => {
+                n.contains(&std::net::Ipv6Addr::LOCALHOST)
+                    || n.contains(&std::net::Ipv4Addr::LOCALHOST.to_ipv6_mapped())
+            }
+        };
+        if loopback {
+            return Some(DenyConflict::Loopback { net });
+        }
+        if let Some(&host) = self.ami_hosts.iter().find(|h| net.contains(*h)) {
+            return Some(DenyConflict::AmiHost { net, host });
+        }
+        let lists = self.lists();
+        let allowed = match lists.allow.find(net.network()) {
+            // The most specific allow entry holding the network's start.
+            Some(e) => Some(e.net),
+            // Or one inside the network.
+            None => lists
+                .allow
+                .entries()
+                .iter()
+                .map(|e| e.net)
+                .find(|e| overlaps(net, *e)),
+        };
+        allowed.map(|entry| DenyConflict::Allowed { net, entry })
+    }
+
     /// `now_ms`: wall-clock milliseconds (the detector's windows).
     pub fn judge(&self, event: &SecurityEvent, now_ms: u64) -> Verdict {
         if let Some(p) = self.protection(event.source) {
@@ -292,6 +385,66 @@ mod tests {
         let p = policy();
         for kind in [EventKind::ChallengeSent, EventKind::SuccessfulAuth] {
             assert_eq!(p.judge(&event(kind, "203.0.113.5"), 0), Verdict::Ignore);
+        }
+    }
+
+    #[test]
+    fn deny_entries_that_would_cut_off_what_must_stay_reachable() {
+        let p = policy();
+        let conflict = |s: &str| {
+            p.deny_conflict(lists::parse_net(s).unwrap())
+                .map(|c| c.to_string())
+        };
+        assert_eq!(
+            conflict("0.0.0.0/0").as_deref(),
+            Some("0.0.0.0/0 is wider than /8")
+        );
+        assert_eq!(
+            conflict("2000::/3").as_deref(),
+            Some("2000::/3 is wider than /32")
+        );
+        assert_eq!(
+            conflict("127.0.0.0/8").as_deref(),
+            Some("127.0.0.0/8 covers loopback")
+        );
+        assert_eq!(
+            conflict("127.1.2.3").as_deref(),
+            Some("127.1.2.3/32 covers loopback")
+        );
+        assert_eq!(conflict("::1").as_deref(), Some("::1/128 covers loopback"));
+        // IPv4-mapped loopback is loopback.
+        assert_eq!(
+            conflict("::ffff:127.0.0.1").as_deref(),
+            Some("127.0.0.1/32 covers loopback")
+        );
+        assert_eq!(
+            conflict("192.0.0.0/8").as_deref(),
+            Some("192.0.0.0/8 covers the AMI host 192.0.2.1")
+        );
+        // Covering an allowed network, inside one, or the same.
+        assert_eq!(
+            conflict("198.0.0.0/8").as_deref(),
+            Some("198.0.0.0/8 overlaps the allow list entry 198.51.100.0/24")
+        );
+        assert_eq!(
+            conflict("198.51.100.7").as_deref(),
+            Some("198.51.100.7/32 overlaps the allow list entry 198.51.100.0/24")
+        );
+        assert_eq!(
+            conflict("198.51.100.0/24").as_deref(),
+            Some("198.51.100.0/24 is on the allow list")
+        );
+        assert_eq!(
+            conflict("2001:db8::/32").as_deref(),
+            Some("2001:db8::/32 overlaps the allow list entry 2001:db8:1::/48")
+        );
+        for fine in [
+            "10.0.0.0/8",
+            "203.0.113.7",
+            "198.51.101.0/24",
+            "2001:db8:2::/48",
+        ] {
+            assert_eq!(conflict(fine), None, "{fine}");
         }
     }
 

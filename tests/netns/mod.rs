@@ -499,6 +499,28 @@ pub fn assert_reaches(from: &UdpSocket, listener: &UdpSocket, when: &str) {
     }
 }
 
+/// A flood from `from` never reaches `listener`, whether it is dropped or
+/// rejected (for tests about which sources are cut off, not how).
+pub fn assert_cut_off(from: &UdpSocket, listener: &UdpSocket, when: &str) {
+    let me = from.local_addr().unwrap();
+    let mut buf = [0u8; 128];
+    for _ in 0..100 {
+        match from.send(token("flood").as_bytes()) {
+            Ok(_) => {}
+            Err(e) if e.kind() == ErrorKind::ConnectionRefused => {}
+            Err(e) => panic!("{when}: send from {me}: {e}"),
+        }
+    }
+    let wait = Instant::now() + Duration::from_millis(300);
+    while Instant::now() < wait {
+        match listener.recv_from(&mut buf) {
+            Ok((_, src)) => assert_ne!(src, me, "{when}: a blocked datagram got through"),
+            Err(e) if nothing_yet(&e) => {}
+            Err(e) => panic!("{when}: listener: {e}"),
+        }
+    }
+}
+
 /// A flood from `from` never reaches `listener`. With `silent` (DROP)
 /// nothing answers; otherwise (REJECT) an ICMP port unreachable does.
 pub fn assert_blocked(from: &UdpSocket, listener: &UdpSocket, silent: bool, when: &str) {

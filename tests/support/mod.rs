@@ -368,6 +368,19 @@ impl ConsoleClient {
         self.writer.write_all(bytes).await.expect("console write");
     }
 
+    /// Everything the server sends until it closes the session (at most
+    /// 15 s: a guard against a hang, not a wait).
+    pub async fn read_to_close(&mut self) -> String {
+        let mut out = Vec::new();
+        let read = tokio::io::AsyncReadExt::read_to_end(&mut self.reader, &mut out);
+        match tokio::time::timeout(Duration::from_secs(15), read).await {
+            Ok(Ok(_)) => {}
+            Ok(Err(e)) => panic!("console read: {e}"),
+            Err(_) => panic!("console: session not closed within 15 s"),
+        }
+        String::from_utf8_lossy(&out).into_owned()
+    }
+
     /// True once the server closed the session.
     pub async fn is_closed(&mut self) -> bool {
         let mut buf = [0u8; 64];
