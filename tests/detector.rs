@@ -12,6 +12,7 @@ use sipban::ami::security;
 use sipban::event::{EventKind, SecurityEvent};
 use sipban::policy::detector::{
     Decision, Detector, DetectorConfig, EnumRule, FloodRule, History, InvalidSetting,
+    normalize_account,
 };
 
 const MS: u64 = 1;
@@ -143,6 +144,44 @@ fn default_config_never_escalates_and_ignores_events_during_a_ban() {
             assert_eq!(d.observe(&crf(ip, "1001"), t + k), None);
         }
         t += DAY; // the ban has ended
+    }
+}
+
+// ---------------------------------------------------------------- hostile input
+
+/// Issue 7, item 1: an AccountID with a multi-byte character where the
+/// `sip:` prefix check cut the string (byte 4) panicked the judge task.
+#[test]
+fn multi_byte_account_ids_never_panic() {
+    let hostile = [
+        "100\u{e9}",  // `100é`: é spans bytes 3..5
+        "10\u{fffd}", // what lossy decoding makes of a bad byte
+        "\u{fffd}",
+        "\u{fffd}\u{fffd}\u{fffd}sip:",
+        "s\u{e9}p:100",
+        "sip\u{fffd}100@host",
+        "\u{1f600}\u{1f600}@h",
+    ];
+    for a in hostile {
+        let _ = normalize_account(a);
+    }
+    assert_eq!(normalize_account("100\u{e9}"), Some("100\u{e9}"));
+    assert_eq!(normalize_account("10\u{fffd}"), Some("10\u{fffd}"));
+    assert_eq!(normalize_account("sip:100\u{e9}@h"), Some("100\u{e9}"));
+
+    // Through the detector, with every rule that reads the account active.
+    let mut d = detector(DetectorConfig {
+        max_failures: 3,
+        ..DetectorConfig::recommended()
+    });
+    for (i, a) in hostile.into_iter().enumerate() {
+        let ip = format!("203.0.113.{}", 100 + i);
+        for t in 0..3 {
+            let _ = d.observe(&unknown_user(&ip, a), t * SEC);
+            let _ = d.observe(&success(&ip, a), t * SEC);
+        }
+        let info = d.source_info(ip.parse().unwrap()).unwrap();
+        assert_eq!(info.failures, 3, "{a:?}");
     }
 }
 

@@ -629,8 +629,8 @@ pub fn human(d: Duration) -> String {
 pub fn normalize_account(raw: &str) -> Option<&str> {
     let mut a = raw.trim();
     for scheme in ["sips:", "sip:"] {
-        if a.len() >= scheme.len() && a[..scheme.len()].eq_ignore_ascii_case(scheme) {
-            a = &a[scheme.len()..];
+        if let Some(rest) = strip_prefix_ignore_ascii_case(a, scheme) {
+            a = rest;
             break;
         }
     }
@@ -642,6 +642,18 @@ pub fn normalize_account(raw: &str) -> Option<&str> {
         None
     } else {
         Some(a)
+    }
+}
+
+/// `s` without `prefix` (ASCII, compared without case). Compares bytes and
+/// cuts only where the prefix ended, so a multi-byte character in `s` can
+/// never be split.
+fn strip_prefix_ignore_ascii_case<'a>(s: &'a str, prefix: &str) -> Option<&'a str> {
+    let head = s.as_bytes().get(..prefix.len())?;
+    if head.eq_ignore_ascii_case(prefix.as_bytes()) {
+        s.get(prefix.len()..)
+    } else {
+        None
     }
 }
 
