@@ -279,7 +279,9 @@ impl Daemon {
                 if p.is_original() {
                     return None;
                 }
-                serde_json::to_string(&p.detector().history()).ok()
+                // Copied under the detector's lock, serialised after it.
+                let history = p.detector().history();
+                serde_json::to_string(&history).ok()
             }));
         }
         let stats = Arc::new(crate::stats::Stats::default());

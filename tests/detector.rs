@@ -11,7 +11,8 @@ use sipban::ami::codec::{AmiFrame, decode_all};
 use sipban::ami::security;
 use sipban::event::{EventKind, SecurityEvent};
 use sipban::policy::detector::{
-    Decision, Detector, DetectorConfig, EnumRule, FloodRule, History, InvalidSetting,
+    Decision, Detector, DetectorConfig, EnumRule, Evictions, FloodRule, History, InvalidSetting,
+    MAX_ACCOUNT_BYTES, normalize_account,
 };
 
 const MS: u64 = 1;
@@ -146,6 +147,48 @@ fn default_config_never_escalates_and_ignores_events_during_a_ban() {
     }
 }
 
+// ---------------------------------------------------------------- hostile input
+
+/// Issue 7, item 1: an AccountID with a multi-byte character where the
+/// `sip:` prefix check cut the string (byte 4) panicked the judge task.
+#[test]
+fn multi_byte_account_ids_never_panic() {
+    let hostile = [
+        "100\u{e9}",  // `100é`: é spans bytes 3..5
+        "10\u{fffd}", // what lossy decoding makes of a bad byte
+        "\u{fffd}",
+        "\u{fffd}\u{fffd}\u{fffd}sip:",
+        "s\u{e9}p:100",
+        "sip\u{fffd}100@host",
+        "\u{1f600}\u{1f600}@h",
+    ];
+    for a in hostile {
+        let _ = normalize_account(a);
+    }
+    assert_eq!(normalize_account("100\u{e9}"), Some("100\u{e9}"));
+    assert_eq!(normalize_account("10\u{fffd}"), Some("10\u{fffd}"));
+    assert_eq!(normalize_account("sip:100\u{e9}@h"), Some("100\u{e9}"));
+
+    // Through the detector, with every rule that reads the account active.
+    let mut d = detector(DetectorConfig {
+        max_failures: 3,
+        ..DetectorConfig::recommended()
+    });
+    for (i, a) in hostile.into_iter().enumerate() {
+        let ip = format!("203.0.113.{}", 100 + i);
+        for t in 0..2 {
+            assert_eq!(d.observe(&unknown_user(&ip, a), t * SEC), None);
+            assert_eq!(d.observe(&success(&ip, a), t * SEC), None);
+        }
+        let info = d.source_info(ip.parse().unwrap()).unwrap();
+        assert_eq!(info.failures, 2, "{a:?}");
+        let named: Vec<&str> = normalize_account(a).into_iter().collect();
+        assert_eq!(info.accounts_tried, named, "{a:?}");
+        let dec = d.observe(&unknown_user(&ip, a), 2 * SEC).unwrap();
+        assert_eq!(dec.reason, "3 failures in 60s, last Invalid Account");
+    }
+}
+
 // ---------------------------------------------------------------- thresholds
 
 fn five_in_a_minute() -> DetectorConfig {
@@ -183,7 +226,8 @@ fn failures_just_inside_the_window_ban() {
         dec.reason,
         "5 failures in 60s, last Challenge Response Failed"
     );
-    assert_eq!(dec.accounts, ["1001"]);
+    // Accounts are kept only for the enumeration rule, which is off here.
+    assert!(dec.accounts.is_empty(), "{:?}", dec.accounts);
 }
 
 #[test]
@@ -854,7 +898,8 @@ fn default_caps_hold_under_100k_banned_sources() {
         assert!(dec.is_some());
         assert!(d.history_len() <= 20_000);
     }
-    assert_eq!(d.tracked_sources(), DetectorConfig::default().max_sources);
+    // A banned source holds no counting state: history and bans do.
+    assert_eq!(d.tracked_sources(), 0);
     assert!(d.history_len() > 18_000);
     // The newest bans are the ones kept.
     assert!(
@@ -862,6 +907,335 @@ fn default_caps_hold_under_100k_banned_sources() {
             .is_some()
     );
     assert!(d.history_of(nth_ip(0).parse().unwrap(), 100_000).is_none());
+}
+
+// ---------------------------------------------------------------- many sources
+
+/// A botnet spreading its guesses (issue 7, item 9): every source's first
+/// attempt, then every source's second, ... within one `find_time`.
+/// Returns the distinct sources banned.
+fn interleaved(d: &mut Detector, sources: u32, rounds: u64) -> usize {
+    let mut e = crf("192.0.2.1", "1001");
+    let mut banned = std::collections::HashSet::new();
+    for round in 0..rounds {
+        for i in 0..sources {
+            e.source = IpAddr::from((100u32 << 24 | 64 << 16).wrapping_add(i).to_be_bytes());
+            let t = round * 10 * SEC + u64::from(i) / 100;
+            if let Some(dec) = d.observe(&e, t) {
+                assert_eq!(
+                    dec.reason,
+                    "3 failures in 60s, last Challenge Response Failed"
+                );
+                assert!(banned.insert(dec.ip), "{} banned twice", dec.ip);
+            }
+        }
+    }
+    banned.len()
+}
+
+fn three_in_a_minute() -> DetectorConfig {
+    DetectorConfig {
+        max_failures: 3,
+        find_time: secs(60),
+        ..DetectorConfig::default()
+    }
+}
+
+#[test]
+fn the_issues_60k_botnet_is_banned_whole() {
+    // Was 0 of 60 000: the 50 000-source cap evicted each source just
+    // before its third attempt.
+    let mut d = detector(three_in_a_minute());
+    assert_eq!(interleaved(&mut d, 60_000, 3), 60_000);
+    assert_eq!(d.evictions(), Evictions::default());
+    assert_eq!(d.tracked_sources(), 0, "banned sources hold no state");
+}
+
+#[test]
+fn a_100k_botnet_x3_is_banned_whole() {
+    let mut d = detector(three_in_a_minute());
+    assert!(DetectorConfig::default().max_sources >= 1_000_000);
+    assert_eq!(interleaved(&mut d, 100_000, 3), 100_000);
+    assert_eq!(d.history_len(), 100_000);
+    assert_eq!(d.evictions(), Evictions::default());
+}
+
+/// Log lines written while `f` runs.
+fn logged<T>(f: impl FnOnce() -> T) -> (T, String) {
+    #[derive(Clone, Default)]
+    struct Buf(std::sync::Arc<std::sync::Mutex<Vec<u8>>>);
+    impl std::io::Write for Buf {
+        fn write(&mut self, b: &[u8]) -> std::io::Result<usize> {
+            self.0.lock().unwrap().extend_from_slice(b);
+            Ok(b.len())
+        }
+        fn flush(&mut self) -> std::io::Result<()> {
+            Ok(())
+        }
+    }
+    let buf = Buf::default();
+    let writer = buf.clone();
+    let subscriber = tracing_subscriber::fmt()
+        .with_writer(move || writer.clone())
+        .with_ansi(false)
+        .finish();
+    let out = tracing::subscriber::with_default(subscriber, f);
+    let text = String::from_utf8_lossy(&buf.0.lock().unwrap()).into_owned();
+    (out, text)
+}
+
+#[test]
+fn a_full_table_evicts_sources_that_cannot_reach_a_threshold_first() {
+    let mut d = detector(DetectorConfig {
+        max_sources: 4,
+        ..three_in_a_minute()
+    });
+    let info = |d: &Detector, ip: &str| d.source_info(ip.parse().unwrap());
+    let ((), log) = logged(|| {
+        // Two sources whose failures left the window, two still counting.
+        d.observe(&crf("203.0.113.1", "1"), 0);
+        d.observe(&crf("203.0.113.2", "1"), SEC);
+        d.observe(&crf("203.0.113.3", "1"), 100 * SEC);
+        d.observe(&crf("2001:db8::4", "1"), 100 * SEC);
+        // New ones take the idle ones' places.
+        d.observe(&crf("203.0.113.5", "1"), 101 * SEC);
+        d.observe(&crf("203.0.113.6", "1"), 101 * SEC);
+        assert!(info(&d, "203.0.113.1").is_none());
+        assert!(info(&d, "203.0.113.2").is_none());
+        for ip in ["203.0.113.3", "2001:db8::4", "203.0.113.5", "203.0.113.6"] {
+            assert!(info(&d, ip).is_some(), "{ip} kept");
+        }
+        assert_eq!(d.evictions(), Evictions { idle: 2, live: 0 });
+        // A good login does not push out a source that is counting.
+        d.observe(&success("198.51.100.7", "2001"), 102 * SEC);
+        assert!(info(&d, "198.51.100.7").is_none());
+        assert_eq!(d.evictions(), Evictions { idle: 2, live: 0 });
+        // Everyone counting: a failure from a new source evicts a live one.
+        d.observe(&crf("203.0.113.7", "1"), 102 * SEC);
+        assert_eq!(d.evictions(), Evictions { idle: 2, live: 1 });
+        assert_eq!(d.tracked_sources(), 4);
+        // Reported once a minute: the rest comes with the next purge.
+        d.purge(170 * SEC);
+    });
+    let warnings: Vec<&str> = log
+        .lines()
+        .filter(|l| l.contains("detector full"))
+        .collect();
+    assert_eq!(warnings.len(), 2, "{log}");
+    assert!(
+        warnings[0].contains(
+            "POLICY => detector full (4 sources): 1 idle and 0 live sources evicted in the last \
+             minute"
+        ),
+        "{log}"
+    );
+    assert!(
+        warnings[1].contains("(4 sources): 1 idle and 1 live sources evicted"),
+        "{log}"
+    );
+}
+
+/// Events in any order a hostile or broken Asterisk could send.
+mod hostile {
+    use super::*;
+    use proptest::prelude::*;
+
+    #[derive(Clone, Debug)]
+    enum Op {
+        Event {
+            kind: u8,
+            service: String,
+            account: String,
+            ip: usize,
+            /// Milliseconds forward (or back, if negative).
+            dt: i64,
+        },
+        Purge,
+        Unban(usize),
+        Reconfigure(Knobs),
+    }
+
+    #[derive(Clone, Debug)]
+    struct Knobs {
+        max_failures: u32,
+        flood: Option<(u32, u64)>,
+        enumeration: Option<(u32, u64)>,
+        max_sources: usize,
+        max_history: usize,
+        block_threshold: Option<u32>,
+    }
+
+    const POOL: [&str; 10] = [
+        "203.0.113.1",
+        "203.0.113.2",
+        "::ffff:203.0.113.1",
+        "2001:db8::1",
+        "2001:db8::2",
+        "198.51.100.7",
+        "100.64.0.1",
+        "100.64.0.2",
+        "2001:db8:ffff::9",
+        "192.0.2.200",
+    ];
+
+    fn config(k: &Knobs) -> DetectorConfig {
+        DetectorConfig {
+            max_failures: k.max_failures,
+            find_time: secs(10),
+            flood: k.flood.map(|(count, s)| FloodRule {
+                count,
+                interval: secs(s),
+            }),
+            enumeration: k.enumeration.map(|(max_accounts, s)| EnumRule {
+                max_accounts,
+                window: secs(s),
+            }),
+            ban_time: secs(5),
+            ban_time_factor: 2.0,
+            max_ban_time: Some(secs(60)),
+            block_threshold: k.block_threshold,
+            forget_after: secs(120),
+            max_sources: k.max_sources,
+            max_history: k.max_history,
+            source_retention: secs(30),
+            ..DetectorConfig::default()
+        }
+    }
+
+    fn knobs() -> impl Strategy<Value = Knobs> {
+        (
+            1u32..5,
+            proptest::option::of((1u32..5, 1u64..20)),
+            proptest::option::of((1u32..4, 1u64..60)),
+            1usize..6,
+            1usize..6,
+            proptest::option::of(1u32..3),
+        )
+            .prop_map(
+                |(max_failures, flood, enumeration, max_sources, max_history, block_threshold)| {
+                    Knobs {
+                        max_failures,
+                        flood,
+                        enumeration,
+                        max_sources,
+                        max_history,
+                        block_threshold,
+                    }
+                },
+            )
+    }
+
+    fn text() -> impl Strategy<Value = String> {
+        prop_oneof![
+            any::<String>(),
+            "[0-9]{1,4}",
+            Just("100".to_string()),
+            Just("<unknown>".to_string()),
+            "(sips?:|SIP:)?[0-9é\u{fffd}]{0,70}(@[a-z.]{0,8})?",
+            "[\u{fffd}é😀 a]{0,90}",
+        ]
+    }
+
+    fn op() -> impl Strategy<Value = Op> {
+        let dt = prop_oneof![
+            8 => 0i64..3_000,
+            1 => -20_000i64..0,
+            1 => Just(60 * 86_400_000i64), // past the tick range: the epoch moves
+        ];
+        let service = prop_oneof![
+            Just("PJSIP".to_string()),
+            Just("sip".to_string()),
+            any::<String>()
+        ];
+        prop_oneof![
+            20 => (0u8..10, service, text(), 0..POOL.len(), dt).prop_map(
+                |(kind, service, account, ip, dt)| Op::Event { kind, service, account, ip, dt }
+            ),
+            1 => Just(Op::Purge),
+            1 => (0..POOL.len()).prop_map(Op::Unban),
+            1 => knobs().prop_map(Op::Reconfigure),
+        ]
+    }
+
+    fn kind(k: u8, account: &str) -> EventKind {
+        match k {
+            0 => EventKind::InvalidAccountId,
+            1 => EventKind::InvalidPassword,
+            2 => EventKind::ChallengeResponseFailed,
+            3 | 4 => EventKind::ChallengeSent,
+            5 => EventKind::SuccessfulAuth,
+            6 => EventKind::FailedAcl,
+            7 => EventKind::RequestBadFormat,
+            _ => EventKind::from_name(account),
+        }
+    }
+
+    proptest! {
+        #[test]
+        fn observe_never_panics_and_caps_hold(
+            start in knobs(),
+            ops in proptest::collection::vec(op(), 1..100),
+        ) {
+            let mut caps = start.clone();
+            let mut d = detector(config(&start));
+            let mut now: u64 = 1_900_000_000_000;
+            for op in ops {
+                match op {
+                    Op::Event { kind: k, service, account, ip, dt } => {
+                        now = now.saturating_add_signed(dt);
+                        let mut e = ev(kind(k, &account), &service, &account, POOL[ip]);
+                        e.service = service;
+                        if let Some(dec) = d.observe(&e, now) {
+                            prop_assert_eq!(dec.ip, e.source.to_canonical());
+                            prop_assert!(dec.ban_number >= 1);
+                            let cap = caps.enumeration.map_or(0, |(m, _)| m as usize + 1);
+                            prop_assert!(dec.accounts.len() <= cap);
+                        }
+                    }
+                    Op::Purge => {
+                        d.purge(now);
+                    }
+                    Op::Unban(ip) => {
+                        d.unbanned(POOL[ip].parse().unwrap(), now);
+                    }
+                    Op::Reconfigure(k) => {
+                        d.reconfigure(config(&k)).unwrap();
+                        caps = k;
+                    }
+                }
+                prop_assert!(d.tracked_sources() <= caps.max_sources);
+                prop_assert!(d.history_len() <= caps.max_history);
+                for ip in POOL {
+                    if let Some(info) = d.source_info(ip.parse().unwrap()) {
+                        let cap = caps.enumeration.map_or(0, |(m, _)| m as usize + 1);
+                        prop_assert!(info.accounts_tried.len() <= cap);
+                        for a in &info.accounts_tried {
+                            prop_assert!(!a.is_empty() && a.len() <= MAX_ACCOUNT_BYTES);
+                        }
+                        prop_assert!(info.failures <= info.events);
+                        prop_assert!(info.first_seen_ms <= info.last_seen_ms);
+                    }
+                }
+            }
+            // The history always round-trips through its persisted form.
+            let h = d.history();
+            let json = serde_json::to_string(&h).unwrap();
+            prop_assert_eq!(serde_json::from_str::<History>(&json).unwrap(), h);
+        }
+
+        #[test]
+        fn normalize_account_never_panics_and_is_bounded(raw in text()) {
+            if let Some(a) = normalize_account(&raw) {
+                prop_assert!(!a.is_empty() && a.len() <= MAX_ACCOUNT_BYTES);
+                prop_assert!(raw.contains(a));
+                prop_assert_eq!(a.trim(), a);
+                // Normalizing again changes nothing (unless it names a host).
+                if !a.contains('@') && !a.to_ascii_lowercase().starts_with("sip") {
+                    prop_assert_eq!(normalize_account(a), Some(a));
+                }
+            }
+        }
+    }
 }
 
 // ---------------------------------------------------------------- details

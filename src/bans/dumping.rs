@@ -46,7 +46,9 @@ impl BanManager {
                 history.as_deref(),
                 generation,
             );
+            // Freed before the trim, or glibc keeps their pages.
             drop(rows);
+            drop(history);
             crate::release_freed_memory();
             result
         })

@@ -145,9 +145,20 @@ fn status(ctx: &ConsoleContext, view: StatusView) -> String {
     );
     let dynamic = || -> String {
         let detector = ctx.policy.detector();
+        let now_ms = ctx.bans.clock().now_ms();
         bans.iter()
             .map(|b| {
-                // Per-source detail exists when a [policy] feeds the detector.
+                // Per-source detail exists when a [policy] feeds the detector:
+                // a banned source has its history (it needs no counting).
+                let history = || {
+                    detector.history_of(b.ip, now_ms).map(|h| {
+                        format!(
+                            ", first seen {}, last banned {}",
+                            stamp(h.first_seen_ms / 1000),
+                            stamp(h.last_ban_ms / 1000)
+                        )
+                    })
+                };
                 let seen = detector
                     .source_info(b.ip)
                     .map(|i| {
@@ -162,6 +173,7 @@ fn status(ctx: &ConsoleContext, view: StatusView) -> String {
                             }
                         )
                     })
+                    .or_else(history)
                     .unwrap_or_default();
                 format!(
                     "{} {} ({}, {} event{}{seen})\n",
@@ -227,10 +239,12 @@ fn check(ctx: &ConsoleContext, ip: std::net::IpAddr) -> String {
     let detector = ctx.policy.detector();
     if let Some(h) = detector.history_of(ip, now_ms) {
         out.push(format!(
-            "{ip}: banned {} time{} so far{}",
+            "{ip}: banned {} time{} so far{}, first seen {}, last banned {}",
             h.ban_count,
             if h.ban_count == 1 { "" } else { "s" },
-            if h.permanent { ", now permanent" } else { "" }
+            if h.permanent { ", now permanent" } else { "" },
+            stamp(h.first_seen_ms / 1000),
+            stamp(h.last_ban_ms / 1000)
         ));
     }
     if let Some(i) = detector.source_info(ip) {
