@@ -279,9 +279,12 @@ impl Daemon {
                 if p.is_original() {
                     return None;
                 }
-                // Copied under the detector's lock, serialised after it.
+                // Copied under the detector's lock, written into the dump
+                // after it, without a string of it in between.
                 let history = p.detector().history();
-                serde_json::to_string(&history).ok()
+                Some(Box::new(move |w: &mut dyn std::io::Write| {
+                    serde_json::to_writer(w, &history).map_err(std::io::Error::other)
+                }))
             }));
         }
         let stats = Arc::new(crate::stats::Stats::default());

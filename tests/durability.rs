@@ -123,7 +123,7 @@ async fn an_acknowledged_ban_is_on_disk_before_the_answer_and_a_restart_keeps_it
     let replayed = journal::replay(&dump, 0);
     assert!(
         replayed.records.iter().any(|r| matches!(r,
-            journal::Record::Ban(e) if e.ip == ip("203.0.113.9") && e.reason == "Manual block")),
+            journal::Record::Ban(e) if e.ip == ip("203.0.113.9") && &*e.reason == "Manual block")),
         "{replayed:?}"
     );
     assert!(kernel.banned().contains(&ip("203.0.113.9")));

@@ -536,8 +536,9 @@ impl ToolLog {
         std::fs::write(
             &wrapper,
             format!(
-                "#!/bin/sh\nprintf '%s\\n' \"$*\" >> '{}'\nexec '{}' \"$@\"\n",
+                "#!/bin/sh\nprintf '%s\\n' \"$*\" >> '{}'\n[ -e '{}' ] && sleep 0.3\nexec '{}' \"$@\"\n",
                 log.display(),
+                dir.path().join("slow").display(),
                 real.display()
             ),
         )
@@ -570,6 +571,17 @@ impl ToolLog {
 
     fn reset(&self) {
         let _ = std::fs::remove_file(self.dir.path().join("calls"));
+    }
+
+    /// While on, every call waits 0.3 s before running the tool: the
+    /// applier is busy, and what is queued meanwhile becomes one batch.
+    fn slow(&self, on: bool) {
+        let flag = self.dir.path().join("slow");
+        if on {
+            std::fs::write(flag, "").unwrap();
+        } else {
+            let _ = std::fs::remove_file(flag);
+        }
     }
 }
 
@@ -1545,14 +1557,24 @@ fn deleting_elements_the_kernel_already_expired_stays_batched(kind: Kind) {
         )
         .await;
 
+        // Queue the deletes while the applier is busy with another change,
+        // so they reach it as one batch however the threads are scheduled.
         tools.reset();
+        tools.slow(true);
+        let busy = ip("198.18.255.1");
+        fw.add(busy, Duration::from_secs(60));
+        eventually("the applier to be busy", Duration::from_secs(5), || {
+            tools.transactions() == 1
+        })
+        .await;
         let start = Instant::now();
-        for a in &all {
+        for a in all.iter().chain([&busy]) {
             fw.delete(*a);
         }
+        tools.slow(false);
         fw.sync().await;
         let took = start.elapsed();
-        let n = tools.transactions();
+        let n = tools.transactions() - 1;
         assert!(
             n <= 3,
             "deleting 200 already expired elements took {n} {} transactions ({took:?}): \

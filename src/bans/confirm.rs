@@ -8,10 +8,13 @@
 
 use std::collections::VecDeque;
 use std::net::IpAddr;
-use std::sync::Mutex;
+use std::sync::{Arc, Mutex};
 
 use tokio::sync::watch;
 use tokio_util::sync::CancellationToken;
+
+/// Queue capacity kept once a storm's confirmations are done.
+const KEEP_CAPACITY: usize = 1024;
 
 /// Called once per new ban when it is confirmed (the report counts it).
 pub type ConfirmHook = Box<dyn Fn(IpAddr) + Send + Sync>;
@@ -19,7 +22,8 @@ pub type ConfirmHook = Box<dyn Fn(IpAddr) + Send + Sync>;
 struct Pending {
     seq: u64,
     ip: IpAddr,
-    reason: String,
+    /// The store's shared copy: a storm allocates no reason per ban.
+    reason: Arc<str>,
 }
 
 /// New bans waiting for their confirmation, and the confirmed number.
@@ -41,12 +45,8 @@ impl Default for Confirmations {
 
 impl Confirmations {
     /// Queues the `BLOCK =>` line of change `seq` (numbers must grow).
-    pub fn push(&self, seq: u64, ip: IpAddr, reason: &str) {
-        self.lock().push_back(Pending {
-            seq,
-            ip,
-            reason: reason.to_string(),
-        });
+    pub fn push(&self, seq: u64, ip: IpAddr, reason: Arc<str>) {
+        self.lock().push_back(Pending { seq, ip, reason });
     }
 
     pub fn set_hook(&self, hook: ConfirmHook) {
@@ -73,7 +73,12 @@ impl Confirmations {
         let done: Vec<Pending> = {
             let mut pending = self.lock();
             let n = pending.iter().take_while(|p| p.seq <= through).count();
-            pending.drain(..n).collect()
+            let done = pending.drain(..n).collect();
+            // A storm's queue would keep its peak size for good.
+            if pending.is_empty() && pending.capacity() > KEEP_CAPACITY {
+                pending.shrink_to(KEEP_CAPACITY);
+            }
+            done
         };
         for p in &done {
             tracing::info!("BLOCK => {} ({})", p.ip, p.reason);
@@ -138,7 +143,7 @@ mod tests {
 
     #[tokio::test]
     async fn a_ban_is_confirmed_when_both_kernel_and_disk_have_it() {
-        let c = std::sync::Arc::new(Confirmations::default());
+        let c = Arc::new(Confirmations::default());
         let counted = std::sync::Arc::new(std::sync::atomic::AtomicUsize::new(0));
         let n = std::sync::Arc::clone(&counted);
         c.set_hook(Box::new(move |_| {
@@ -151,8 +156,8 @@ mod tests {
             let (c, stop) = (std::sync::Arc::clone(&c), stop.clone());
             tokio::spawn(async move { c.run(k_rx, Some(d_rx), stop).await })
         };
-        c.push(1, "192.0.2.1".parse().unwrap(), "r");
-        c.push(2, "192.0.2.2".parse().unwrap(), "r");
+        c.push(1, "192.0.2.1".parse().unwrap(), "r".into());
+        c.push(2, "192.0.2.2".parse().unwrap(), "r".into());
         k_tx.send(2).unwrap();
         tokio::task::yield_now().await;
         assert_eq!(c.confirmed(), 0, "the disk has nothing yet");

@@ -4,7 +4,8 @@
 //! is durable, the older journal files go. A dump that cannot be written
 //! (a full disk) is retried with backoff and reported once a minute, not at
 //! every change; nothing is lost meanwhile (the journal and the kernel hold
-//! the bans).
+//! the bans). A dump follows a change by [`DUMP_DELAY`], or by ten times
+//! the last dump's duration when that is longer (at most 10 s).
 
 use std::path::PathBuf;
 use std::sync::Arc;
@@ -16,6 +17,9 @@ use super::{BanManager, DUMP_DELAY, DumpError, LOG_EACH, persist};
 
 /// Longest wait between two attempts while the dump cannot be written.
 const RETRY_MAX: Duration = Duration::from_secs(60);
+
+/// Longest wait between a change and the dump holding it.
+const PAUSE_MAX: Duration = Duration::from_secs(10);
 
 /// How often a dump that keeps failing is reported.
 const REPORT_EVERY: Duration = Duration::from_secs(60);
@@ -43,12 +47,11 @@ impl BanManager {
                     (*ip, *expiry, r, *count)
                 }),
                 now,
-                history.as_deref(),
+                history,
                 generation,
             );
             // Freed before the trim, or glibc keeps their pages.
             drop(rows);
-            drop(history);
             crate::release_freed_memory();
             result
         })
@@ -97,6 +100,7 @@ impl BanManager {
             return;
         }
         let mut failing: Option<Failing> = None;
+        let mut took = Duration::ZERO;
         loop {
             let retry = failing.as_ref().map(|f| f.retry_in);
             tokio::select! {
@@ -104,9 +108,14 @@ impl BanManager {
                 _ = sleep_opt(retry) => {}
                 _ = shutdown.cancelled() => return,
             }
-            // Coalesce a burst of changes into one write.
-            tokio::time::sleep(DUMP_DELAY).await;
-            match self.dump().await {
+            // Coalesce a burst of changes into one write; a big dump waits
+            // ten times as long as it takes (the journal holds the changes
+            // meanwhile), so a long storm does not rewrite it all the time.
+            tokio::time::sleep(DUMP_DELAY.max(took * 10).min(PAUSE_MAX)).await;
+            let started = Instant::now();
+            let result = self.dump().await;
+            took = started.elapsed();
+            match result {
                 Ok(_) => {
                     if let Some(f) = failing.take() {
                         tracing::info!(

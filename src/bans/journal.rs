@@ -20,6 +20,7 @@ use std::fs::{self, File, OpenOptions};
 use std::io::Write;
 use std::net::IpAddr;
 use std::path::{Path, PathBuf};
+use std::sync::Arc;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::mpsc;
 use std::time::{Duration, Instant};
@@ -31,11 +32,32 @@ use super::persist::DumpEntry;
 use super::persist::read::{bounded, entry_from};
 use crate::clock::UnixTime;
 
+/// A ban as journaled; the reason is the store's shared copy, so a storm
+/// of records allocates no reason per ban.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct Banned {
+    pub ip: IpAddr,
+    pub expiry: UnixTime,
+    pub reason: Arc<str>,
+    pub count: u32,
+}
+
+impl From<Banned> for DumpEntry {
+    fn from(b: Banned) -> DumpEntry {
+        DumpEntry {
+            ip: b.ip,
+            expiry: b.expiry,
+            reason: b.reason.to_string(),
+            count: b.count,
+        }
+    }
+}
+
 /// One change, as journaled.
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub enum Record {
     /// Banned (or its ban extended) until `expiry`.
-    Ban(DumpEntry),
+    Ban(Banned),
     Unban(IpAddr),
 }
 
@@ -43,7 +65,7 @@ impl Record {
     fn line(&self) -> String {
         match self {
             Record::Ban(e) => {
-                let reason = serde_json::to_string(&e.reason).unwrap_or_else(|_| "\"\"".into());
+                let reason = serde_json::to_string(&*e.reason).unwrap_or_else(|_| "\"\"".into());
                 format!(
                     "{{\"ban\":\"{}\",\"expiry\":{},\"reason\":{reason},\"count\":{}}}\n",
                     e.ip, e.expiry, e.count
@@ -67,7 +89,14 @@ impl Record {
         };
         let ip = map.remove("ban").ok_or("neither \"ban\" nor \"unban\"")?;
         map.insert("ip".into(), ip);
-        entry_from(Some(&Value::Object(map))).map(Record::Ban)
+        entry_from(Some(&Value::Object(map))).map(|e| {
+            Record::Ban(Banned {
+                ip: e.ip,
+                expiry: e.expiry,
+                reason: Arc::from(e.reason),
+                count: e.count,
+            })
+        })
     }
 }
 
@@ -182,6 +211,10 @@ impl Writer {
                 }
             }
             self.write_out(&mut buf);
+            // A storm's buffer would keep its peak size for good.
+            if buf.capacity() > GROUP_BYTES / 16 {
+                buf = Vec::new();
+            }
             self.durable.send_if_modified(|d| {
                 let moved = through > *d;
                 *d = (*d).max(through);
@@ -361,12 +394,17 @@ pub fn replay(dump: &Path, from: u64) -> Replayed {
     out
 }
 
-/// The journal record of a ban.
-pub fn ban_record(ip: IpAddr, expiry: UnixTime, reason: &str, count: u32) -> Record {
-    Record::Ban(DumpEntry {
+/// The journal record of a ban (`reason` as the store holds it).
+pub fn ban_record(ip: IpAddr, expiry: UnixTime, reason: Arc<str>, count: u32) -> Record {
+    let reason = if reason.len() > super::persist::MAX_REASON {
+        Arc::from(bounded(&reason))
+    } else {
+        reason
+    };
+    Record::Ban(Banned {
         ip,
         expiry,
-        reason: bounded(reason),
+        reason,
         count,
     })
 }
@@ -390,9 +428,12 @@ mod tests {
         let dir = tempfile::tempdir().unwrap();
         let dump = dir.path().join("sipban.dump");
         let j = Journal::start(&dump, 1).unwrap();
-        j.append(1, ban_record(ip("192.0.2.1"), 100, "Invalid Account", 1));
+        j.append(
+            1,
+            ban_record(ip("192.0.2.1"), 100, "Invalid Account".into(), 1),
+        );
         j.append(2, Record::Unban(ip("192.0.2.1")));
-        j.append(3, ban_record(ip("2001:db8::1"), 200, "r \"q\"", 2));
+        j.append(3, ban_record(ip("2001:db8::1"), 200, "r \"q\"".into(), 2));
         wait_durable(&j, 3).await;
         let r = replay(&dump, 0);
         assert!(r.warnings.is_empty(), "{:?}", r.warnings);
@@ -401,11 +442,11 @@ mod tests {
         let Record::Ban(e) = &r.records[2] else {
             panic!()
         };
-        assert_eq!((e.reason.as_str(), e.count), ("r \"q\"", 2));
+        assert_eq!((&*e.reason, e.count), ("r \"q\"", 2));
 
         let g = j.rotate();
         assert_eq!(g, 2);
-        j.append(4, ban_record(ip("192.0.2.9"), 300, "x", 1));
+        j.append(4, ban_record(ip("192.0.2.9"), 300, "x".into(), 1));
         j.prune(g);
         wait_durable(&j, 4).await;
         // Prune is ordered after the record: wait for the old file to go.
@@ -443,7 +484,7 @@ mod tests {
         #[test]
         fn record_lines_round_trip(a in any::<[u8; 16]>(), expiry in any::<u64>(), reason in ".{0,300}", count in any::<u32>(), v4 in any::<bool>()) {
             let ip = if v4 { IpAddr::from([a[0], a[1], a[2], a[3]]) } else { IpAddr::from(a).to_canonical() };
-            let r = ban_record(ip, expiry, &reason, count);
+            let r = ban_record(ip, expiry, reason.as_str().into(), count);
             let line = r.line();
             prop_assert_eq!(Record::parse(line.trim_end()).unwrap(), r);
         }

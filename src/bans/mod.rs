@@ -82,8 +82,9 @@ pub struct BanManager {
     history: std::sync::OnceLock<HistoryProvider>,
 }
 
-/// Gives the JSON of the state to dump alongside the bans.
-pub type HistoryProvider = Box<dyn Fn() -> Option<String> + Send + Sync>;
+/// Gives a writer of the state to dump alongside the bans (one line of
+/// JSON), or `None` for none.
+pub type HistoryProvider = Box<dyn Fn() -> Option<persist::HistoryWriter> + Send + Sync>;
 
 impl Drop for BanManager {
     fn drop(&mut self) {
@@ -233,11 +234,10 @@ impl BanManager {
             let mut store = self.lock();
             let earliest = store.next_deadline();
             let outcome = store.upsert(ip, expires, reason, count);
-            let ban = store.get(&ip);
-            let (after, count, kept_reason) = ban.as_ref().map_or((expires, count, reason), |b| {
-                (b.expires, b.count, &b.reason)
-            });
-            let record = || journal::ban_record(ip, after, kept_reason, count);
+            let (after, count, kept_reason) = store
+                .brief(&ip)
+                .unwrap_or_else(|| (expires, count, Arc::from(reason)));
+            let record = || journal::ban_record(ip, after, Arc::clone(&kept_reason), count);
             // Nothing new for the kernel: wait for what is already queued.
             let mut seq = self.seq.load(Ordering::SeqCst);
             match outcome {
@@ -245,7 +245,7 @@ impl BanManager {
                     self.firewall
                         .add(ip, Duration::from_secs(after.saturating_sub(now)));
                     seq = self.number(record());
-                    self.confirmations.push(seq, ip, reason);
+                    self.confirmations.push(seq, ip, Arc::clone(&kept_reason));
                 }
                 // Keep the kernel timeout (the backstop) ahead of the ban,
                 // with a minute to spare so a flood costs one refresh (and

@@ -73,10 +73,12 @@ fn read_disk(path: PathBuf) -> Result<Option<OnDisk>, DumpError> {
     let mut unbanned = HashSet::new();
     for r in replayed.records {
         match r {
-            Record::Ban(e) => {
+            Record::Ban(b) => {
+                let e = DumpEntry::from(b);
                 unbanned.remove(&e.ip);
-                if by_ip.insert(e.ip, e.clone()).is_none() {
-                    order.push(e.ip);
+                let ip = e.ip;
+                if by_ip.insert(ip, e).is_none() {
+                    order.push(ip);
                 }
             }
             Record::Unban(ip) => {

@@ -141,6 +141,19 @@ impl BanStore {
         self.entry(ip).map(|e| self.ban(*ip, e))
     }
 
+    /// Expiry, count and the shared reason of `ip`'s ban, without copying
+    /// the reason (the storm path asks for it at every event).
+    pub fn brief(&self, ip: &IpAddr) -> Option<(UnixTime, u32, Arc<str>)> {
+        self.entry(ip).map(|e| {
+            let reason = self
+                .reasons
+                .get(usize::from(e.reason))
+                .or(self.reasons.last())
+                .map_or_else(|| Arc::from(""), Arc::clone);
+            (UnixTime::from(e.expires), e.count, reason)
+        })
+    }
+
     pub fn is_active(&self, ip: &IpAddr) -> bool {
         self.entry(ip).is_some_and(|e| e.active)
     }

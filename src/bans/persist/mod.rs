@@ -78,6 +78,10 @@ pub fn write(path: &Path, bans: &[Ban], now: UnixTime) -> Result<(), DumpError> 
     )
 }
 
+/// Writes the `history` value of a dump (one line of JSON) straight into
+/// the file, so a large history is never built as one string first.
+pub type HistoryWriter = Box<dyn FnOnce(&mut dyn Write) -> std::io::Result<()> + Send>;
+
 /// Streams `(ip, expiry, reason, count)` rows to `path` atomically, one
 /// ban per line, without building the whole document in memory (100k bans
 /// stay cheap). `journal`: see [`Dump::journal`].
@@ -85,7 +89,7 @@ pub fn write_rows<'a>(
     path: &Path,
     rows: impl Iterator<Item = (IpAddr, UnixTime, &'a str, u32)>,
     now: UnixTime,
-    history: Option<&str>,
+    history: Option<HistoryWriter>,
     journal: u64,
 ) -> Result<(), DumpError> {
     let werr = |source| DumpError::Write {
@@ -98,7 +102,9 @@ pub fn write_rows<'a>(
             "{{\n  \"version\": 1,\n  \"written\": {now},\n  \"journal\": {journal},\n"
         )?;
         if let Some(h) = history {
-            writeln!(f, "  \"history\": {h},")?;
+            f.write_all(b"  \"history\": ")?;
+            h(f)?;
+            f.write_all(b",\n")?;
         }
         write!(f, "  \"bans\": [")?;
         for (i, (ip, expiry, reason, count)) in rows.enumerate() {
