@@ -70,10 +70,11 @@ impl Stats {
             } else {
                 b.others += 1;
             }
-            let account = account.trim();
-            if account.is_empty() || account == "<unknown>" {
+            // The attacker's own text: normalized and bounded as the
+            // detector keeps it (an AccountID may be 64 KiB long).
+            let Some(account) = crate::policy::detector::normalize_account(account) else {
                 return;
-            }
+            };
             let room = b.accounts.len() < TRACKED;
             match b.accounts.get_mut(account) {
                 Some(n) => *n += 1,
@@ -190,5 +191,21 @@ mod tests {
         assert_eq!(r.events["InvalidAccountID"], 100_000);
         assert_eq!(r.untracked, 100_000 - TRACKED as u64);
         assert_eq!(r.top_sources.len(), 3);
+    }
+
+    #[test]
+    fn huge_account_names_are_kept_bounded() {
+        let s = Stats::default();
+        let a: IpAddr = "203.0.113.5".parse().unwrap();
+        s.event(5, "InvalidAccountID", a, "sip:100@pbx");
+        // An AMI message may carry a 64 KiB AccountID; thousands of them
+        // must not cost thousands of times that.
+        for i in 0..3000 {
+            let name = format!("{i}{}", "é".repeat(30_000));
+            s.event(5, "InvalidAccountID", a, &name);
+        }
+        let r = s.report(5, 3000);
+        assert!(r.top_accounts.iter().all(|(n, _)| n.len() <= 64));
+        assert!(r.top_accounts.iter().any(|(n, _)| n == "100"));
     }
 }

@@ -128,8 +128,12 @@ pub fn completions(
         .rev()
         .find(|(_, c)| c.is_whitespace())
         .map_or(0, |(i, c)| i + c.len_utf8());
-    let word = &head[start..];
-    let before: Vec<&str> = head[..start].split_whitespace().collect();
+    let word = head.get(start..).unwrap_or_default();
+    let before: Vec<&str> = head
+        .get(..start)
+        .unwrap_or_default()
+        .split_whitespace()
+        .collect();
     let candidates: Vec<(String, String)> = match before.as_slice() {
         [] => COMMANDS
             .iter()

@@ -81,7 +81,7 @@ fn detail_suffix(detail: &str) -> String {
 pub(crate) fn io_reason(e: &io::Error) -> String {
     let text = e.to_string();
     match text.rfind(" (os error ") {
-        Some(i) if text.ends_with(')') => text[..i].to_string(),
+        Some(i) if text.ends_with(')') => text.get(..i).unwrap_or(&text).to_string(),
         _ => text,
     }
 }
@@ -361,7 +361,7 @@ impl Client {
             match self.stream.read(&mut chunk) {
                 Ok(0) => return Err(ReadFail::Eof(buf)),
                 Ok(n) => {
-                    buf.extend_from_slice(&chunk[..n]);
+                    buf.extend_from_slice(chunk.get(..n).unwrap_or_default());
                     if buf.len() > MAX_REPLY {
                         return Err(ReadFail::TooLarge);
                     }

@@ -89,7 +89,7 @@ fn swap_name(set: &str) -> String {
     while !set.is_char_boundary(cut) {
         cut -= 1;
     }
-    format!("{}-new", &set[..cut])
+    format!("{}-new", set.get(..cut).unwrap_or_default())
 }
 
 fn iptables(dir: &str, name: &str) -> Result<IPTables, FirewallError> {

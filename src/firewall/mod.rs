@@ -3,6 +3,8 @@
 //! applier folds them and commits them in batches, off the async runtime
 //! (firewall tools are blocking processes).
 
+mod applier;
+mod batch;
 pub mod chain;
 pub mod conntrack;
 pub mod deny;
@@ -15,7 +17,6 @@ pub mod nftables;
 pub mod rule;
 pub mod sets;
 
-use std::collections::{HashMap, HashSet};
 use std::net::IpAddr;
 use std::thread;
 use std::time::Duration;
@@ -24,6 +25,7 @@ use ipnet::IpNet;
 use thiserror::Error;
 use tokio::sync::{mpsc, oneshot};
 
+use applier::{Op, applier};
 pub use chain::ChainBackend;
 pub use deny::DenyList;
 pub use dryrun::{DryRun, DryRunLog, DryRunOp};
@@ -153,29 +155,11 @@ pub struct ApplierOptions {
     pub conntrack: Option<String>,
 }
 
-enum Op {
-    Add(IpAddr, Duration),
-    Refresh(IpAddr, Duration),
-    Delete(IpAddr),
-    Reconcile(
-        Vec<(IpAddr, Duration)>,
-        oneshot::Sender<Result<Reconciled, FirewallError>>,
-    ),
-    Barrier(oneshot::Sender<()>),
-    /// Everything queued before is in the batch being built: once it is
-    /// committed, [`Firewall::committed`] reaches this number.
-    Mark(u64),
-    List(oneshot::Sender<Result<Vec<IpAddr>, FirewallError>>),
-    Held(oneshot::Sender<Result<Vec<Held>, FirewallError>>),
-    Deny(Vec<IpNet>, oneshot::Sender<Result<(), FirewallError>>),
-    Shutdown(oneshot::Sender<Result<(), FirewallError>>),
-}
-
 /// A batch this large leaves freed memory worth handing back.
-const TRIM_AFTER: usize = 1000;
+pub(crate) const TRIM_AFTER: usize = 1000;
 
 /// Largest batch handed to one `commit`.
-const MAX_BATCH: usize = 10_000;
+pub(crate) const MAX_BATCH: usize = 10_000;
 
 /// Handle to the applier thread. Cloning is cheap; sends never block.
 #[derive(Clone, Debug)]
@@ -336,238 +320,12 @@ impl Firewall {
     }
 }
 
-/// Net effect of the queued changes to one IP.
-#[derive(Clone, Copy, Debug, PartialEq, Eq)]
-enum Net {
-    Add(Duration),
-    Delete,
-    /// Deleted then added again: present before and after, new timeout.
-    Readd(Duration),
-}
-
-/// Folds queued adds/deletes: an add then a delete of the same IP cancel; a
-/// repeated add keeps the longest timeout. Order of first appearance is kept.
-#[derive(Default)]
-struct Batch {
-    order: Vec<IpAddr>,
-    net: HashMap<IpAddr, Net>,
-}
-
-impl Batch {
-    fn push_add(&mut self, ip: IpAddr, t: Duration) {
-        let next = match self.net.get(&ip) {
-            None => Net::Add(t),
-            Some(Net::Add(old)) => Net::Add((*old).max(t)),
-            Some(Net::Delete) => Net::Readd(t),
-            Some(Net::Readd(old)) => Net::Readd((*old).max(t)),
-        };
-        self.set(ip, Some(next));
-    }
-
-    fn push_refresh(&mut self, ip: IpAddr, t: Duration) {
-        let next = match self.net.get(&ip) {
-            Some(Net::Add(old)) => Net::Add((*old).max(t)),
-            Some(Net::Readd(old)) => Net::Readd((*old).max(t)),
-            None | Some(Net::Delete) => Net::Readd(t),
-        };
-        self.set(ip, Some(next));
-    }
-
-    fn push_delete(&mut self, ip: IpAddr) {
-        let next = match self.net.get(&ip) {
-            Some(Net::Add(_)) => None,
-            _ => Some(Net::Delete),
-        };
-        self.set(ip, next);
-    }
-
-    fn set(&mut self, ip: IpAddr, net: Option<Net>) {
-        match net {
-            Some(n) => {
-                if self.net.insert(ip, n).is_none() {
-                    self.order.push(ip);
-                }
-            }
-            None => {
-                self.net.remove(&ip);
-            }
-        }
-    }
-
-    fn len(&self) -> usize {
-        self.net.len()
-    }
-
-    /// The folded changes in order.
-    fn drain(&mut self) -> Vec<(IpAddr, Net)> {
-        let mut net = std::mem::take(&mut self.net);
-        std::mem::take(&mut self.order)
-            .into_iter()
-            .filter_map(|ip| net.remove(&ip).map(|n| (ip, n)))
-            .collect()
-    }
-}
-
-fn commit(
-    backend: &mut dyn Backend,
-    batch: &mut Batch,
-    flusher: Option<&conntrack::ConntrackFlusher>,
-) {
-    if batch.len() == 0 {
-        return;
-    }
-    let mut new = Vec::new();
-    let big = batch.len() >= TRIM_AFTER;
-    for (ip, net) in batch.drain() {
-        match net {
-            Net::Add(t) => {
-                backend.add(ip, t);
-                new.push(ip);
-            }
-            Net::Readd(t) => backend.refresh(ip, t),
-            Net::Delete => backend.delete(ip),
-        }
-    }
-    let failed: HashSet<IpAddr> = match backend.commit() {
-        Ok(()) => HashSet::new(),
-        Err(FirewallError::Elements(failures)) => {
-            for (ip, e) in &failures {
-                tracing::error!("FIREWALL => {ip}: {e}");
-            }
-            failures.into_iter().map(|(ip, _)| ip).collect()
-        }
-        Err(e) => {
-            tracing::error!("FIREWALL => {e}");
-            new.iter().copied().collect()
-        }
-    };
-    if let Some(flusher) = flusher {
-        for ip in new.into_iter().filter(|ip| !failed.contains(ip)) {
-            flusher.flush(ip);
-        }
-    }
-    if big {
-        crate::release_freed_memory();
-    }
-}
-
-fn reconcile(
-    backend: &mut dyn Backend,
-    desired: Vec<(IpAddr, Duration)>,
-) -> Result<Reconciled, FirewallError> {
-    let repaired = backend.repair()?;
-    let kernel: HashSet<IpAddr> = backend.list()?.into_iter().collect();
-    let wanted: HashSet<IpAddr> = desired.iter().map(|(ip, _)| *ip).collect();
-    let mut report = Reconciled {
-        repaired,
-        ..Reconciled::default()
-    };
-    for (ip, t) in desired.into_iter().filter(|(ip, _)| !kernel.contains(ip)) {
-        backend.add(ip, t);
-        report.added += 1;
-    }
-    for ip in kernel.iter().filter(|ip| !wanted.contains(ip)) {
-        backend.delete(*ip);
-        report.removed += 1;
-    }
-    backend.commit()?;
-    Ok(report)
-}
-
-fn applier(
-    mut backend: Box<dyn Backend>,
-    mut rx: mpsc::UnboundedReceiver<Op>,
-    flusher: Option<conntrack::ConntrackFlusher>,
-    marks: tokio::sync::watch::Sender<u64>,
-) {
-    let flusher = flusher.as_ref();
-    let limit = backend.batch_limit().clamp(1, MAX_BATCH);
-    let mut batch = Batch::default();
-    // The highest mark taken into `batch` (or committed before it).
-    let mut mark = 0;
-    let commit_all = |backend: &mut dyn Backend, batch: &mut Batch, mark: u64| {
-        commit(backend, batch, flusher);
-        marks.send_if_modified(|m| {
-            let moved = mark > *m;
-            *m = (*m).max(mark);
-            moved
-        });
-    };
-    while let Some(first) = rx.blocking_recv() {
-        let mut next = Some(first);
-        // Take what is already queued (a storm), up to the batch limit; an
-        // isolated event is committed at once.
-        while let Some(op) = next.take() {
-            match op {
-                Op::Add(ip, t) => batch.push_add(ip, t),
-                Op::Refresh(ip, t) => batch.push_refresh(ip, t),
-                Op::Delete(ip) => batch.push_delete(ip),
-                Op::Mark(seq) => mark = mark.max(seq),
-                Op::Barrier(done) => {
-                    commit_all(backend.as_mut(), &mut batch, mark);
-                    let _ = done.send(());
-                }
-                Op::Reconcile(desired, reply) => {
-                    commit_all(backend.as_mut(), &mut batch, mark);
-                    let _ = reply.send(reconcile(backend.as_mut(), desired));
-                }
-                Op::List(reply) => {
-                    commit_all(backend.as_mut(), &mut batch, mark);
-                    let _ = reply.send(backend.list());
-                }
-                Op::Held(reply) => {
-                    commit_all(backend.as_mut(), &mut batch, mark);
-                    let _ = reply.send(backend.held());
-                }
-                Op::Deny(nets, reply) => {
-                    commit_all(backend.as_mut(), &mut batch, mark);
-                    let result = backend.set_denied(&nets);
-                    if let Err(e) = &result {
-                        tracing::error!("FIREWALL => deny entries: {e}");
-                    }
-                    let _ = reply.send(result);
-                }
-                Op::Shutdown(reply) => {
-                    commit_all(backend.as_mut(), &mut batch, mark);
-                    let _ = reply.send(backend.shutdown());
-                    return;
-                }
-            }
-            if batch.len() < limit {
-                next = rx.try_recv().ok();
-            }
-        }
-        commit_all(backend.as_mut(), &mut batch, mark);
-    }
-    // Every handle is gone without a shutdown: leave the bans in place.
-}
-
 #[cfg(test)]
 mod tests {
     use super::*;
 
     fn ip(s: &str) -> IpAddr {
         s.parse().unwrap()
-    }
-
-    #[test]
-    fn add_then_delete_cancels_and_longest_add_wins() {
-        let mut b = Batch::default();
-        b.push_add(ip("192.0.2.1"), Duration::from_secs(10));
-        b.push_add(ip("192.0.2.2"), Duration::from_secs(10));
-        b.push_delete(ip("192.0.2.1"));
-        b.push_add(ip("192.0.2.2"), Duration::from_secs(30));
-        b.push_add(ip("192.0.2.2"), Duration::from_secs(20));
-        b.push_delete(ip("192.0.2.3"));
-        b.push_add(ip("192.0.2.3"), Duration::from_secs(5));
-        assert_eq!(
-            b.drain(),
-            vec![
-                (ip("192.0.2.2"), Net::Add(Duration::from_secs(30))),
-                (ip("192.0.2.3"), Net::Readd(Duration::from_secs(5))),
-            ]
-        );
-        assert_eq!(b.len(), 0);
     }
 
     #[tokio::test]

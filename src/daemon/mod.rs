@@ -1,11 +1,25 @@
 //! Wiring: AMI events -> policy -> ban store -> firewall applier, plus the
 //! expiry task, the dump writer and the console. The binary and the tests
 //! both start the daemon through [`Daemon::start`].
+//!
+//! - [`settings`]: what the daemon is started with, from the config;
+//! - [`backend`]: the firewall backend the config asks for;
+//! - `restore`: the start-up restore and what it reports;
+//! - `judge`: events to verdicts to bans, escalation to the deny list;
+//! - `lists`: list files written and the deny list put in force;
+//! - `watch`: a core task ending before shutdown is a failure.
+
+mod backend;
+mod judge;
+mod lists;
+mod restore;
+mod settings;
+mod watch;
 
 use std::net::{IpAddr, SocketAddr};
 use std::path::PathBuf;
 use std::sync::Arc;
-use std::time::{Duration, Instant};
+use std::time::Instant;
 
 use thiserror::Error;
 use tokio::net::TcpListener;
@@ -13,148 +27,19 @@ use tokio::sync::mpsc;
 use tokio::task::JoinHandle;
 use tokio_util::sync::CancellationToken;
 
-use crate::ami::{self, AmiHandle, AmiSettings, Backoff};
+use crate::ami::{self, AmiHandle};
 use crate::bans::{BanManager, DumpError};
 use crate::clock::Clock;
-use crate::config::{BackendKind, Config};
 use crate::console::{self, ConsoleContext};
-use crate::event::SecurityEvent;
-use crate::firewall::chain::ChainSettings;
-use crate::firewall::exec::tool;
-use crate::firewall::{
-    ApplierOptions, Backend, ChainBackend, DryRun, Firewall, FirewallError, Hook, IpsetBackend,
-    NftBackend, SetSettings,
-};
-use crate::policy::detector::DetectorConfig;
+use crate::firewall::{ApplierOptions, Backend, Firewall, FirewallError};
+use crate::policy::Policy;
 use crate::policy::lists::{AddressList, Lists};
-use crate::policy::{Policy, Verdict, Whitelist};
-
-/// Everything the daemon needs, already validated.
-#[derive(Clone, Debug)]
-pub struct Settings {
-    pub ami: AmiSettings,
-    pub console: SocketAddr,
-    /// `login SECRET` required before console commands.
-    pub console_secret: Option<crate::ami::Secret>,
-    /// Idle console sessions are closed after this.
-    pub console_idle: Duration,
-    /// The only directory console imports may read from.
-    pub import_dir: Option<PathBuf>,
-    pub ban_time: Duration,
-    pub dump: Option<PathBuf>,
-    pub whitelist: Whitelist,
-    /// Re-read on SIGHUP.
-    pub whitelist_path: Option<PathBuf>,
-    /// Addresses of the AMI host: never banned.
-    pub ami_hosts: Vec<IpAddr>,
-    pub chain: String,
-    /// Drift check period; `None` disables.
-    pub firewall_check: Option<Duration>,
-    /// `conntrack` tool for deleting a new ban's flows; `None` disables.
-    pub conntrack: Option<String>,
-}
-
-impl Settings {
-    pub fn from_config(c: &Config, whitelist: Whitelist, ami_hosts: Vec<IpAddr>) -> Settings {
-        Settings {
-            ami: AmiSettings {
-                host: c.ami.host.clone(),
-                port: c.ami.port,
-                username: c.ami.user.clone(),
-                secret: c.ami.secret.clone(),
-                ping_interval: c.ami.ping,
-                reply_timeout: Duration::from_secs(10),
-                backoff: Backoff::default(),
-            },
-            console: SocketAddr::new(c.control.address, c.control.port),
-            console_secret: c.control.secret.clone(),
-            console_idle: c.control.idle_timeout,
-            import_dir: c.control.import_dir.clone(),
-            ban_time: c.ban_time,
-            dump: Some(c.iptables.dump.clone()),
-            whitelist,
-            whitelist_path: Some(c.iptables.white_list.clone()),
-            ami_hosts,
-            chain: c.iptables.chain.clone(),
-            firewall_check: c.firewall.check_interval,
-            conntrack: c
-                .firewall
-                .conntrack
-                .then(|| tool(&c.iptables.path, "conntrack")),
-        }
-    }
-}
-
-/// The backend `[firewall] backend` asks for (`auto`: nftables if `nft`
-/// works, else ipset, else chain); the dry-run one with `--dry-run`.
-pub fn build_backend(c: &Config, dry_run: bool) -> Box<dyn Backend> {
-    if dry_run {
-        return Box::new(DryRun::new());
-    }
-    let dir = &c.iptables.path;
-    let kind = match c.firewall.backend {
-        BackendKind::Auto if NftBackend::available(dir) => BackendKind::Nftables,
-        BackendKind::Auto if IpsetBackend::available(dir) => BackendKind::Ipset,
-        BackendKind::Auto => BackendKind::Chain,
-        k => k,
-    };
-    tracing::info!(
-        "FIREWALL => {kind} backend ([firewall] backend = {})",
-        c.firewall.backend
-    );
-    let sets = SetSettings {
-        bin_dir: dir.clone(),
-        table: c.firewall.table.clone(),
-        set4: c.firewall.set4.clone(),
-        set6: c.firewall.set6.clone(),
-        scope: c.iptables.scope.clone(),
-        action4: c.iptables.rule.clone(),
-        action6: c.iptables.rule6.clone(),
-        hook: c.firewall.hook,
-        mode: c.firewall.mode,
-        deny4: c.firewall.deny4.clone(),
-        deny6: c.firewall.deny6.clone(),
-    };
-    if kind != BackendKind::Chain
-        && c.firewall.hook == Hook::Raw
-        && c.iptables.rule != crate::firewall::Action::Drop
-    {
-        tracing::info!(
-            "FIREWALL => rule {} applies as DROP before conntrack (hook = raw); set [firewall] hook = filter to REJECT",
-            c.iptables.rule
-        );
-    }
-    match kind {
-        BackendKind::Nftables => Box::new(NftBackend::new(sets)),
-        BackendKind::Ipset => Box::new(IpsetBackend::new(sets)),
-        _ => Box::new(ChainBackend::new(ChainSettings {
-            path: dir.clone(),
-            chain: c.iptables.chain.clone(),
-            scope: c.iptables.scope.clone(),
-            action_v4: c.iptables.rule.clone(),
-            action_v6: c.iptables.rule6.clone(),
-        })),
-    }
-}
-
-/// The detection policy and list files (`[policy]`, `[lists]`). Without
-/// it, [`Daemon::start`] runs the original's policy on `Settings::whitelist`.
-#[derive(Clone, Debug)]
-pub struct PolicySettings {
-    pub detector: DetectorConfig,
-    pub allow: PathBuf,
-    pub deny: PathBuf,
-}
-
-impl PolicySettings {
-    pub fn from_config(c: &Config) -> PolicySettings {
-        PolicySettings {
-            detector: c.policy.clone(),
-            allow: c.lists.allow.clone(),
-            deny: c.lists.deny.clone(),
-        }
-    }
-}
+pub use backend::build_backend;
+use judge::{judge_events, purge_detector};
+pub use lists::{enforce_deny_list, save_list};
+use restore::restore_at_start;
+pub use settings::{PolicySettings, Settings};
+use watch::Watch;
 
 #[derive(Debug, Error)]
 pub enum StartError {
@@ -469,187 +354,6 @@ impl Daemon {
     }
 }
 
-/// Restores at start: the dump, its journal and what a crashed run left in
-/// the kernel (bans), and the detector's history. Entries that cannot be
-/// read are skipped and named; the dump they came from is copied aside
-/// (it is about to be rewritten) for inspection.
-async fn restore_at_start(bans: &Arc<BanManager>, policy: &Arc<Policy>) {
-    let p = Arc::clone(policy);
-    let restored = bans
-        .restore_at_start(move |ip| p.protection(ip).map(|pr| pr.to_string()))
-        .await;
-    let restored = match restored {
-        Ok(r) => r,
-        Err(e) => {
-            tracing::error!("RESTORE => {e}");
-            return;
-        }
-    };
-    for w in &restored.warnings {
-        tracing::warn!("RESTORE => {w}");
-    }
-    if !restored.warnings.is_empty()
-        && let Some(path) = bans.dump_path()
-    {
-        keep_aside(path, bans.clock().now());
-    }
-    if let Some(history) = restored.history.filter(|_| !policy.is_original()) {
-        match serde_json::from_value(history) {
-            Ok(h) => {
-                let n = policy.detector().load_history(h, bans.clock().now_ms());
-                tracing::info!("RESTORE => history of {n} sources");
-            }
-            Err(e) => tracing::warn!("RESTORE => history ignored: {e}"),
-        }
-    }
-}
-
-/// Copies a dump that had bad entries to `<dump>.bad-<time>` (never over
-/// an existing copy), before the next dump replaces it.
-fn keep_aside(path: &std::path::Path, now: u64) {
-    let aside = path.with_extension(format!("bad-{now}"));
-    if aside.exists() || !path.exists() {
-        return;
-    }
-    match std::fs::copy(path, &aside) {
-        Ok(_) => tracing::warn!(
-            "RESTORE => the dump as it was is kept as {} for inspection",
-            aside.display()
-        ),
-        Err(e) => tracing::error!("RESTORE => could not keep a copy of the dump: {e}"),
-    }
-}
-
-/// Applies policy to each event as it arrives.
-async fn judge_events(
-    mut events: mpsc::Receiver<SecurityEvent>,
-    policy: Arc<Policy>,
-    bans: Arc<BanManager>,
-    deny_path: Option<PathBuf>,
-    stats: Arc<crate::stats::Stats>,
-) {
-    while let Some(event) = events.recv().await {
-        let now_ms = bans.clock().now_ms();
-        stats.event(now_ms, event.kind.name(), event.source, &event.account);
-        match policy.judge(&event, now_ms) {
-            Verdict::Ban {
-                reason,
-                ban_for,
-                permanent: false,
-            } => {
-                bans.ban_for(event.source, &reason, ban_for);
-            }
-            Verdict::Ban {
-                reason,
-                permanent: true,
-                ..
-            } => promote(&policy, &bans, deny_path.as_deref(), event.source, &reason).await,
-            Verdict::Spared(why) => tracing::info!(
-                "WHITE LIST => {} not blocked ({}, {} account {:?}; {why})",
-                event.source,
-                event.kind.reason(),
-                event.service,
-                event.account
-            ),
-            // The original's semantics: a banned source that keeps
-            // attacking has its ban extended (never a second rule).
-            Verdict::Ignore
-                if policy.is_attack(&event.kind)
-                    && bans.get(event.source).is_some_and(|b| b.active) =>
-            {
-                bans.ban_for(event.source, event.kind.reason(), None);
-            }
-            Verdict::Ignore => {}
-        }
-    }
-}
-
-/// A repeat offender moves to the permanent deny list (saved to its file)
-/// and stays banned.
-async fn promote(
-    policy: &Policy,
-    bans: &BanManager,
-    deny_path: Option<&std::path::Path>,
-    ip: IpAddr,
-    reason: &str,
-) {
-    let note = format!(
-        "permanent {} after: {}",
-        crate::clock::stamp(bans.clock().now()).trim_matches(['[', ']']),
-        reason.replace('#', "")
-    );
-    let mut lists = (*policy.lists()).clone();
-    let _ = lists.deny.add(ipnet::IpNet::from(ip), Some(&note));
-    if let Some(path) = deny_path
-        && let Err(e) = save_list(lists.deny.clone(), path.to_path_buf()).await
-    {
-        tracing::error!("DENY LIST => not saved: {e}");
-    }
-    policy.set_lists(lists);
-    tracing::info!("DENY => {ip} added to the deny list ({reason})");
-    enforce_deny_list(bans, policy).await;
-    bans.ban_permanently(ip, reason);
-}
-
-/// Writes a list file off the async runtime (atomic, see
-/// [`crate::atomic_file`]).
-pub async fn save_list(list: AddressList, path: PathBuf) -> Result<(), String> {
-    match tokio::task::spawn_blocking(move || list.save(&path)).await {
-        Ok(result) => result.map_err(|e| e.to_string()),
-        Err(e) => Err(e.to_string()),
-    }
-}
-
-/// Drops idle per-source state and forgotten history once a minute.
-async fn purge_detector(policy: Arc<Policy>, clock: Clock, shutdown: CancellationToken) {
-    let mut tick = tokio::time::interval(Duration::from_secs(60));
-    tick.tick().await;
-    loop {
-        tokio::select! {
-            _ = tick.tick() => {
-                policy.detector().purge(clock.now_ms());
-            }
-            _ = shutdown.cancelled() => return,
-        }
-    }
-}
-
 fn counts(l: &Lists) -> (usize, usize) {
     (l.allow.len(), l.deny.len())
-}
-
-/// Marks a core task: if it ends (or panics) before shutdown, `died` fires.
-struct Watch {
-    name: &'static str,
-    shutdown: CancellationToken,
-    died: CancellationToken,
-}
-
-impl Watch {
-    fn spawn(self, task: impl std::future::Future<Output = ()> + Send + 'static) -> JoinHandle<()> {
-        tokio::spawn(async move {
-            let _watch = self;
-            task.await;
-        })
-    }
-}
-
-impl Drop for Watch {
-    fn drop(&mut self) {
-        if !self.shutdown.is_cancelled() {
-            tracing::error!("internal task '{}' stopped unexpectedly", self.name);
-            self.died.cancel();
-        }
-    }
-}
-
-/// Puts the deny list in force in the firewall (permanent, CIDR as well).
-pub async fn enforce_deny_list(bans: &BanManager, policy: &Policy) {
-    let nets = policy.kernel_deny_nets();
-    let n = nets.len();
-    match bans.firewall().set_denied(nets).await {
-        Ok(()) if n > 0 => tracing::info!("DENY LIST => {n} entries in the firewall"),
-        Ok(()) => {}
-        Err(e) => tracing::error!("DENY LIST => not in the firewall: {e}"),
-    }
 }

@@ -1,0 +1,166 @@
+//! The applier thread: it owns the backend, takes what is queued (a storm
+//! in large batches, an isolated change at once), commits it, and reports
+//! the highest change number the kernel has.
+
+use std::collections::HashSet;
+use std::net::IpAddr;
+use std::time::Duration;
+
+use ipnet::IpNet;
+use tokio::sync::{mpsc, oneshot};
+
+use super::batch::{Batch, Net};
+use super::{Backend, FirewallError, Held, MAX_BATCH, Reconciled, TRIM_AFTER, conntrack};
+
+/// A request to the applier thread.
+pub(super) enum Op {
+    Add(IpAddr, Duration),
+    Refresh(IpAddr, Duration),
+    Delete(IpAddr),
+    Reconcile(
+        Vec<(IpAddr, Duration)>,
+        oneshot::Sender<Result<Reconciled, FirewallError>>,
+    ),
+    Barrier(oneshot::Sender<()>),
+    /// Everything queued before is in the batch being built: once it is
+    /// committed, [`Firewall::committed`] reaches this number.
+    Mark(u64),
+    List(oneshot::Sender<Result<Vec<IpAddr>, FirewallError>>),
+    Held(oneshot::Sender<Result<Vec<Held>, FirewallError>>),
+    Deny(Vec<IpNet>, oneshot::Sender<Result<(), FirewallError>>),
+    Shutdown(oneshot::Sender<Result<(), FirewallError>>),
+}
+
+fn commit(
+    backend: &mut dyn Backend,
+    batch: &mut Batch,
+    flusher: Option<&conntrack::ConntrackFlusher>,
+) {
+    if batch.len() == 0 {
+        return;
+    }
+    let mut new = Vec::new();
+    let big = batch.len() >= TRIM_AFTER;
+    for (ip, net) in batch.drain() {
+        match net {
+            Net::Add(t) => {
+                backend.add(ip, t);
+                new.push(ip);
+            }
+            Net::Readd(t) => backend.refresh(ip, t),
+            Net::Delete => backend.delete(ip),
+        }
+    }
+    let failed: HashSet<IpAddr> = match backend.commit() {
+        Ok(()) => HashSet::new(),
+        Err(FirewallError::Elements(failures)) => {
+            for (ip, e) in &failures {
+                tracing::error!("FIREWALL => {ip}: {e}");
+            }
+            failures.into_iter().map(|(ip, _)| ip).collect()
+        }
+        Err(e) => {
+            tracing::error!("FIREWALL => {e}");
+            new.iter().copied().collect()
+        }
+    };
+    if let Some(flusher) = flusher {
+        for ip in new.into_iter().filter(|ip| !failed.contains(ip)) {
+            flusher.flush(ip);
+        }
+    }
+    if big {
+        crate::release_freed_memory();
+    }
+}
+
+fn reconcile(
+    backend: &mut dyn Backend,
+    desired: Vec<(IpAddr, Duration)>,
+) -> Result<Reconciled, FirewallError> {
+    let repaired = backend.repair()?;
+    let kernel: HashSet<IpAddr> = backend.list()?.into_iter().collect();
+    let wanted: HashSet<IpAddr> = desired.iter().map(|(ip, _)| *ip).collect();
+    let mut report = Reconciled {
+        repaired,
+        ..Reconciled::default()
+    };
+    for (ip, t) in desired.into_iter().filter(|(ip, _)| !kernel.contains(ip)) {
+        backend.add(ip, t);
+        report.added += 1;
+    }
+    for ip in kernel.iter().filter(|ip| !wanted.contains(ip)) {
+        backend.delete(*ip);
+        report.removed += 1;
+    }
+    backend.commit()?;
+    Ok(report)
+}
+
+pub(super) fn applier(
+    mut backend: Box<dyn Backend>,
+    mut rx: mpsc::UnboundedReceiver<Op>,
+    flusher: Option<conntrack::ConntrackFlusher>,
+    marks: tokio::sync::watch::Sender<u64>,
+) {
+    let flusher = flusher.as_ref();
+    let limit = backend.batch_limit().clamp(1, MAX_BATCH);
+    let mut batch = Batch::default();
+    // The highest mark taken into `batch` (or committed before it).
+    let mut mark = 0;
+    let commit_all = |backend: &mut dyn Backend, batch: &mut Batch, mark: u64| {
+        commit(backend, batch, flusher);
+        marks.send_if_modified(|m| {
+            let moved = mark > *m;
+            *m = (*m).max(mark);
+            moved
+        });
+    };
+    while let Some(first) = rx.blocking_recv() {
+        let mut next = Some(first);
+        // Take what is already queued (a storm), up to the batch limit; an
+        // isolated event is committed at once.
+        while let Some(op) = next.take() {
+            match op {
+                Op::Add(ip, t) => batch.push_add(ip, t),
+                Op::Refresh(ip, t) => batch.push_refresh(ip, t),
+                Op::Delete(ip) => batch.push_delete(ip),
+                Op::Mark(seq) => mark = mark.max(seq),
+                Op::Barrier(done) => {
+                    commit_all(backend.as_mut(), &mut batch, mark);
+                    let _ = done.send(());
+                }
+                Op::Reconcile(desired, reply) => {
+                    commit_all(backend.as_mut(), &mut batch, mark);
+                    let _ = reply.send(reconcile(backend.as_mut(), desired));
+                }
+                Op::List(reply) => {
+                    commit_all(backend.as_mut(), &mut batch, mark);
+                    let _ = reply.send(backend.list());
+                }
+                Op::Held(reply) => {
+                    commit_all(backend.as_mut(), &mut batch, mark);
+                    let _ = reply.send(backend.held());
+                }
+                Op::Deny(nets, reply) => {
+                    commit_all(backend.as_mut(), &mut batch, mark);
+                    let result = backend.set_denied(&nets);
+                    if let Err(e) = &result {
+                        tracing::error!("FIREWALL => deny entries: {e}");
+                    }
+                    let _ = reply.send(result);
+                }
+                Op::Shutdown(reply) => {
+                    commit_all(backend.as_mut(), &mut batch, mark);
+                    let _ = reply.send(backend.shutdown());
+                    return;
+                }
+            }
+            if batch.len() < limit {
+                next = rx.try_recv().ok();
+            }
+        }
+        commit_all(backend.as_mut(), &mut batch, mark);
+    }
+    // Every handle is gone without a shutdown: leave the bans in place.
+}
