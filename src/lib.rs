@@ -25,6 +25,7 @@
 pub mod ami;
 pub mod atomic_file;
 pub mod bans;
+pub mod cidr;
 pub mod client;
 pub mod clock;
 pub mod config;

@@ -10,6 +10,7 @@
 //! merge neighbours and make the kernel's listing differ from the list.
 //! Adjacent networks are kept as they are (`/25` + `/25` stay two entries).
 
+pub use crate::cidr::normalize;
 use std::net::{IpAddr, Ipv4Addr, Ipv6Addr};
 
 use ipnet::{IpNet, Ipv4Net, Ipv6Net};
@@ -80,20 +81,6 @@ fn number(ip: IpAddr) -> u128 {
     match ip {
         IpAddr::V4(a) => u128::from(u32::from(a)),
         IpAddr::V6(a) => u128::from(a),
-    }
-}
-
-/// Host bits cleared (`192.0.2.7/24` is `192.0.2.0/24`); a network inside
-/// `::ffff:0:0/96` becomes IPv4, because IPv4 sources reach the firewall as
-/// IPv4 packets, never as mapped IPv6 ones.
-pub fn normalize(net: IpNet) -> IpNet {
-    match net.trunc() {
-        IpNet::V6(n) if n.prefix_len() >= 96 => n
-            .network()
-            .to_ipv4_mapped()
-            .and_then(|v4| Ipv4Net::new(v4, n.prefix_len() - 96).ok())
-            .map_or(IpNet::V6(n), IpNet::V4),
-        other => other,
     }
 }
 

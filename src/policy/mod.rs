@@ -2,7 +2,6 @@
 //! checks come first (white list, loopback, the AMI host), then the event
 //! type decides. Thresholds and escalation will live here too.
 
-pub mod cidr;
 pub mod detector;
 pub mod lists;
 pub mod whitelist;
@@ -213,7 +212,7 @@ impl Policy {
                 .filter_map(|n| n.parse::<IpNet>().ok()),
         );
         holes.extend(self.ami_hosts.iter().map(|ip| IpNet::from(*ip)));
-        cidr::subtract(&lists.deny.nets(), &holes)
+        crate::cidr::subtract(&lists.deny.nets(), &holes)
     }
 
     /// True when running the original's rule (no detector state).

@@ -502,28 +502,24 @@ pub fn assert_reaches(from: &UdpSocket, listener: &UdpSocket, when: &str) {
 /// A flood from `from` never reaches `listener`, whether it is dropped or
 /// rejected (for tests about which sources are cut off, not how).
 pub fn assert_cut_off(from: &UdpSocket, listener: &UdpSocket, when: &str) {
-    let me = from.local_addr().unwrap();
-    let mut buf = [0u8; 128];
-    for _ in 0..100 {
-        match from.send(token("flood").as_bytes()) {
-            Ok(_) => {}
-            Err(e) if e.kind() == ErrorKind::ConnectionRefused => {}
-            Err(e) => panic!("{when}: send from {me}: {e}"),
-        }
-    }
-    let wait = Instant::now() + Duration::from_millis(300);
-    while Instant::now() < wait {
-        match listener.recv_from(&mut buf) {
-            Ok((_, src)) => assert_ne!(src, me, "{when}: a blocked datagram got through"),
-            Err(e) if nothing_yet(&e) => {}
-            Err(e) => panic!("{when}: listener: {e}"),
-        }
-    }
+    flood_unheard(from, listener, when);
 }
 
 /// A flood from `from` never reaches `listener`. With `silent` (DROP)
 /// nothing answers; otherwise (REJECT) an ICMP port unreachable does.
 pub fn assert_blocked(from: &UdpSocket, listener: &UdpSocket, silent: bool, when: &str) {
+    let refused = flood_unheard(from, listener, when);
+    let me = from.local_addr().unwrap();
+    if silent {
+        assert!(!refused, "{when}: {me} got an ICMP error: not a DROP");
+    } else {
+        assert!(refused, "{when}: {me} never got the ICMP error of REJECT");
+    }
+}
+
+/// Sends 100 datagrams from `from`, checks for 300 ms that none reaches
+/// `listener`; returns whether an ICMP error came back to `from`.
+fn flood_unheard(from: &UdpSocket, listener: &UdpSocket, when: &str) -> bool {
     let me = from.local_addr().unwrap();
     let mut buf = [0u8; 128];
     let mut refused = false;
@@ -550,9 +546,5 @@ pub fn assert_blocked(from: &UdpSocket, listener: &UdpSocket, silent: bool, when
             Err(e) => panic!("{when}: listener: {e}"),
         }
     }
-    if silent {
-        assert!(!refused, "{when}: {me} got an ICMP error: not a DROP");
-    } else {
-        assert!(refused, "{when}: {me} never got the ICMP error of REJECT");
-    }
+    refused
 }

@@ -1,10 +1,11 @@
 //! The list file's and CSV's text: addresses as written and normalised,
 //! notes a file can hold, CSV fields.
 
+pub use crate::cidr::normalize;
 use std::net::IpAddr;
 use std::path::Path;
 
-use ipnet::{IpNet, Ipv4Net};
+use ipnet::IpNet;
 
 use super::ListError;
 
@@ -49,20 +50,6 @@ pub(super) fn utf8<'b>(bytes: &'b [u8], path: &Path) -> Result<&'b str, ListErro
             line: valid.iter().filter(|&&b| b == b'\n').count() + 1,
         }
     })
-}
-
-/// Clears host bits (`192.0.2.7/24` is `192.0.2.0/24`) and turns networks
-/// inside `::ffff:0:0/96` into IPv4 (`::ffff:192.0.2.0/120` is
-/// `192.0.2.0/24`), because lookups see mapped sources as IPv4.
-pub fn normalize(net: IpNet) -> IpNet {
-    match net.trunc() {
-        IpNet::V6(n) if n.prefix_len() >= 96 => n
-            .network()
-            .to_ipv4_mapped()
-            .and_then(|v4| Ipv4Net::new(v4, n.prefix_len() - 96).ok())
-            .map_or(IpNet::V6(n), IpNet::V4),
-        other => other,
-    }
 }
 
 pub(super) fn address_text(net: &IpNet) -> String {

@@ -1,10 +1,26 @@
-//! Network arithmetic for "the allow list wins in the kernel": the deny
-//! entries the firewall holds are the deny list minus every protected
-//! network (allow list, loopback, the AMI host), so no backend needs an
-//! accept rule of its own and a denied /16 with an allowed /24 inside
-//! reaches the kernel as the seven networks around that /24 (/17 ... /24).
+//! Network arithmetic shared by the lists and the firewall: one spelling
+//! per network ([`normalize`]), and "the allow list wins in the kernel"
+//! ([`subtract`]): the deny entries the firewall holds are the deny list
+//! minus every protected network (allow list, loopback, the AMI host), so no
+//! backend needs an accept rule of its own and a denied /16 with an allowed
+//! /24 inside reaches the kernel as the networks around that /24.
 
-use ipnet::IpNet;
+use ipnet::{IpNet, Ipv4Net};
+
+/// Clears host bits (`192.0.2.7/24` is `192.0.2.0/24`) and turns networks
+/// inside `::ffff:0:0/96` into IPv4 (`::ffff:192.0.2.0/120` is
+/// `192.0.2.0/24`): lookups see mapped sources as IPv4, and IPv4 sources
+/// reach the firewall as IPv4 packets, never as mapped IPv6 ones.
+pub fn normalize(net: IpNet) -> IpNet {
+    match net.trunc() {
+        IpNet::V6(n) if n.prefix_len() >= 96 => n
+            .network()
+            .to_ipv4_mapped()
+            .and_then(|v4| Ipv4Net::new(v4, n.prefix_len() - 96).ok())
+            .map_or(IpNet::V6(n), IpNet::V4),
+        other => other,
+    }
+}
 
 /// `nets` without the addresses covered by `holes`, as CIDR networks.
 /// Networks of the other family are not touched by a hole. The result
