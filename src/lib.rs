@@ -12,14 +12,17 @@
 //! - [`event`]: what sources produce: one security event about one address.
 //! - [`policy`]: what an event means: never-ban rules (white list,
 //!   loopback, the AMI host) first, then the event rules.
-//! - [`bans`]: the ban store, its expiry task, dump and restore.
+//! - [`bans`]: the ban store, its expiry task, the journal and the dump,
+//!   restore (with what a crashed run left in the kernel), and when a ban
+//!   counts as done (in the kernel and on disk).
 //! - [`firewall`]: one backend per firewall type behind one trait, and the
 //!   single applier thread that batches changes.
 //! - [`console`]: the telnet console, a view of and commands on the bans.
 //! - [`daemon`]: wires the above together; [`replay`] runs a capture
 //!   through the same pieces with the dry-run firewall.
 //! - [`config`], [`logging`], [`clock`]: settings, the original's log line
-//!   format, and injectable time; [`stats`] counts for the console's report;
+//!   format, and injectable time; [`cidr`]: network arithmetic shared by the
+//!   lists and the firewall; [`atomic_file`]: crash-safe file replacement; [`stats`] counts for the console's report;
 //!   [`client`] is the command-line client of the console.
 
 pub mod ami;
