@@ -169,6 +169,8 @@ async fn bans_the_kernel_holds_and_no_disk_does_are_adopted_with_their_timeouts(
             .await
             .unwrap();
         fw.add(ip("203.0.113.77"), Duration::from_secs(102));
+        // One in its grace only: its ban is over, it is not adopted.
+        fw.add(ip("203.0.113.78"), Duration::from_secs(2));
         fw.sync().await;
     }
     let clock = Clock::manual(T0);
@@ -183,6 +185,8 @@ async fn bans_the_kernel_holds_and_no_disk_does_are_adopted_with_their_timeouts(
     assert_eq!(b.reason, sipban::bans::ADOPTED);
     assert_eq!(b.expires, T0 + 100, "the kernel's timeout less its grace");
     assert!(kernel.banned().contains(&ip("203.0.113.77")));
+    assert!(daemon.bans.get(ip("203.0.113.78")).is_none());
+    assert!(!kernel.banned().contains(&ip("203.0.113.78")), "removed");
     // It is on disk now, and expires like any ban.
     assert!(
         sipban::bans::persist::read(&dump)

@@ -153,11 +153,17 @@ impl BanManager {
                     if known.contains(&ip) || unbanned.contains(&ip) {
                         continue;
                     }
-                    let left = h
-                        .remaining
-                        .map(|r| r.saturating_sub(Duration::from_secs(KERNEL_GRACE)))
-                        .filter(|r| !r.is_zero())
-                        .unwrap_or(self.ban_time);
+                    // A set element's timeout is the ban's end plus the
+                    // grace; one within its grace is a ban already over
+                    // (the reconcile below removes it). A chain rule has no
+                    // timeout: it gets the ban time.
+                    let left = match h.remaining {
+                        Some(r) => r.saturating_sub(Duration::from_secs(KERNEL_GRACE)),
+                        None => self.ban_time,
+                    };
+                    if left.as_secs() == 0 {
+                        continue;
+                    }
                     entries.push(DumpEntry {
                         ip,
                         expiry: now.saturating_add(left.as_secs().max(1)),
