@@ -399,3 +399,61 @@ fn a_full_disk_loses_no_ban_the_kernel_keeps_them_and_the_restart_adopts_them() 
         assert_eq!(kept.len(), 1000);
     });
 }
+
+/// A network ban (`block 198.51.100.0/24`, the 2024 original's hash:net
+/// entries): in the kernel with the deny entries (minus what is allowed),
+/// journaled, kept by a restart after kill -9, lifted on time.
+#[tokio::test]
+async fn a_network_ban_reaches_the_kernel_survives_a_crash_and_expires() {
+    let ami = FakeAmi::start().await;
+    let dir = tempfile::tempdir().unwrap();
+    let dump = dir.path().join("sipban.dump");
+    let kernel = DryRun::new().log();
+    let clock = Clock::manual(T0);
+    let wl = Whitelist::parse("198.51.100.7\n", "wl".as_ref()).unwrap();
+    let start = |kernel: sipban::firewall::DryRunLog, clock: Clock, wl: Whitelist| {
+        let s = settings(&ami, &dump, wl);
+        async move {
+            Daemon::start(s, Box::new(DryRun::with_log(kernel)), clock)
+                .await
+                .unwrap()
+        }
+    };
+    let daemon = start(kernel.clone(), clock.clone(), wl.clone()).await;
+    let net: IpNet = "198.51.100.0/24".parse().unwrap();
+    let (_, seq) = daemon.bans.ban_network(net, "Manual block").unwrap();
+    daemon.bans.durable(seq).await;
+    let covers = |ip: &str| {
+        let ip: IpAddr = ip.parse().unwrap();
+        kernel.denied().iter().any(|n| n.contains(&ip))
+    };
+    let deadline = Instant::now() + Duration::from_secs(5);
+    while !covers("198.51.100.8") {
+        assert!(Instant::now() < deadline, "{:?}", kernel.denied());
+        tokio::time::sleep(Duration::from_millis(10)).await;
+    }
+    assert!(!covers("198.51.100.7"), "the allowed address stays open");
+    assert!(
+        journal::replay(&dump, 0)
+            .records
+            .iter()
+            .any(|r| matches!(r, journal::Record::BanNet(b) if b.net == net))
+    );
+    // kill -9, restart: still banned, still in the kernel.
+    drop(daemon);
+    let daemon = start(kernel.clone(), clock.clone(), wl.clone()).await;
+    assert_eq!(daemon.bans.banned_networks(), vec![net]);
+    assert!(covers("198.51.100.8"));
+    // The ban time passes: lifted, and out of the kernel.
+    clock.advance(support::BAN);
+    let deadline = Instant::now() + Duration::from_secs(5);
+    while covers("198.51.100.8") || !daemon.bans.banned_networks().is_empty() {
+        assert!(
+            Instant::now() < deadline,
+            "not lifted: {:?}",
+            kernel.denied()
+        );
+        tokio::time::sleep(Duration::from_millis(10)).await;
+    }
+    daemon.stop().await.unwrap();
+}

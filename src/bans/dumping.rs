@@ -30,11 +30,12 @@ impl BanManager {
         let Some(path) = self.dump_path.clone() else {
             return Ok(0);
         };
-        let (rows, reasons, generation) = {
+        let (rows, reasons, nets, generation) = {
             let store = self.lock();
+            let nets = self.networks_lock().list();
             let generation = self.journal.as_ref().map_or(0, |j| j.rotate());
             let (rows, reasons) = store.dump_rows();
-            (rows, reasons, generation)
+            (rows, reasons, nets, generation)
         };
         let history = self.history.get().and_then(|h| h());
         let n = rows.len();
@@ -46,9 +47,12 @@ impl BanManager {
                     let r = reasons.get(usize::from(*reason)).map_or("", |r| r);
                     (*ip, *expiry, r, *count)
                 }),
-                now,
-                history,
-                generation,
+                persist::Header {
+                    written: now,
+                    journal: generation,
+                    history,
+                    nets,
+                },
             );
             // Freed before the trim, or glibc keeps their pages.
             drop(rows);

@@ -12,6 +12,7 @@
 pub mod confirm;
 mod dumping;
 pub mod journal;
+pub mod networks;
 pub mod persist;
 mod restore;
 pub mod store;
@@ -62,6 +63,10 @@ impl UnbanReason {
 
 pub struct BanManager {
     store: Mutex<BanStore>,
+    /// Bans of whole networks (few; apart from the per-address store).
+    networks: Mutex<networks::NetBans>,
+    /// Bumped when the banned networks change (see `networks_changed`).
+    networks_changed: tokio::sync::watch::Sender<u64>,
     /// Number of the last change (taken under the store's lock).
     seq: AtomicU64,
     firewall: Firewall,
@@ -126,6 +131,8 @@ impl BanManager {
         }
         Arc::new(BanManager {
             store: Mutex::new(BanStore::default()),
+            networks: Mutex::new(networks::NetBans::default()),
+            networks_changed: tokio::sync::watch::Sender::new(0),
             seq: AtomicU64::new(0),
             firewall,
             clock,
@@ -377,7 +384,10 @@ impl BanManager {
     /// until an earlier one is added.
     pub async fn run_expiry(self: Arc<Self>, shutdown: CancellationToken) {
         loop {
-            let next = self.lock().next_deadline();
+            let next = [self.lock().next_deadline(), self.next_network_deadline()]
+                .into_iter()
+                .flatten()
+                .min();
             let wait = async {
                 match next {
                     Some(t) => self.clock.sleep_until(t).await,
@@ -396,6 +406,7 @@ impl BanManager {
     /// follows from the recorded expiry time.
     pub fn expire_due(&self) {
         let now = self.clock.now();
+        self.expire_networks(now);
         let expired = {
             let mut store = self.lock();
             let expired = store.pop_expired(now);

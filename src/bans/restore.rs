@@ -5,12 +5,15 @@
 //! keeps its rules, so the new run adopts them instead of deleting what it
 //! does not know. An address the journal says was unbanned is not adopted.
 
-use std::collections::{HashMap, HashSet};
+use std::collections::{BTreeMap, HashMap, HashSet};
 use std::net::IpAddr;
 use std::path::PathBuf;
 use std::time::Duration;
 
+use ipnet::IpNet;
+
 use super::journal::{self, Record};
+use super::networks::NetBan;
 use super::persist::{self, Dump};
 use super::{ADOPTED, Ban, BanManager, DumpEntry, DumpError, LOG_EACH, Upsert};
 use crate::firewall::sets::KERNEL_GRACE;
@@ -28,6 +31,8 @@ pub struct Restored {
     pub spared: Vec<(IpAddr, String)>,
     /// Bans found in the kernel and on no disk (a crashed run's), adopted.
     pub adopted: usize,
+    /// Network bans put back.
+    pub networks: usize,
     /// The policy's history saved with the bans, for the caller to load.
     pub history: Option<serde_json::Value>,
     /// Entries of the dump or journal that had to be skipped (file:line).
@@ -37,6 +42,8 @@ pub struct Restored {
 /// The dump and its journals as one list of bans.
 struct OnDisk {
     entries: Vec<DumpEntry>,
+    /// Bans of whole networks.
+    networks: Vec<NetBan>,
     /// Unbanned according to the journal: not to be adopted.
     unbanned: HashSet<IpAddr>,
     history: Option<serde_json::Value>,
@@ -53,6 +60,7 @@ fn read_disk(path: PathBuf) -> Result<Option<OnDisk>, DumpError> {
         history,
         journal: from,
         warnings,
+        nets,
     } = dump.unwrap_or_default();
     let replayed = journal::replay(&path, from);
     if !found && replayed.records.is_empty() {
@@ -71,8 +79,15 @@ fn read_disk(path: PathBuf) -> Result<Option<OnDisk>, DumpError> {
         }
     }
     let mut unbanned = HashSet::new();
+    let mut networks: BTreeMap<IpNet, NetBan> = nets.into_iter().map(|b| (b.net, b)).collect();
     for r in replayed.records {
         match r {
+            Record::BanNet(b) => {
+                networks.insert(b.net, b);
+            }
+            Record::UnbanNet(net) => {
+                networks.remove(&net);
+            }
             Record::Ban(b) => {
                 let e = DumpEntry::from(b);
                 unbanned.remove(&e.ip);
@@ -95,6 +110,7 @@ fn read_disk(path: PathBuf) -> Result<Option<OnDisk>, DumpError> {
     all_warnings.extend(replayed.warnings);
     Ok(Some(OnDisk {
         entries,
+        networks: networks.into_values().collect(),
         unbanned,
         history,
         warnings: all_warnings,
@@ -125,6 +141,7 @@ impl BanManager {
             return Ok(None);
         };
         let mut restored = self.restore_entries(disk.entries, protected).await;
+        restored.networks = self.restore_networks(disk.networks);
         restored.history = disk.history;
         restored.warnings = disk.warnings;
         Ok(Some(restored))
@@ -139,8 +156,8 @@ impl BanManager {
     ) -> Result<Restored, DumpError> {
         let disk = self.read_disk().await?;
         let found = disk.is_some();
-        let (mut entries, unbanned, history, warnings) = match disk {
-            Some(d) => (d.entries, d.unbanned, d.history, d.warnings),
+        let (mut entries, networks, unbanned, history, warnings) = match disk {
+            Some(d) => (d.entries, d.networks, d.unbanned, d.history, d.warnings),
             None => Default::default(),
         };
         let known: HashSet<IpAddr> = entries.iter().map(|e| e.ip).collect();
@@ -181,6 +198,7 @@ impl BanManager {
             );
         }
         let mut restored = self.restore_entries(entries, protected).await;
+        restored.networks = self.restore_networks(networks);
         restored.adopted = adopted;
         restored.history = history;
         restored.warnings = warnings;

@@ -1,6 +1,9 @@
 //! List files written off the runtime, and the deny list put in force.
 
 use std::path::PathBuf;
+use std::sync::Arc;
+
+use tokio_util::sync::CancellationToken;
 
 use crate::bans::BanManager;
 use crate::policy::Policy;
@@ -17,11 +20,32 @@ pub async fn save_list(list: AddressList, path: PathBuf) -> Result<(), String> {
 
 /// Puts the deny list in force in the firewall (permanent, CIDR as well).
 pub async fn enforce_deny_list(bans: &BanManager, policy: &Policy) {
-    let nets = policy.kernel_deny_nets();
+    let nets = policy.kernel_deny_nets(&bans.banned_networks());
     let n = nets.len();
     match bans.firewall().set_denied(nets).await {
         Ok(()) if n > 0 => tracing::info!("DENY LIST => {n} entries in the firewall"),
         Ok(()) => {}
         Err(e) => tracing::error!("DENY LIST => not in the firewall: {e}"),
+    }
+}
+
+/// Puts the deny entries in force again whenever the banned networks change
+/// (a `block NET`, an unblock, an expiry), until shutdown.
+pub(super) async fn follow_network_bans(
+    bans: Arc<BanManager>,
+    policy: Arc<Policy>,
+    mut changed: tokio::sync::watch::Receiver<u64>,
+    shutdown: CancellationToken,
+) {
+    loop {
+        tokio::select! {
+            r = changed.changed() => {
+                if r.is_err() {
+                    return;
+                }
+                enforce_deny_list(&bans, &policy).await;
+            }
+            _ = shutdown.cancelled() => return,
+        }
     }
 }

@@ -205,6 +205,15 @@ impl Daemon {
             }));
         }
 
+        // Subscribed now, not when the task first runs: a change made
+        // right after the start must not be missed.
+        tasks.push(watch("network bans").spawn(lists::follow_network_bans(
+            Arc::clone(&bans),
+            Arc::clone(&policy),
+            bans.networks_changed(),
+            shutdown.clone(),
+        )));
+
         if let Some(every) = settings.firewall_check {
             tasks.push(
                 watch("firewall check")

@@ -200,10 +200,11 @@ impl Policy {
         &self.ami_hosts
     }
 
-    /// The deny entries as the firewall must hold them: the deny list
-    /// minus every protected network (allow list, loopback, the AMI host),
-    /// so the allow list wins in the kernel too.
-    pub fn kernel_deny_nets(&self) -> Vec<IpNet> {
+    /// The deny entries as the firewall must hold them: the deny list and
+    /// `banned` (networks under a timed ban) minus every protected network
+    /// (allow list, loopback, the AMI host), so the allow list wins in the
+    /// kernel too.
+    pub fn kernel_deny_nets(&self, banned: &[IpNet]) -> Vec<IpNet> {
         let lists = self.lists();
         let mut holes = lists.allow.nets();
         holes.extend(
@@ -212,7 +213,9 @@ impl Policy {
                 .filter_map(|n| n.parse::<IpNet>().ok()),
         );
         holes.extend(self.ami_hosts.iter().map(|ip| IpNet::from(*ip)));
-        crate::cidr::subtract(&lists.deny.nets(), &holes)
+        let mut deny = lists.deny.nets();
+        deny.extend_from_slice(banned);
+        crate::cidr::subtract(&deny, &holes)
     }
 
     /// True when running the original's rule (no detector state).

@@ -25,11 +25,13 @@ use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::mpsc;
 use std::time::{Duration, Instant};
 
+use ipnet::IpNet;
 use serde_json::Value;
 use tokio::sync::watch;
 
+use super::networks::NetBan;
 use super::persist::DumpEntry;
-use super::persist::read::{bounded, entry_from};
+use super::persist::read::{bounded, entry_from, net_entry_from};
 
 mod replay;
 use crate::clock::UnixTime;
@@ -62,6 +64,9 @@ pub enum Record {
     /// Banned (or its ban extended) until `expiry`.
     Ban(Banned),
     Unban(IpAddr),
+    /// A network banned (or its ban extended) until its expiry.
+    BanNet(NetBan),
+    UnbanNet(IpNet),
 }
 
 impl Record {
@@ -75,6 +80,14 @@ impl Record {
                 )
             }
             Record::Unban(ip) => format!("{{\"unban\":\"{ip}\"}}\n"),
+            Record::BanNet(b) => {
+                let reason = serde_json::to_string(&b.reason).unwrap_or_else(|_| "\"\"".into());
+                format!(
+                    "{{\"ban_net\":\"{}\",\"expiry\":{},\"reason\":{reason},\"count\":{}}}\n",
+                    b.net, b.expiry, b.count
+                )
+            }
+            Record::UnbanNet(net) => format!("{{\"unban_net\":\"{net}\"}}\n"),
         }
     }
 
@@ -87,9 +100,20 @@ impl Record {
                 .ok_or("\"unban\" is not an IP address")?;
             return Ok(Record::Unban(ip.to_canonical()));
         }
+        if let Some(net) = v.get("unban_net") {
+            return net
+                .as_str()
+                .and_then(|s| s.parse::<IpNet>().ok())
+                .map(|n| Record::UnbanNet(crate::cidr::normalize(n)))
+                .ok_or_else(|| "\"unban_net\" is not a network".to_string());
+        }
         let Value::Object(mut map) = v else {
             return Err("not a JSON object".into());
         };
+        if let Some(net) = map.remove("ban_net") {
+            map.insert("net".into(), net);
+            return net_entry_from(&Value::Object(map)).map(Record::BanNet);
+        }
         let ip = map.remove("ban").ok_or("neither \"ban\" nor \"unban\"")?;
         map.insert("ip".into(), ip);
         entry_from(Some(&Value::Object(map))).map(|e| {

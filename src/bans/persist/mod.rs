@@ -59,6 +59,8 @@ pub struct DumpEntry {
 pub struct Dump {
     pub bans: Vec<DumpEntry>,
     pub history: Option<serde_json::Value>,
+    /// Bans of whole networks.
+    pub nets: Vec<crate::bans::networks::NetBan>,
     /// The first journal generation the dump does not include: journals of
     /// this generation and later are replayed on top of it.
     pub journal: u64,
@@ -72,9 +74,10 @@ pub fn write(path: &Path, bans: &[Ban], now: UnixTime) -> Result<(), DumpError> 
         path,
         bans.iter()
             .map(|b| (b.ip, b.expires, b.reason.as_str(), b.count)),
-        now,
-        None,
-        0,
+        Header {
+            written: now,
+            ..Header::default()
+        },
     )
 }
 
@@ -82,25 +85,48 @@ pub fn write(path: &Path, bans: &[Ban], now: UnixTime) -> Result<(), DumpError> 
 /// the file, so a large history is never built as one string first.
 pub type HistoryWriter = Box<dyn FnOnce(&mut dyn Write) -> std::io::Result<()> + Send>;
 
+/// What a dump holds besides its address bans, each on one line before
+/// them.
+#[derive(Default)]
+pub struct Header {
+    /// When the dump was written (unix seconds).
+    pub written: UnixTime,
+    /// See [`Dump::journal`].
+    pub journal: u64,
+    /// The policy's per-source ban history.
+    pub history: Option<HistoryWriter>,
+    /// Bans of whole networks.
+    pub nets: Vec<crate::bans::networks::NetBan>,
+}
+
 /// Streams `(ip, expiry, reason, count)` rows to `path` atomically, one
 /// ban per line, without building the whole document in memory (100k bans
 /// stay cheap). `journal`: see [`Dump::journal`].
 pub fn write_rows<'a>(
     path: &Path,
     rows: impl Iterator<Item = (IpAddr, UnixTime, &'a str, u32)>,
-    now: UnixTime,
-    history: Option<HistoryWriter>,
-    journal: u64,
+    head: Header,
 ) -> Result<(), DumpError> {
     let werr = |source| DumpError::Write {
         path: path.to_path_buf(),
         source,
     };
+    let Header {
+        written,
+        journal,
+        history,
+        nets,
+    } = head;
     crate::atomic_file::replace(path, |f| {
         write!(
             f,
-            "{{\n  \"version\": 1,\n  \"written\": {now},\n  \"journal\": {journal},\n"
+            "{{\n  \"version\": 1,\n  \"written\": {written},\n  \"journal\": {journal},\n"
         )?;
+        if !nets.is_empty() {
+            f.write_all(b"  \"nets\": ")?;
+            serde_json::to_writer(&mut *f, &nets).map_err(std::io::Error::other)?;
+            f.write_all(b",\n")?;
+        }
         if let Some(h) = history {
             f.write_all(b"  \"history\": ")?;
             h(f)?;

@@ -10,7 +10,10 @@
 use std::net::IpAddr;
 use std::path::Path;
 
+use ipnet::IpNet;
 use serde_json::Value;
+
+use crate::bans::networks::NetBan;
 
 use super::{Dump, DumpEntry, LEGACY_REASON, MAX_REASON};
 use crate::clock::UnixTime;
@@ -168,6 +171,19 @@ fn header(dump: &mut Dump, key: &str, value: Value, line: usize, w: &mut Warning
                 "\"journal\" is not a number: journals replayed from the first",
             ),
         },
+        "nets" => match value {
+            Value::Array(items) => {
+                for (i, item) in items.iter().enumerate() {
+                    match net_entry_from(item) {
+                        Ok(b) => dump.nets.push(b),
+                        Err(why) => {
+                            w.at(line, format_args!("network ban #{} skipped: {why}", i + 1))
+                        }
+                    }
+                }
+            }
+            _ => w.at(line, "\"nets\" is not a list: network bans ignored"),
+        },
         "history" if value.is_object() => dump.history = Some(value),
         "history" => w.at(line, "\"history\" is not an object: ban history ignored"),
         // `version`, `written` and anything newer: nothing to restore.
@@ -202,6 +218,40 @@ pub(crate) fn entry_from(v: Option<&Value>) -> Result<DumpEntry, String> {
     };
     Ok(DumpEntry {
         ip: ip.to_canonical(),
+        expiry,
+        reason,
+        count,
+    })
+}
+
+/// A network ban from its JSON (`{"net": "198.51.100.0/24", "expiry": N,
+/// "reason": "...", "count": N}`), checked field by field.
+pub(crate) fn net_entry_from(v: &Value) -> Result<NetBan, String> {
+    let Value::Object(map) = v else {
+        return Err("not a JSON object".into());
+    };
+    let net = map.get("net").and_then(Value::as_str).ok_or("no \"net\"")?;
+    let net: IpNet = net
+        .parse()
+        .map_err(|_| format!("{} is not a network", quote(net)))?;
+    let expiry = map
+        .get("expiry")
+        .and_then(Value::as_u64)
+        .ok_or("\"expiry\" is not a unix time")?;
+    let reason = match map.get("reason") {
+        None => String::new(),
+        Some(Value::String(r)) => bounded(r),
+        Some(_) => return Err("\"reason\" is not text".into()),
+    };
+    let count = match map.get("count") {
+        None => 1,
+        Some(c) => c
+            .as_u64()
+            .and_then(|c| u32::try_from(c).ok())
+            .ok_or("\"count\" is not a count")?,
+    };
+    Ok(NetBan {
+        net: crate::cidr::normalize(net),
         expiry,
         reason,
         count,
