@@ -182,8 +182,14 @@ impl Decoder for AmiCodec {
             if raw.len() > self.max {
                 return Ok(Some(AmiFrame::Oversized { bytes: raw.len() }));
             }
-            let text = String::from_utf8_lossy(&raw[..body_end]);
-            return Ok(Some(AmiFrame::Message(AmiMessage::parse(&text))));
+            let body = raw.get(..body_end).unwrap_or_default();
+            // The strict check is much faster on the ASCII of real events;
+            // anything else is made text the lossy way.
+            let text = match std::str::from_utf8(body) {
+                Ok(t) => t.to_owned(),
+                Err(_) => String::from_utf8_lossy(body).into_owned(),
+            };
+            return Ok(Some(AmiFrame::Message(AmiMessage::from_text(text))));
         }
     }
 
@@ -217,7 +223,7 @@ impl Encoder<&AmiMessage> for AmiCodec {
     fn encode(&mut self, msg: &AmiMessage, dst: &mut BytesMut) -> Result<(), CodecError> {
         for (k, v) in msg.fields() {
             if [k, v].iter().any(|s| s.contains(['\r', '\n'])) {
-                return Err(CodecError::BadField(k.clone()));
+                return Err(CodecError::BadField(k.to_string()));
             }
         }
         dst.extend_from_slice(msg.to_string().as_bytes());
