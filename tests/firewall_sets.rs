@@ -1721,10 +1721,11 @@ fn ban_deletes_existing_conntrack_entries(kind: Kind) {
     runtime().block_on(async move {
         let (listen4, listen6) = listeners();
         established_accept();
+        // No tool at that path: the flows go over netlink, in-process.
         let fw = Firewall::start_with(
             kind.own(Hook::Filter),
             ApplierOptions {
-                conntrack: Some("conntrack".into()),
+                conntrack: Some("/nonexistent/conntrack".into()),
             },
         )
         .await

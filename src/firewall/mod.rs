@@ -13,6 +13,7 @@ pub mod exec;
 pub mod ipset;
 pub mod ipset_netlink;
 pub mod libnft;
+mod netlink;
 pub mod nftables;
 pub mod rule;
 pub mod sets;
