@@ -457,3 +457,53 @@ async fn a_network_ban_reaches_the_kernel_survives_a_crash_and_expires() {
     }
     daemon.stop().await.unwrap();
 }
+
+/// A ban longer than the kernel can hold (ipset's limit, about 24.8 days)
+/// has its kernel timeout renewed a day before the kernel would drop it:
+/// no gap, however long the ban.
+#[tokio::test]
+async fn a_ban_longer_than_the_kernel_holds_is_renewed_before_it_lapses() {
+    use sipban::firewall::sets::{KERNEL_GRACE, KERNEL_MAX_TIMEOUT};
+    let ami = FakeAmi::start().await;
+    let dir = tempfile::tempdir().unwrap();
+    let kernel = DryRun::new().log();
+    let clock = Clock::manual(T0);
+    let daemon = Daemon::start(
+        settings(&ami, &dir.path().join("dump"), Whitelist::default()),
+        Box::new(DryRun::with_log(kernel.clone())),
+        clock.clone(),
+    )
+    .await
+    .unwrap();
+    daemon.bans.ban_permanently(ip("203.0.113.44"), "deny list");
+    daemon.bans.firewall().sync().await;
+    let refreshes = || {
+        kernel
+            .ops()
+            .iter()
+            .filter(|o| **o == DryRunOp::Refresh(ip("203.0.113.44")))
+            .count()
+    };
+    assert_eq!(refreshes(), 0);
+    // Held by the kernel until T0 + its maximum (less the grace); renewed a
+    // day before that, not later.
+    let kernel_end = KERNEL_MAX_TIMEOUT - KERNEL_GRACE;
+    clock.advance(kernel_end - 86_400 - 1);
+    daemon.bans.expire_due();
+    daemon.bans.firewall().sync().await;
+    assert_eq!(refreshes(), 0, "not yet due");
+    clock.advance(1);
+    let deadline = Instant::now() + Duration::from_secs(5);
+    while refreshes() == 0 {
+        assert!(Instant::now() < deadline, "not renewed: {:?}", kernel.ops());
+        daemon.bans.firewall().sync().await;
+        tokio::time::sleep(Duration::from_millis(10)).await;
+    }
+    assert!(
+        daemon
+            .bans
+            .get(ip("203.0.113.44"))
+            .is_some_and(|b| b.active)
+    );
+    daemon.stop().await.unwrap();
+}

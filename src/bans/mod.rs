@@ -27,7 +27,7 @@ use tokio::sync::Notify;
 use tokio_util::sync::CancellationToken;
 
 use crate::clock::{Clock, UnixTime};
-use crate::firewall::sets::REFRESH_STEP;
+use crate::firewall::sets::{KERNEL_GRACE, KERNEL_MAX_TIMEOUT, REFRESH_STEP};
 use crate::firewall::{Firewall, FirewallError, Reconciled};
 use confirm::Confirmations;
 use journal::{Journal, Record};
@@ -41,6 +41,10 @@ const LOG_EACH: usize = 100;
 /// How long after a change the dump is written (the journal holds the
 /// change meanwhile).
 pub const DUMP_DELAY: Duration = Duration::from_millis(200);
+
+/// A long ban's kernel timeout is renewed this long (seconds) before the
+/// kernel would drop it.
+const RENEW_MARGIN: u64 = 86_400;
 
 /// Reason of a ban found in the kernel after a crash and not on disk.
 pub const ADOPTED: &str = "Adopted from the firewall";
@@ -251,6 +255,7 @@ impl BanManager {
                 Upsert::New | Upsert::Reactivated => {
                     self.firewall
                         .add(ip, Duration::from_secs(after.saturating_sub(now)));
+                    Self::hold_in_kernel(&mut store, ip, after, now);
                     seq = self.number(record());
                     self.confirmations.push(seq, ip, Arc::clone(&kept_reason));
                 }
@@ -259,8 +264,7 @@ impl BanManager {
                 // one journal record) a minute rather than one per event.
                 Upsert::Extended => {
                     if store.kernel_until(&ip).is_some_and(|k| after > k) {
-                        let k = after + REFRESH_STEP;
-                        store.set_kernel_until(&ip, k);
+                        let k = Self::hold_in_kernel(&mut store, ip, after + REFRESH_STEP, now);
                         self.firewall
                             .refresh(ip, Duration::from_secs(k.saturating_sub(now)));
                         seq = self.number(record());
@@ -277,6 +281,36 @@ impl BanManager {
         }
         self.changed();
         (outcome, seq)
+    }
+
+    /// Records until when the kernel holds `ip` (its timeout is clamped to
+    /// what the kernel can hold) and, for a ban longer than that, when to
+    /// renew it: a day before the kernel would drop it, so a long ban has
+    /// no gap. Returns the kernel's end.
+    fn hold_in_kernel(
+        store: &mut BanStore,
+        ip: IpAddr,
+        until: UnixTime,
+        now: UnixTime,
+    ) -> UnixTime {
+        let most = now.saturating_add(KERNEL_MAX_TIMEOUT - KERNEL_GRACE);
+        let kernel = until.min(most);
+        store.set_kernel_until(&ip, kernel);
+        if kernel < until {
+            store.schedule_renewal(ip, kernel.saturating_sub(RENEW_MARGIN));
+        }
+        kernel
+    }
+
+    /// Renews the kernel timeouts that are due (bans longer than the
+    /// kernel can hold at once).
+    fn renew_due(&self, now: UnixTime) {
+        let mut store = self.lock();
+        for (ip, expires) in store.pop_renewals(now, RENEW_MARGIN) {
+            let k = Self::hold_in_kernel(&mut store, ip, expires, now);
+            self.firewall
+                .refresh(ip, Duration::from_secs(k.saturating_sub(now)));
+        }
     }
 
     /// Removes a ban at once. `false` if `ip` was not banned.
@@ -384,10 +418,14 @@ impl BanManager {
     /// until an earlier one is added.
     pub async fn run_expiry(self: Arc<Self>, shutdown: CancellationToken) {
         loop {
-            let next = [self.lock().next_deadline(), self.next_network_deadline()]
-                .into_iter()
-                .flatten()
-                .min();
+            let next = {
+                let store = self.lock();
+                [store.next_deadline(), store.next_renewal()]
+            }
+            .into_iter()
+            .chain([self.next_network_deadline()])
+            .flatten()
+            .min();
             let wait = async {
                 match next {
                     Some(t) => self.clock.sleep_until(t).await,
@@ -407,6 +445,7 @@ impl BanManager {
     pub fn expire_due(&self) {
         let now = self.clock.now();
         self.expire_networks(now);
+        self.renew_due(now);
         let expired = {
             let mut store = self.lock();
             let expired = store.pop_expired(now);

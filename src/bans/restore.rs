@@ -242,7 +242,11 @@ impl BanManager {
                 }
                 match store.upsert(ip, e.expiry, &e.reason, e.count) {
                     Upsert::Extended => report.present += 1,
-                    _ => report.added.extend(store.get(&ip)),
+                    _ => {
+                        let until = store.get(&ip).map_or(e.expiry, |b| b.expires);
+                        Self::hold_in_kernel(&mut store, ip, until, now);
+                        report.added.extend(store.get(&ip));
+                    }
                 }
             }
             self.firewall.send_reconcile(Self::desired(&store, now), tx);

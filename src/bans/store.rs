@@ -79,6 +79,9 @@ pub struct BanStore {
     /// Expiries, earliest on top (possibly stale, see the module doc).
     due4: BinaryHeap<Reverse<u64>>,
     due6: BinaryHeap<Reverse<(u32, u128)>>,
+    /// When the kernel timeout of a ban longer than the kernel can hold
+    /// must be renewed (possibly stale: checked when due).
+    renew: BinaryHeap<Reverse<(u32, IpAddr)>>,
     /// Interned reasons: there are only a handful of distinct ones.
     reasons: Vec<Arc<str>>,
     reason_ids: HashMap<Arc<str>, u16>,
@@ -175,6 +178,40 @@ impl BanStore {
 
     pub fn is_empty(&self) -> bool {
         self.len() == 0
+    }
+
+    /// The kernel's timeout of `ip` must be renewed at `at` (it ends before
+    /// the ban does).
+    pub fn schedule_renewal(&mut self, ip: IpAddr, at: UnixTime) {
+        self.renew.push(Reverse((to_u32(at), ip)));
+    }
+
+    /// The earliest renewal scheduled (it may turn out stale).
+    pub fn next_renewal(&self) -> Option<UnixTime> {
+        self.renew
+            .peek()
+            .map(|Reverse((at, _))| UnixTime::from(*at))
+    }
+
+    /// The active bans whose kernel timeout ends before them and is due for
+    /// renewal by `now`, with their expiry; stale schedules are dropped.
+    pub fn pop_renewals(&mut self, now: UnixTime, margin: u64) -> Vec<(IpAddr, UnixTime)> {
+        let now32 = to_u32(now);
+        let mut out = Vec::new();
+        while let Some(Reverse((at, ip))) = self.renew.peek().copied() {
+            if at > now32 {
+                break;
+            }
+            self.renew.pop();
+            if let Some(e) = self.entry(&ip)
+                && e.active
+                && e.kernel < e.expires
+                && UnixTime::from(e.kernel) <= now.saturating_add(margin)
+            {
+                out.push((ip, UnixTime::from(e.expires)));
+            }
+        }
+        out
     }
 
     /// Bans `ip` until at least `expires` (an existing later expiry is kept).
