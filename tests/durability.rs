@@ -507,3 +507,37 @@ async fn a_ban_longer_than_the_kernel_holds_is_renewed_before_it_lapses() {
     );
     daemon.stop().await.unwrap();
 }
+
+/// Dumps asked for at the same time (the dump writer, `flush`, `save`, a
+/// restore) are written one after the other: the disk always holds every
+/// ban, in the dump or in the journal after it.
+#[tokio::test]
+async fn concurrent_dumps_lose_nothing() {
+    let dir = tempfile::tempdir().unwrap();
+    let dump = dir.path().join("sipban.dump");
+    let fw = Firewall::start(Box::new(DryRun::quiet())).await.unwrap();
+    let bans = BanManager::new(
+        fw,
+        Clock::manual(T0),
+        Duration::from_secs(3600),
+        Some(dump.clone()),
+    );
+    let mut all = Vec::new();
+    for round in 0..20u8 {
+        let a = IpAddr::from([203, 0, 113, round]);
+        bans.ban_durably(a, "r", None).await;
+        all.push(a);
+        let (x, y, z) = tokio::join!(bans.dump(), bans.dump(), bans.dump());
+        assert!(x.is_ok() && y.is_ok() && z.is_ok());
+    }
+    let d = sipban::bans::persist::read_dump(&dump).unwrap().unwrap();
+    let mut on_disk: Vec<IpAddr> = d.bans.iter().map(|e| e.ip).collect();
+    for r in journal::replay(&dump, d.journal).records {
+        if let journal::Record::Ban(b) = r {
+            on_disk.push(b.ip);
+        }
+    }
+    for a in &all {
+        assert!(on_disk.contains(a), "{a} lost");
+    }
+}

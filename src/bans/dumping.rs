@@ -30,6 +30,10 @@ impl BanManager {
         let Some(path) = self.dump_path.clone() else {
             return Ok(0);
         };
+        // One dump at a time: two would share the temp file, and an older
+        // snapshot renamed last would hold less than the journal pruned for
+        // the newer one.
+        let _one = self.dumping.lock().await;
         let (rows, reasons, nets, generation) = {
             let store = self.lock();
             let nets = self.networks_lock().list();

@@ -85,6 +85,8 @@ pub struct BanManager {
     expiry_changed: Notify,
     /// Wakes the dump writer.
     dirty: Notify,
+    /// Held while a dump is written (see `dump`).
+    dumping: tokio::sync::Mutex<()>,
     /// Counts changes, for observers that wait for a ban (tests, benchmark).
     changes: tokio::sync::watch::Sender<u64>,
     /// Serialised extra state dumped with the bans (the policy's history).
@@ -147,6 +149,7 @@ impl BanManager {
             closing,
             expiry_changed: Notify::new(),
             dirty: Notify::new(),
+            dumping: tokio::sync::Mutex::new(()),
             changes: tokio::sync::watch::Sender::new(0),
             history: std::sync::OnceLock::new(),
         })
