@@ -12,6 +12,7 @@
 pub mod confirm;
 mod dumping;
 pub mod journal;
+pub mod networks;
 pub mod persist;
 mod restore;
 pub mod store;

@@ -43,17 +43,21 @@ struct OnDisk {
     warnings: Vec<String>,
 }
 
-/// Reads the dump, then the journals from the generation it names on.
+/// Reads the dump, then the journals from the generation it names on;
+/// `now` for the remaining timeouts of an `ipset save` dump.
 /// `Ok(None)`: neither a dump nor a journal.
-fn read_disk(path: PathBuf) -> Result<Option<OnDisk>, DumpError> {
-    let dump = persist::read_dump(&path)?;
+fn read_disk(path: PathBuf, now: crate::clock::UnixTime) -> Result<Option<OnDisk>, DumpError> {
+    let dump = persist::read_dump_at(&path, now)?;
     let found = dump.is_some();
     let Dump {
-        bans,
+        mut bans,
+        networks,
         history,
         journal: from,
-        warnings,
+        mut warnings,
     } = dump.unwrap_or_default();
+    // INTERIM: network bans as per-address bans (see bans::networks).
+    super::networks::expand(&path, networks, &mut bans, &mut warnings);
     let replayed = journal::replay(&path, from);
     if !found && replayed.records.is_empty() {
         return Ok(None);
@@ -106,7 +110,8 @@ impl BanManager {
         let Some(path) = self.dump_path.clone() else {
             return Ok(None);
         };
-        tokio::task::spawn_blocking(move || read_disk(path))
+        let now = self.clock.now();
+        tokio::task::spawn_blocking(move || read_disk(path, now))
             .await
             .map_err(|e| DumpError::Read {
                 path: PathBuf::new(),
