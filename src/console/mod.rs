@@ -7,7 +7,8 @@
 //! - [`auth`]: the `[control] secret` login.
 //! - [`command`]: lines to typed commands.
 //! - [`session`]: one session's loop; [`server`]: the accept loop.
-//! - [`exec`], [`list_commands`], [`import`]: what commands do.
+//! - [`exec`], [`list_commands`], [`import`],
+//!   [`whois`]: what commands do.
 
 pub mod auth;
 pub mod codec;
@@ -19,6 +20,7 @@ pub mod list_commands;
 pub mod registry;
 pub mod server;
 pub mod session;
+pub mod whois;
 
 pub use command::Command;
 pub use exec::execute;
