@@ -7,7 +7,7 @@
 //! - [`auth`]: the `[control] secret` login.
 //! - [`command`]: lines to typed commands.
 //! - [`session`]: one session's loop; [`server`]: the accept loop.
-//! - [`exec`], [`list_commands`], [`import`],
+//! - [`exec`], [`list_commands`], [`import`], [`network_block`],
 //!   [`whois`]: what commands do.
 
 pub mod auth;
@@ -17,6 +17,7 @@ pub mod exec;
 pub mod import;
 pub mod input;
 pub mod list_commands;
+pub mod network_block;
 pub mod registry;
 pub mod server;
 pub mod session;
