@@ -50,10 +50,11 @@ struct OnDisk {
     warnings: Vec<String>,
 }
 
-/// Reads the dump, then the journals from the generation it names on.
+/// Reads the dump, then the journals from the generation it names on;
+/// `now` for the remaining timeouts of an `ipset save` dump.
 /// `Ok(None)`: neither a dump nor a journal.
-fn read_disk(path: PathBuf) -> Result<Option<OnDisk>, DumpError> {
-    let dump = persist::read_dump(&path)?;
+fn read_disk(path: PathBuf, now: crate::clock::UnixTime) -> Result<Option<OnDisk>, DumpError> {
+    let dump = persist::read_dump_at(&path, now)?;
     let found = dump.is_some();
     let Dump {
         bans,
@@ -122,7 +123,8 @@ impl BanManager {
         let Some(path) = self.dump_path.clone() else {
             return Ok(None);
         };
-        tokio::task::spawn_blocking(move || read_disk(path))
+        let now = self.clock.now();
+        tokio::task::spawn_blocking(move || read_disk(path, now))
             .await
             .map_err(|e| DumpError::Read {
                 path: PathBuf::new(),

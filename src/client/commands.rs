@@ -50,7 +50,11 @@ pub const COMMANDS: &[ConsoleCommand] = &[
         "",
         "The last 24 h: events, top sources and accounts, bans",
     ),
-    cmd("block", "[IP]", "Ban IP; without IP, list the active bans"),
+    cmd(
+        "block",
+        "[IP | [--force] NET]",
+        "Ban IP or every address of NET; without IP, list the active bans",
+    ),
     ConsoleCommand {
         banned_ip_arg: true,
         ..cmd("unblock", "IP", "Lift the ban on IP")
@@ -60,9 +64,18 @@ pub const COMMANDS: &[ConsoleCommand] = &[
         "",
         "Dump the bans, then remove them all from the firewall",
     ),
+    cmd("save", "", "Write the dump file now"),
     cmd("restore", "", "Re-apply the bans of the dump file"),
     cmd("ping", "", "Ping Asterisk over the AMI link"),
     cmd("uptime", "", "How long the daemon has been running"),
+    ConsoleCommand {
+        banned_ip_arg: true,
+        ..cmd(
+            "whois",
+            "IP",
+            "Who holds IP, from its regional registry (via whois.iana.org)",
+        )
+    },
     cmd("wl", "", "Show the white list"),
     ConsoleCommand {
         words: LIST_WORDS,

@@ -44,6 +44,7 @@ impl ReplyPattern {
 /// | starts `No answer from Asterisk` | `ping` timed out (second line of the reply) |
 /// | starts `Ping not sent` | `ping` without an AMI link |
 /// | ends `), not blocked` | `block` of a protected address: the ban asked for did not happen |
+/// | starts `No response from WHOIS servers` | `whois` got no answer (no network, a timeout) |
 /// | starts `error:` | **the convention for new console commands** |
 ///
 /// Not errors, because the state asked for holds: `IP is not previously
@@ -69,6 +70,7 @@ pub const ERROR_REPLIES: &[ReplyPattern] = &[
     ReplyPattern::StartsWith("No answer from Asterisk"),
     ReplyPattern::StartsWith("Ping not sent"),
     ReplyPattern::EndsWith("), not blocked"),
+    ReplyPattern::StartsWith("No response from WHOIS servers"),
     ReplyPattern::StartsWith("error:"),
 ];
 

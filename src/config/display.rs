@@ -43,6 +43,7 @@ impl fmt::Display for Config {
         if let Some(dir) = &c.control.import_dir {
             writeln!(f, "import_dir = {}", q(&dir.display()))?;
         }
+        writeln!(f, "whois_server = {}", q(&c.control.whois_server))?;
         writeln!(f, "\n[timer]")?;
         writeln!(f, "ban = {}", secs(c.ban_time))?;
         writeln!(f, "\n[iptables]")?;
@@ -53,6 +54,16 @@ impl fmt::Display for Config {
         writeln!(f, "rule6 = {}", q(&c.iptables.rule6))?;
         writeln!(f, "white_list = {}", q(&c.iptables.white_list.display()))?;
         writeln!(f, "dump = {}", q(&c.iptables.dump.display()))?;
+        if let Some(iface) = &c.iptables.interface {
+            writeln!(f, "interface = {}", q(iface))?;
+        }
+        if let Some(ipset) = &c.ipset {
+            writeln!(f, "\n[ipset]")?;
+            writeln!(f, "path = {}", q(&ipset.path))?;
+            writeln!(f, "set_name = {}", q(&ipset.set_name))?;
+            writeln!(f, "dump = {}", q(&ipset.dump.display()))?;
+            writeln!(f, "timeout = {}", secs(ipset.timeout))?;
+        }
         writeln!(f, "\n[firewall]")?;
         writeln!(f, "backend = {}", q(&c.firewall.backend))?;
         writeln!(f, "hook = {}", q(&c.firewall.hook))?;

@@ -19,7 +19,14 @@ const KNOWN: &[(&str, &[&str])] = &[
     ("ami", &["host", "port", "user", "pass", "ping"]),
     (
         "control",
-        &["port", "address", "secret", "idle_timeout", "import_dir"],
+        &[
+            "port",
+            "address",
+            "secret",
+            "idle_timeout",
+            "import_dir",
+            "whois_server",
+        ],
     ),
     ("timer", &["ban"]),
     (
@@ -32,8 +39,10 @@ const KNOWN: &[(&str, &[&str])] = &[
             "rule6",
             "white_list",
             "dump",
+            "interface",
         ],
     ),
+    ("ipset", &["path", "set_name", "dump", "timeout"]),
     ("log", &["file"]),
     (
         "firewall",
@@ -120,18 +129,18 @@ pub(super) fn unknown_keys(ini: &Ini, path: &Path) -> Vec<String> {
 }
 
 /// Reads values out of the file and names the line of a bad one.
-struct Fields<'a> {
-    ini: &'a Ini,
-    path: &'a Path,
+pub(super) struct Fields<'a> {
+    pub(super) ini: &'a Ini,
+    pub(super) path: &'a Path,
 }
 
 impl Fields<'_> {
-    fn value(&self, section: &str, key: &str) -> Option<&str> {
+    pub(super) fn value(&self, section: &str, key: &str) -> Option<&str> {
         self.ini.get(section, key).map(|k| k.value.as_str())
     }
 
     /// `why` about `[section] key`, at its line (0 if not in the file).
-    fn bad(&self, section: &str, key: &str, why: String) -> ConfigError {
+    pub(super) fn bad(&self, section: &str, key: &str, why: String) -> ConfigError {
         let found = self.ini.get(section, key);
         ConfigError::Value(Box::new(BadValue {
             path: self.path.to_path_buf(),
@@ -144,7 +153,7 @@ impl Fields<'_> {
     }
 
     /// Parses `[section] key` into `field` if the file sets it.
-    fn set<T>(
+    pub(super) fn set<T>(
         &self,
         section: &str,
         key: &str,
@@ -178,6 +187,7 @@ pub(super) fn config(ini: &Ini, path: &Path) -> Result<Config, ConfigError> {
     iptables(&f, &mut c)?;
     f.set("log", "file", &mut c.log_file, parse_path)?;
     firewall(&f, &mut c)?;
+    super::original::sections(&f, &mut c)?;
     policy(&f, &mut c)?;
     c.lists.allow = c.iptables.white_list.clone();
     f.set("lists", "allow", &mut c.lists.allow, parse_path)?;
@@ -203,6 +213,12 @@ fn control(f: &Fields, c: &mut Config) -> Result<(), ConfigError> {
     f.set("control", "import_dir", &mut ctl.import_dir, |v| {
         parse_absolute_dir(v).map(Some)
     })?;
+    f.set(
+        "control",
+        "whois_server",
+        &mut ctl.whois_server,
+        crate::console::whois::WhoisServer::parse,
+    )?;
     if !ctl.address.to_canonical().is_loopback() && ctl.secret.is_none() {
         return Err(f.bad(
             "control",
@@ -340,7 +356,11 @@ fn policy(f: &Fields, c: &mut Config) -> Result<(), ConfigError> {
             "max_accounts" => ("policy", "enumeration"),
             "window" => ("policy", "enumeration_window"),
             "counted_events" => ("policy", "events"),
-            "ban_time" if f.value("policy", "ban_time").is_none() => ("timer", "ban"),
+            "ban_time" if f.value("policy", "ban_time").is_some() => ("policy", "ban_time"),
+            "ban_time" if f.value("timer", "ban").is_none() && c.ipset.is_some() => {
+                ("ipset", "timeout")
+            }
+            "ban_time" => ("timer", "ban"),
             k => ("policy", k),
         };
         return Err(f.bad(section, key, e.message));

@@ -7,11 +7,14 @@
 //! - [`ini`]: bytes to sections and keys with their lines;
 //! - [`values`]: one value to a typed setting;
 //! - `from_ini`: the keys of each section into a [`Config`];
+//! - `original`: the 2024 original's `[ipset]` section and `[iptables]
+//!   interface`, and what they mean for the rest;
 //! - `display`: the effective settings, as `--check-config` prints them.
 
 mod display;
 mod from_ini;
 pub mod ini;
+mod original;
 pub mod values;
 
 use std::fmt;
@@ -23,6 +26,7 @@ use std::time::Duration;
 use thiserror::Error;
 
 use crate::ami::Secret;
+use crate::console::whois::WhoisServer;
 use crate::firewall::{Action, Hook, Ownership, Scope};
 use crate::policy::detector::DetectorConfig;
 
@@ -87,6 +91,9 @@ pub struct ControlConfig {
     /// `[control] import_dir`: the only directory `allow|deny import PATH`
     /// may read from (`None`: imports come from the client only).
     pub import_dir: Option<PathBuf>,
+    /// `[control] whois_server`: where the console's `whois` starts (the
+    /// IANA, which refers to the regional registry).
+    pub whois_server: WhoisServer,
 }
 
 #[derive(Clone, Debug)]
@@ -98,6 +105,32 @@ pub struct IptablesConfig {
     pub rule6: Action,
     pub white_list: PathBuf,
     pub dump: PathBuf,
+    /// `[iptables] interface` (the 2024 original's): bans apply to traffic
+    /// coming in on this interface only; part of `scope` as `-i NAME`.
+    pub interface: Option<String>,
+}
+
+/// `[ipset]`, the 2024 original's section: its set, the tool's directory,
+/// its dump and its ban time (see `original` for what each maps to).
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct IpsetConfig {
+    pub path: String,
+    pub set_name: String,
+    pub dump: PathBuf,
+    /// The set's timeout: the ban time unless `[timer] ban` says otherwise.
+    pub timeout: Duration,
+}
+
+impl Default for IpsetConfig {
+    /// The 2024 original's shipped values.
+    fn default() -> Self {
+        IpsetConfig {
+            path: "/sbin/".into(),
+            set_name: "sipban".into(),
+            dump: "/etc/sipban.dump".into(),
+            timeout: Duration::from_secs(604_800),
+        }
+    }
 }
 
 /// Which firewall backend to use.
@@ -171,6 +204,8 @@ pub struct Config {
     pub ban_time: Duration,
     pub iptables: IptablesConfig,
     pub firewall: FirewallConfig,
+    /// `[ipset]`, when the file has the section (the 2024 original).
+    pub ipset: Option<IpsetConfig>,
     /// `[policy]` (and the newer SIPban's `[flood]`); defaults = the original.
     pub policy: DetectorConfig,
     pub lists: ListsConfig,
@@ -194,6 +229,7 @@ impl Default for Config {
                 secret: None,
                 idle_timeout: Duration::from_secs(300),
                 import_dir: None,
+                whois_server: WhoisServer::default(),
             },
             ban_time: Duration::from_secs(86400),
             iptables: IptablesConfig {
@@ -204,6 +240,7 @@ impl Default for Config {
                 rule6: Action::Reject(Some("icmp6-port-unreachable".into())),
                 white_list: "/etc/sipban.wl".into(),
                 dump: "/etc/sipban.dump".into(),
+                interface: None,
             },
             firewall: FirewallConfig {
                 backend: BackendKind::Chain,
@@ -217,6 +254,7 @@ impl Default for Config {
                 check_interval: Some(Duration::from_secs(60)),
                 conntrack: true,
             },
+            ipset: None,
             policy: DetectorConfig::default(),
             lists: ListsConfig {
                 allow: "/etc/sipban.wl".into(),
@@ -277,7 +315,8 @@ impl Config {
             error: e.error,
         })?;
         let config = from_ini::config(&ini, path)?;
-        let warnings = from_ini::unknown_keys(&ini, path);
+        let mut warnings = from_ini::unknown_keys(&ini, path);
+        warnings.extend(original::unused(&ini, path, &config));
         Ok((Loaded { config, warnings }, ini))
     }
 }

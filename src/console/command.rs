@@ -13,7 +13,20 @@ pub enum Command {
     /// `block`: list active bans.
     List,
     Block(IpAddr),
+    /// `block [--force] NET`: every address of a network (the 2024
+    /// original's `block 198.51.100.0/24`). `force`: past the deny guard
+    /// ([`Policy::deny_conflict`](crate::policy::Policy::deny_conflict)).
+    BlockNet {
+        net: IpNet,
+        force: bool,
+    },
+    /// `save`: write the dump now.
+    Save,
+    /// `whois IP`: who holds the address, from the regional registry.
+    Whois(IpAddr),
     Unblock(IpAddr),
+    /// `unblock NET`: lift a network ban.
+    UnblockNet(ipnet::IpNet),
     Flush,
     Restore,
     Ping,
@@ -122,9 +135,12 @@ impl Command {
         };
         match name_lc.as_str() {
             "block" if args.is_empty() => Command::List,
-            "block" => one_ip(&args).map_or_else(Command::Error, Command::Block),
+            "block" => block(&args),
+            "save" => no_args(Command::Save),
+            "whois" if args.is_empty() => Command::Error("ip address missing".into()),
+            "whois" => one_ip(&args).map_or_else(Command::Error, Command::Whois),
             "unblock" if args.is_empty() => Command::Error("ip address missing".into()),
-            "unblock" => one_ip(&args).map_or_else(Command::Error, Command::Unblock),
+            "unblock" => unblock(&args),
             "flush" => no_args(Command::Flush),
             "restore" => no_args(Command::Restore),
             "ping" => no_args(Command::Ping),
@@ -152,6 +168,45 @@ impl Command {
             "exit" | "quit" => Command::Quit,
             _ => Command::Error(format!("Invalid command: {}", line.trim())),
         }
+    }
+}
+
+/// `unblock IP` or `unblock NET` (a network ban).
+fn unblock(args: &[&str]) -> Command {
+    let [target] = args else {
+        return Command::Error(format!("expected one address, got {:?}", args.join(" ")));
+    };
+    match crate::policy::lists::parse_net(target) {
+        Some(net) if net.prefix_len() == net.max_prefix_len() => {
+            Command::Unblock(net.addr().to_canonical())
+        }
+        Some(net) => Command::UnblockNet(net),
+        None => Command::Error(format!("{target} don't seems like a valid address")),
+    }
+}
+
+/// `block IP`, `block NET`, `block --force NET`. A network is written as
+/// the lists take it (host bits dropped); a /32 (/128) is its address.
+fn block(args: &[&str]) -> Command {
+    let (force, target) = match args {
+        ["--force", target] => (true, *target),
+        [target] => (false, *target),
+        _ => {
+            return Command::Error(format!(
+                "expected one address or network, got {:?}",
+                args.join(" ")
+            ));
+        }
+    };
+    let Some(net) = crate::policy::lists::parse_net(target) else {
+        return Command::Error(format!("{target} don't seems like a valid address"));
+    };
+    match (net.prefix_len() == net.max_prefix_len(), force) {
+        (true, false) => Command::Block(net.addr().to_canonical()),
+        (true, true) => Command::Error(format!(
+            "error: --force is only for networks (got block --force {target})"
+        )),
+        (false, force) => Command::BlockNet { net, force },
     }
 }
 
@@ -305,6 +360,57 @@ mod tests {
     }
 
     #[test]
+    fn the_2024_originals_commands() {
+        let net: IpNet = "198.51.100.0/24".parse().unwrap();
+        assert_eq!(
+            Command::parse("block 198.51.100.0/24"),
+            Command::BlockNet { net, force: false }
+        );
+        // Host bits are dropped, as ipset does.
+        assert_eq!(
+            Command::parse("block --force 198.51.100.7/24"),
+            Command::BlockNet { net, force: true }
+        );
+        assert_eq!(
+            Command::parse("block 203.0.113.5/32"),
+            Command::Block("203.0.113.5".parse().unwrap())
+        );
+        assert_eq!(
+            Command::parse("block ::ffff:203.0.113.5"),
+            Command::Block("203.0.113.5".parse().unwrap())
+        );
+        assert_eq!(
+            Command::parse("block 2001:db8::/48"),
+            Command::BlockNet {
+                net: "2001:db8::/48".parse().unwrap(),
+                force: false
+            }
+        );
+        assert!(matches!(
+            Command::parse("block --force 203.0.113.5"),
+            Command::Error(e) if e.starts_with("error: --force is only for networks")
+        ));
+        assert_eq!(
+            Command::parse("block 198.51.100.0/33"),
+            Command::Error("198.51.100.0/33 don't seems like a valid address".into())
+        );
+        assert_eq!(Command::parse("save"), Command::Save);
+        assert!(matches!(Command::parse("save now"), Command::Error(e) if e.contains("now")));
+        assert_eq!(
+            Command::parse("whois 193.0.6.139"),
+            Command::Whois("193.0.6.139".parse().unwrap())
+        );
+        assert_eq!(
+            Command::parse("whois"),
+            Command::Error("ip address missing".into())
+        );
+        assert_eq!(
+            Command::parse("whois example.org"),
+            Command::Error("example.org don't seems like a valid address".into())
+        );
+    }
+
+    #[test]
     fn errors_name_the_offending_text() {
         assert_eq!(
             Command::parse("block 300.1.1.1"),
@@ -406,6 +512,10 @@ mod tests {
                     proptest::strategy::Just("--force".to_string()),
                     proptest::strategy::Just("login".to_string()),
                     proptest::strategy::Just("10.0.0.0/8".to_string()),
+                    proptest::strategy::Just("block".to_string()),
+                    proptest::strategy::Just("whois".to_string()),
+                    proptest::strategy::Just("save".to_string()),
+                    proptest::strategy::Just("198.51.100.7/24".to_string()),
                     "\\PC{0,12}",
                 ],
                 0..6,

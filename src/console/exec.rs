@@ -18,11 +18,18 @@ pub async fn execute(ctx: &ConsoleContext, cmd: Command) -> Option<String> {
         // Handled by the session, before a command runs.
         Command::Login(_) => "error: login is only for console sessions\n".to_string(),
         Command::Error(text) => format!("{text}\n"),
+        // Addresses, then networks, each soonest expiry first.
         Command::List => ctx
             .bans
             .list()
             .iter()
             .map(|b| format!("{} {}\n", stamp(b.expires), b.ip))
+            .chain(
+                ctx.bans
+                    .networks()
+                    .iter()
+                    .map(|n| format!("{} {}\n", stamp(n.expiry), n.net)),
+            )
             .collect(),
         Command::Block(ip) => {
             if let Some(p) = ctx.policy.protection(ip) {
@@ -35,6 +42,12 @@ pub async fn execute(ctx: &ConsoleContext, cmd: Command) -> Option<String> {
                 format!("{ip} block\n")
             }
         }
+        Command::BlockNet { net, force } => {
+            super::network_block::block_network(ctx, net, force).await
+        }
+        Command::UnblockNet(net) => super::network_block::unblock_network(ctx, net).await,
+        Command::Save => save(ctx).await,
+        Command::Whois(ip) => super::whois::reply(ip, super::whois::lookup(&ctx.whois, ip).await),
         Command::Unblock(ip) => {
             // The detector must know: the source may be caught again.
             ctx.policy
@@ -124,6 +137,27 @@ pub async fn execute(ctx: &ConsoleContext, cmd: Command) -> Option<String> {
         Command::Help => help(&ctx.chain),
     };
     Some(reply)
+}
+
+/// `save`: the dump written now. The 2024 original's reply names its set.
+async fn save(ctx: &ConsoleContext) -> String {
+    let Some(path) = ctx.bans.dump_path() else {
+        return "error: no dump file configured; nothing saved\n".to_string();
+    };
+    match ctx.bans.dump().await {
+        Ok(n) => {
+            tracing::info!("DUMP => {} ({n} bans)", path.display());
+            match &ctx.ipset_name {
+                Some(name) => format!("ipset {name} saved\n"),
+                None => format!(
+                    "{n} ban{} saved to {}\n",
+                    if n == 1 { "" } else { "s" },
+                    path.display()
+                ),
+            }
+        }
+        Err(e) => format!("error: not saved: {e}\n"),
+    }
 }
 
 fn status(ctx: &ConsoleContext, view: StatusView) -> String {
@@ -272,11 +306,14 @@ pub fn help(chain: &str) -> String {
         "\nCommands:\n\n\
          block                => List blocked ip address\n\
          block {{ip address}}   => block ip address\n\
+         block [--force] {{ip/cidr}} => block every address of a network (as deny add, --force past its guard)\n\
          unblock [ip address] => unblock ip address\n\
          flush                => Dump the blocked IP's and clear rules on chain {chain}\n\
+         save                 => Dump the blocked IP's\n\
          restore              => If exists a dump file restore the rules from it\n\
          ping                 => Send ping to Asterisk AMI\n\
          uptime               => show the program uptime\n\
+         whois {{ip address}}   => show the WHOIS info of a given ip\n\
          wl                   => show white list ip address\n\
          check-firewall       => compare the firewall with the bans, repair drift\n\
          status [--all|--allow|--deny|--dynamic] => list and ban counts (or entries)\n\

@@ -7,7 +7,8 @@
 //! - [`auth`]: the `[control] secret` login.
 //! - [`command`]: lines to typed commands.
 //! - [`session`]: one session's loop; [`server`]: the accept loop.
-//! - [`exec`], [`list_commands`], [`import`]: what commands do.
+//! - [`exec`], [`list_commands`], [`import`], [`network_block`],
+//!   [`whois`]: what commands do.
 
 pub mod auth;
 pub mod codec;
@@ -16,9 +17,11 @@ pub mod exec;
 pub mod import;
 pub mod input;
 pub mod list_commands;
+pub mod network_block;
 pub mod registry;
 pub mod server;
 pub mod session;
+pub mod whois;
 
 pub use command::Command;
 pub use exec::execute;

@@ -35,6 +35,11 @@ pub struct ConsoleContext {
     pub idle_timeout: std::time::Duration,
     /// The only directory `allow|deny import PATH` may read from.
     pub import_dir: Option<std::path::PathBuf>,
+    /// `save` answers `ipset NAME saved` with the 2024 original's set name
+    /// (`[ipset] set_name`), else names the dump file.
+    pub ipset_name: Option<String>,
+    /// Where `whois` asks.
+    pub whois: super::whois::WhoisSettings,
 }
 
 pub async fn serve(listener: TcpListener, ctx: Arc<ConsoleContext>, shutdown: CancellationToken) {

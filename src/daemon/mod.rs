@@ -257,6 +257,8 @@ impl Daemon {
             secret: settings.console_secret.clone(),
             idle_timeout: settings.console_idle,
             import_dir: settings.import_dir.clone(),
+            ipset_name: settings.ipset_name.clone(),
+            whois: settings.whois.clone(),
         });
         tasks.push(watch("console").spawn(console::serve(listener, ctx, shutdown.clone())));
         tracing::info!("CONSOLE => listening on {console_addr}");

@@ -7,6 +7,7 @@ use std::time::Duration;
 
 use crate::ami::{AmiSettings, Backoff};
 use crate::config::Config;
+use crate::console::whois::WhoisSettings;
 use crate::firewall::exec::tool;
 use crate::policy::Whitelist;
 use crate::policy::detector::DetectorConfig;
@@ -34,6 +35,11 @@ pub struct Settings {
     pub firewall_check: Option<Duration>,
     /// `conntrack` tool for deleting a new ban's flows; `None` disables.
     pub conntrack: Option<String>,
+    /// The 2024 original's set name (`[ipset] set_name`), for the
+    /// console's `save` reply.
+    pub ipset_name: Option<String>,
+    /// Where the console's `whois` asks.
+    pub whois: WhoisSettings,
 }
 
 impl Settings {
@@ -63,6 +69,11 @@ impl Settings {
                 .firewall
                 .conntrack
                 .then(|| tool(&c.iptables.path, "conntrack")),
+            ipset_name: c.ipset.as_ref().map(|i| i.set_name.clone()),
+            whois: WhoisSettings {
+                server: c.control.whois_server.clone(),
+                ..WhoisSettings::default()
+            },
         }
     }
 }

@@ -200,19 +200,26 @@ impl Policy {
         &self.ami_hosts
     }
 
-    /// The deny entries as the firewall must hold them: the deny list and
-    /// `banned` (networks under a timed ban) minus every protected network
-    /// (allow list, loopback, the AMI host), so the allow list wins in the
-    /// kernel too.
-    pub fn kernel_deny_nets(&self, banned: &[IpNet]) -> Vec<IpNet> {
-        let lists = self.lists();
-        let mut holes = lists.allow.nets();
+    /// Every network a deny entry or network ban must leave open: the
+    /// allow list, loopback and the AMI host.
+    pub fn protected_nets(&self) -> Vec<IpNet> {
+        let mut holes = self.lists().allow.nets();
         holes.extend(
             ["127.0.0.0/8", "::1/128"]
                 .iter()
                 .filter_map(|n| n.parse::<IpNet>().ok()),
         );
         holes.extend(self.ami_hosts.iter().map(|ip| IpNet::from(*ip)));
+        holes
+    }
+
+    /// The deny entries as the firewall must hold them: the deny list and
+    /// `banned` (networks under a timed ban) minus every protected network
+    /// (allow list, loopback, the AMI host), so the allow list wins in the
+    /// kernel too.
+    pub fn kernel_deny_nets(&self, banned: &[IpNet]) -> Vec<IpNet> {
+        let lists = self.lists();
+        let holes = self.protected_nets();
         let mut deny = lists.deny.nets();
         deny.extend_from_slice(banned);
         crate::cidr::subtract(&deny, &holes)

@@ -436,5 +436,7 @@ pub fn settings_without_dump(ami: &FakeAmi) -> Settings {
         chain: "sipban-udp".into(),
         firewall_check: None,
         conntrack: None,
+        ipset_name: None,
+        whois: sipban::console::whois::WhoisSettings::default(),
     }
 }

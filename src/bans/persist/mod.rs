@@ -1,7 +1,8 @@
 //! The dump file: JSON written atomically (temp file, fsync, rename, fsync of
 //! the directory), so a crash leaves either the old or the new dump, never a
-//! torn one. The original SIPban's format (`# [date]` then `ip,expiry` lines)
-//! is read too, for migration.
+//! torn one. The original SIPban's formats are read too, for migration: the
+//! legacy `# [date]` then `ip,expiry` lines, and the 2024 version's `ipset
+//! save` output (remaining timeouts kept).
 //!
 //! Reading keeps the good parts: a bad entry (a bogus address, a line cut
 //! by a full disk or an editor) is skipped with a warning naming
@@ -19,7 +20,7 @@ use thiserror::Error;
 use super::store::Ban;
 use crate::clock::UnixTime;
 
-pub use read::{parse, parse_dump};
+pub use read::{parse, parse_dump, parse_dump_at};
 
 /// Reason given to bans read from the original's dump, as it logged them.
 pub const LEGACY_REASON: &str = "Sipban previous block";
@@ -58,6 +59,7 @@ pub struct DumpEntry {
 #[derive(Debug, Default)]
 pub struct Dump {
     pub bans: Vec<DumpEntry>,
+    /// Network bans (`ipset save` dumps only, today).
     pub history: Option<serde_json::Value>,
     /// Bans of whole networks.
     pub nets: Vec<crate::bans::networks::NetBan>,
@@ -152,8 +154,14 @@ pub fn read(path: &Path) -> Result<Option<Vec<DumpEntry>>, DumpError> {
     Ok(read_dump(path)?.map(|d| d.bans))
 }
 
-/// Reads and parses the dump once: bans, history, warnings.
+/// Reads and parses the dump once: bans, history, warnings. An `ipset
+/// save` dump's remaining timeouts count from the system clock's now.
 pub fn read_dump(path: &Path) -> Result<Option<Dump>, DumpError> {
+    read_dump_at(path, crate::clock::Clock::system().now())
+}
+
+/// As [`read_dump`], remaining timeouts counting from `now`.
+pub fn read_dump_at(path: &Path, now: UnixTime) -> Result<Option<Dump>, DumpError> {
     let bytes = match std::fs::read(path) {
         Ok(b) => b,
         Err(e) if e.kind() == std::io::ErrorKind::NotFound => return Ok(None),
@@ -164,7 +172,11 @@ pub fn read_dump(path: &Path) -> Result<Option<Dump>, DumpError> {
             });
         }
     };
-    Ok(Some(parse_dump(&String::from_utf8_lossy(&bytes), path)))
+    Ok(Some(parse_dump_at(
+        &String::from_utf8_lossy(&bytes),
+        path,
+        now,
+    )))
 }
 
 /// The journal generation named in the dump's header (0 if none), read

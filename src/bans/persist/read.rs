@@ -5,7 +5,10 @@
 //! loses only the lines concerned, each reported with file:line. A JSON
 //! dump in another layout (reformatted by hand, say) is parsed whole and
 //! its entries checked one by one. The original SIPban's `ip,expiry` lines
-//! are read the same tolerant way.
+//! are read the same tolerant way, and so is the 2024 version's dump, the
+//! output of `ipset save` ([`ipset_save`]).
+
+mod ipset_save;
 
 use std::net::IpAddr;
 use std::path::Path;
@@ -24,8 +27,15 @@ const WARNINGS_SHOWN: usize = 20;
 /// Offending text quoted in a warning, at most this many characters.
 const QUOTE: usize = 60;
 
-/// Parses a dump in either format (see the module docs); never fails.
+/// Parses a dump in any of the formats (see the module docs); never fails.
+/// An `ipset save` dump's remaining timeouts count from the system clock.
 pub fn parse_dump(text: &str, path: &Path) -> Dump {
+    parse_dump_at(text, path, crate::clock::Clock::system().now())
+}
+
+/// As [`parse_dump`], an `ipset save` dump's remaining timeouts counting
+/// from `now` (the other formats hold absolute expiries).
+pub fn parse_dump_at(text: &str, path: &Path, now: UnixTime) -> Dump {
     let mut w = Warnings::new(path);
     let mut dump = if text.trim_start().starts_with('{') {
         if text.lines().any(|l| l.trim() == "\"bans\": [") {
@@ -33,6 +43,8 @@ pub fn parse_dump(text: &str, path: &Path) -> Dump {
         } else {
             whole(text, &mut w)
         }
+    } else if ipset_save::is_ipset_save(text) {
+        ipset_save::read(text, now, &mut w)
     } else {
         legacy(text, &mut w)
     };
