@@ -29,6 +29,11 @@ pub enum LogError {
     AlreadySet,
 }
 
+thread_local! {
+    /// The last second's stamp, as written (each logging thread has one).
+    static STAMP: std::cell::RefCell<(i64, String)> = const { std::cell::RefCell::new((i64::MIN, String::new())) };
+}
+
 /// The `[date] MESSAGE` line format.
 pub struct OriginalFormat;
 
@@ -43,11 +48,16 @@ where
         mut writer: Writer<'_>,
         event: &Event<'_>,
     ) -> fmt::Result {
-        write!(
-            writer,
-            "{} ",
-            chrono::Local::now().format("[%Y-%m-%d %H:%M:%S]")
-        )?;
+        STAMP.with(|cell| {
+            let mut cached = cell.borrow_mut();
+            let now = chrono::Local::now();
+            let second = now.timestamp();
+            if cached.0 != second {
+                // Formatted once a second: a storm writes 100k lines in one.
+                *cached = (second, now.format("[%Y-%m-%d %H:%M:%S] ").to_string());
+            }
+            writer.write_str(&cached.1)
+        })?;
         match *event.metadata().level() {
             Level::ERROR => writer.write_str("ERROR: ")?,
             Level::WARN => writer.write_str("WARNING: ")?,

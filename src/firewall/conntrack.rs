@@ -50,8 +50,11 @@ const CTA_TUPLE_IP: u16 = 1;
 const CTA_IP_V4_SRC: u16 = 1;
 const CTA_IP_V6_SRC: u16 = 3;
 
-/// How long the bans of a storm are gathered before one pass.
-const GATHER: Duration = Duration::from_millis(50);
+/// How long the bans of a storm are gathered before one pass: a dump
+/// walks the whole table, so a storm gets a few of them, not one per
+/// commit. The bans are in the kernel already (before conntrack at the raw
+/// hook): this is cleanup of what came in before.
+const GATHER: Duration = Duration::from_millis(250);
 /// Deletes per send (their acknowledgements must fit the receive buffer).
 const DELETES_PER_SEND: usize = 256;
 const RCVBUF: i32 = 4 << 20;

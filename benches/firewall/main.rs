@@ -6,8 +6,10 @@
 //! without `--bench` (e.g. under `cargo test --all-targets`) it runs a small
 //! smoke pass so the code stays exercised.
 
-#[path = "../tests/support/mod.rs"]
+#[path = "../../tests/support/mod.rs"]
 mod support;
+
+mod binary_storm;
 
 use std::fmt::Write as _;
 use std::io::Write as _;
@@ -592,9 +594,49 @@ async fn run(full: bool) {
         println!("restore {:?}", f.restore);
         return;
     }
+    if std::env::var("SIPBAN_BENCH").as_deref() == Ok("binary") {
+        for (backend, kind) in [("nftables", Kind::NftLib), ("ipset", Kind::Ipset)] {
+            for n in [small, large] {
+                let (line, _) = binary_storm::report(backend, n, 3, |n| raw(kind, n)).await;
+                println!("{line}");
+            }
+        }
+        return;
+    }
     if std::env::var("SIPBAN_BENCH").as_deref() == Ok("policy") {
         let rate = policy_rate(50_000, 100_000, 200_000).await;
         println!("policy: {rate:.0} events/s");
+        return;
+    }
+    if std::env::var("SIPBAN_BENCH").as_deref() == Ok("commit") {
+        // What one commit costs as the set grows (kernel and library).
+        for kind in [Kind::NftLib, Kind::Ipset] {
+            let fw = sipban::firewall::Firewall::start(backend(kind))
+                .await
+                .unwrap();
+            let mut have = 0;
+            for size in [0usize, 10_000, 50_000, 100_000] {
+                while have < size {
+                    fw.add(addr(have), Duration::from_secs(3600));
+                    have += 1;
+                }
+                fw.sync().await;
+                for batch in [1usize, 100, 1000] {
+                    let t = Instant::now();
+                    for _ in 0..batch {
+                        fw.add(addr(have), Duration::from_secs(3600));
+                        have += 1;
+                    }
+                    fw.sync().await;
+                    println!(
+                        "{:<26} set of {size:>6}: commit of {batch:>4} {}",
+                        kind.label(),
+                        secs(t.elapsed())
+                    );
+                }
+            }
+            fw.shutdown().await.unwrap();
+        }
         return;
     }
     if std::env::var("SIPBAN_BENCH").as_deref() == Ok("applier") {
@@ -653,6 +695,17 @@ async fn run(full: bool) {
         std::thread::available_parallelism().map_or(0, |n| n.get()),
         uname.trim()
     );
+    // The storm as shipped: the binary, its defaults, several runs.
+    let runs = if full { 5 } else { 1 };
+    for (backend, kind) in [("nftables", Kind::NftLib), ("ipset", Kind::Ipset)] {
+        for n in [small, large] {
+            let (line, ratio) = binary_storm::report(backend, n, runs, |n| raw(kind, n)).await;
+            let _ = writeln!(out, "{line}   goal <= 1.5x raw: {}", verdict(ratio <= 1.5));
+            print!("{out}");
+            std::io::stdout().flush().ok();
+            out.clear();
+        }
+    }
     for kind in [Kind::NftLib, Kind::NftTool, Kind::Ipset] {
         let f = storm_restore_unban(kind, small, false).await;
         let _ = writeln!(
