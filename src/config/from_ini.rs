@@ -6,11 +6,12 @@ use std::net::IpAddr;
 use std::path::Path;
 use std::time::Duration;
 
+use super::firewall_keys;
 use super::ini::Ini;
 use super::values::*;
-use super::{BackendKind, BadValue, Config, ConfigError};
+use super::{BadValue, Config, ConfigError};
 use crate::ami::Secret;
-use crate::firewall::{Action, Hook, Ownership, Scope};
+use crate::firewall::Action;
 use crate::policy::detector::{EnumRule, FloodRule};
 
 /// Keys we know, per section. `[flood]` is the newer SIPban's ChallengeSent
@@ -48,6 +49,23 @@ const KNOWN: &[(&str, &[&str])] = &[
             "deny6",
             "check_interval",
             "conntrack",
+            "ports",
+            "block",
+            "interface",
+            "set_type",
+        ],
+    ),
+    (
+        "limits",
+        &[
+            "sip_rate",
+            "sip_burst",
+            "sip_ban_after",
+            "tftp_rate",
+            "tftp_burst",
+            "tcp_connect_rate",
+            "tcp_connect_burst",
+            "dns_protection",
         ],
     ),
     ("flood", &["count", "interval"]),
@@ -120,18 +138,18 @@ pub(super) fn unknown_keys(ini: &Ini, path: &Path) -> Vec<String> {
 }
 
 /// Reads values out of the file and names the line of a bad one.
-struct Fields<'a> {
-    ini: &'a Ini,
-    path: &'a Path,
+pub(super) struct Fields<'a> {
+    pub(super) ini: &'a Ini,
+    pub(super) path: &'a Path,
 }
 
 impl Fields<'_> {
-    fn value(&self, section: &str, key: &str) -> Option<&str> {
+    pub(super) fn value(&self, section: &str, key: &str) -> Option<&str> {
         self.ini.get(section, key).map(|k| k.value.as_str())
     }
 
     /// `why` about `[section] key`, at its line (0 if not in the file).
-    fn bad(&self, section: &str, key: &str, why: String) -> ConfigError {
+    pub(super) fn bad(&self, section: &str, key: &str, why: String) -> ConfigError {
         let found = self.ini.get(section, key);
         ConfigError::Value(Box::new(BadValue {
             path: self.path.to_path_buf(),
@@ -144,7 +162,7 @@ impl Fields<'_> {
     }
 
     /// Parses `[section] key` into `field` if the file sets it.
-    fn set<T>(
+    pub(super) fn set<T>(
         &self,
         section: &str,
         key: &str,
@@ -177,7 +195,8 @@ pub(super) fn config(ini: &Ini, path: &Path) -> Result<Config, ConfigError> {
     })?;
     iptables(&f, &mut c)?;
     f.set("log", "file", &mut c.log_file, parse_path)?;
-    firewall(&f, &mut c)?;
+    firewall_keys::firewall(&f, &mut c)?;
+    firewall_keys::limits(&f, &mut c)?;
     policy(&f, &mut c)?;
     c.lists.allow = c.iptables.white_list.clone();
     f.set("lists", "allow", &mut c.lists.allow, parse_path)?;
@@ -219,9 +238,7 @@ fn iptables(f: &Fields, c: &mut Config) -> Result<(), ConfigError> {
     let ipt = &mut c.iptables;
     f.set("iptables", "path", &mut ipt.path, |v| Ok(v.to_string()))?;
     f.set("iptables", "chain", &mut ipt.chain, parse_chain)?;
-    f.set("iptables", "scope", &mut ipt.scope, |v| {
-        Scope::parse(v).map_err(|e| e.0)
-    })?;
+    firewall_keys::scope(f, ipt)?;
     f.set("iptables", "rule", &mut ipt.rule, |v| {
         Action::parse(v, false).map_err(|e| e.0)
     })?;
@@ -231,34 +248,6 @@ fn iptables(f: &Fields, c: &mut Config) -> Result<(), ConfigError> {
     })?;
     f.set("iptables", "white_list", &mut ipt.white_list, parse_path)?;
     f.set("iptables", "dump", &mut ipt.dump, parse_path)?;
-    Ok(())
-}
-
-fn firewall(f: &Fields, c: &mut Config) -> Result<(), ConfigError> {
-    let fw = &mut c.firewall;
-    fw.set4 = format!("{}-v4", c.iptables.chain);
-    fw.set6 = format!("{}-v6", c.iptables.chain);
-    f.set("firewall", "backend", &mut fw.backend, BackendKind::parse)?;
-    f.set("firewall", "hook", &mut fw.hook, |v| {
-        Hook::parse(v).map_err(|e| e.0)
-    })?;
-    f.set("firewall", "mode", &mut fw.mode, Ownership::parse)?;
-    f.set("firewall", "table", &mut fw.table, parse_table)?;
-    f.set("firewall", "set4", &mut fw.set4, parse_set_name)?;
-    f.set("firewall", "set6", &mut fw.set6, parse_set_name)?;
-    f.set("firewall", "deny4", &mut fw.deny4, |v| {
-        parse_set_name(v).map(Some)
-    })?;
-    f.set("firewall", "deny6", &mut fw.deny6, |v| {
-        parse_set_name(v).map(Some)
-    })?;
-    f.set(
-        "firewall",
-        "check_interval",
-        &mut fw.check_interval,
-        parse_optional_duration,
-    )?;
-    f.set("firewall", "conntrack", &mut fw.conntrack, parse_bool)?;
     Ok(())
 }
 
