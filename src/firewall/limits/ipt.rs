@@ -17,10 +17,9 @@
 //! -A sipban-udp-over -j DROP
 //! ```
 //!
-//! The element added by `SET` starts at zero (the packet that added it is
-//! not counted), and re-adding an element would reset its counter; hence
-//! the match first, the add only for a new source, and one packet added
-//! back by the reader.
+//! The element added by `SET` starts counting with the packet that added
+//! it; adding it again (`--exist`) would reset its counter, hence the match
+//! first and the add only for a new source.
 
 use std::fmt::Write as _;
 use std::net::IpAddr;
@@ -412,7 +411,7 @@ impl OverLimitReader for IpsetOverReader {
 }
 
 /// `add SET 192.0.2.1 timeout 118 packets 899 bytes 26071`: the address
-/// and its packets, plus the one that added it.
+/// and its packets.
 fn parse_count(line: &str, set: &str) -> Option<(IpAddr, u64)> {
     let mut w = line.split_whitespace();
     if w.next() != Some("add") || w.next() != Some(set) {
@@ -425,7 +424,7 @@ fn parse_count(line: &str, set: &str) -> Option<(IpAddr, u64)> {
             packets = w.next().and_then(|p| p.parse::<u64>().ok());
         }
     }
-    Some((ip, packets?.saturating_add(1)))
+    Some((ip, packets?))
 }
 
 #[cfg(test)]
@@ -487,7 +486,7 @@ mod tests {
     fn counts_from_ipset_save() {
         assert_eq!(
             parse_count("add o4 192.0.2.1 timeout 118 packets 899 bytes 26071", "o4"),
-            Some(("192.0.2.1".parse().unwrap(), 900))
+            Some(("192.0.2.1".parse().unwrap(), 899))
         );
         assert_eq!(parse_count("add o4 192.0.2.1 timeout 118", "o4"), None);
         assert_eq!(parse_count("create o4 hash:ip family inet", "o4"), None);

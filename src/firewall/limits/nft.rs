@@ -4,11 +4,11 @@
 //! source is dropped before it is counted), the exempt networks in interval
 //! sets `<set4>-allow` / `<set6>-allow`, the over-limit SIP packets counted
 //! per source in `<set>-over` (a dynamic set with a counter per element),
-//! and the DNS protection in a chain `dns` at the input hook (after
+//! and the DNS protection in a chain `sipban-dns` at the input hook (after
 //! reassembly, so a fragmented answer is measured whole).
 //!
 //! ```text
-//! chain limit {
+//! chain sipban-limit {
 //!     type filter hook prerouting priority -299; policy accept;
 //!     ip saddr @sipban-udp-v4-allow return
 //!     udp dport { 5060 } update @sipban-udp-v4-sip { ip saddr limit rate over 50/second burst 100 packets } update @sipban-udp-v4-over { ip saddr } drop
@@ -31,9 +31,9 @@ use crate::firewall::rule::Hook;
 use crate::firewall::scope::Scope;
 
 /// The chain holding the per-source limits.
-pub const LIMIT_CHAIN: &str = "limit";
+pub const LIMIT_CHAIN: &str = "sipban-limit";
 /// The chain holding the DNS protection.
-pub const DNS_CHAIN: &str = "dns";
+pub const DNS_CHAIN: &str = "sipban-dns";
 /// Sources one meter tracks. Beyond it a new source is not limited (the
 /// kernel cannot add its bucket), so a flood from more sources than this
 /// is left to the bans.
@@ -417,28 +417,31 @@ mod tests {
         for want in [
             "add set inet sipban s4-over { type ipv4_addr; size 65536; flags dynamic,timeout; timeout 120s; counter; }",
             "add set inet sipban s6-tftp { type ipv6_addr; size 65536; flags dynamic,timeout; timeout 600s; }",
-            "add chain inet sipban limit { type filter hook prerouting priority -299; policy accept; }",
-            "add rule inet sipban limit ip saddr @s4-allow return",
-            "add rule inet sipban limit tcp dport { 5060, 5061 } tcp flags & (fin|syn|rst|ack) == syn update @s6-tcp { ip6 saddr limit rate over 5/second burst 10 packets } drop",
-            "add rule inet sipban limit udp dport { 5060 } update @s4-sip { ip saddr limit rate over 50/second burst 100 packets } update @s4-over { ip saddr } drop",
-            "add rule inet sipban limit udp dport { 69 } update @s4-tftp { ip saddr limit rate over 10/minute burst 100 packets } drop",
-            "add rule inet sipban dns udp sport 53 meta length > 2048 drop",
+            "add chain inet sipban sipban-limit { type filter hook prerouting priority -299; policy accept; }",
+            "add rule inet sipban sipban-limit ip saddr @s4-allow return",
+            "add rule inet sipban sipban-limit tcp dport { 5060, 5061 } tcp flags & (fin|syn|rst|ack) == syn update @s6-tcp { ip6 saddr limit rate over 5/second burst 10 packets } drop",
+            "add rule inet sipban sipban-limit udp dport { 5060 } update @s4-sip { ip saddr limit rate over 50/second burst 100 packets } update @s4-over { ip saddr } drop",
+            "add rule inet sipban sipban-limit udp dport { 69 } update @s4-tftp { ip saddr limit rate over 10/minute burst 100 packets } drop",
+            "add rule inet sipban sipban-dns udp sport 53 meta length > 2048 drop",
         ] {
             assert!(sc.lines().any(|line| line == want), "{want}\n{sc}");
         }
         // Allow 2 + tcp 2 + sip 2 protocols x 2 families + tftp 2.
         assert_eq!(l.limit_rules().len(), 10);
         let present = Objects::parse(
-            r#"{"nftables":[{"set":{"name":"s4-sip"}},{"chain":{"name":"limit"}},{"rule":{"chain":"limit"}}]}"#,
+            r#"{"nftables":[{"set":{"name":"s4-sip"}},{"chain":{"name":"sipban-limit"}},{"rule":{"chain":"sipban-limit"}}]}"#,
         );
         let again = l.setup(&present, &DenyList::default());
-        assert!(again.starts_with("flush chain inet sipban limit\ndelete chain inet sipban limit\ndelete set inet sipban s4-sip\n"), "{again}");
+        assert!(again.starts_with("flush chain inet sipban sipban-limit\ndelete chain inet sipban sipban-limit\ndelete set inet sipban s4-sip\n"), "{again}");
         let missing = l.missing(&present);
         assert!(
-            missing.contains(&"rules of chain limit".to_string()),
+            missing.contains(&"rules of chain sipban-limit".to_string()),
             "{missing:?}"
         );
-        assert!(missing.contains(&"chain dns".to_string()), "{missing:?}");
+        assert!(
+            missing.contains(&"chain sipban-dns".to_string()),
+            "{missing:?}"
+        );
     }
 
     #[test]
