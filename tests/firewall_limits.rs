@@ -25,7 +25,8 @@ use std::time::{Duration, Instant};
 
 use netns::{NamedNetns, eventually, nothing_yet, run_ok, runtime};
 use sipban::clock::Clock;
-use sipban::daemon::Daemon;
+use sipban::config::Config;
+use sipban::daemon::{Daemon, build_backend};
 use sipban::firewall::chain::ChainSettings;
 use sipban::firewall::{
     Action, Backend, ChainBackend, Firewall, Hook, IpsetBackend, Limits, NftBackend, Ownership,
@@ -57,6 +58,24 @@ enum Kind {
 }
 
 impl Kind {
+    /// The backend the daemon builds from a config with `limits` as its
+    /// `[limits]` section (the chain given the set backends' ports).
+    fn configured(self, limits: &str) -> Box<dyn Backend> {
+        let (name, ports) = match self {
+            Kind::Nft => ("nftables", ""),
+            Kind::Ipset => ("ipset", ""),
+            Kind::Chain => ("chain", "ports = \"udp/5060, tcp/5060, tcp/5061\"\n"),
+        };
+        let text = format!(
+            "[iptables]\npath = \"/usr/sbin/\"\nrule = DROP\n\n[firewall]\nbackend = {name}\n{ports}\n\
+             [limits]\n{limits}"
+        );
+        let c = Config::parse(&text, std::path::Path::new("t.conf"))
+            .expect("config")
+            .config;
+        build_backend(&c, false)
+    }
+
     fn backend(self, limits: Limits) -> Box<dyn Backend> {
         let action4 = Action::Drop;
         match self {
@@ -305,7 +324,7 @@ fn persistent_flooder_is_banned_for_rate_limit(kind: Kind) {
         let wl = Whitelist::parse(&format!("{ALLOWED4}\n"), "t.wl".as_ref()).unwrap();
         let dir = tempfile::tempdir().expect("tempdir");
         let settings = support::settings(&fake, &dir.path().join("sipban.dump"), wl);
-        let backend = kind.backend(sip_limit(Some(Duration::from_secs(2))));
+        let backend = kind.configured("sip_rate = 50/second\nsip_burst = 100\nsip_ban_after = 2\n");
         let daemon = Daemon::start(settings, backend, Clock::system())
             .await
             .expect("daemon starts");
