@@ -122,13 +122,7 @@ impl ChainBackend {
             chain,
             [&format!("{chain}-v4"), &format!("{chain}-v6")],
             settings.scope.clone(),
-            Limits {
-                sip: None,
-                tftp: None,
-                tcp_connect: None,
-                dns: false,
-                sip_ban_after: None,
-            },
+            Limits::OFF,
             Hook::Filter,
             tool(&settings.path, "ipset"),
         );

@@ -119,13 +119,7 @@ impl IpsetBackend {
             base,
             [&s.set4, &s.set6],
             s.scope.clone(),
-            Limits {
-                sip: None,
-                tftp: None,
-                tcp_connect: None,
-                dns: false,
-                sip_ban_after: None,
-            },
+            Limits::OFF,
             s.hook,
             tool(&s.bin_dir, "ipset"),
         );

@@ -82,13 +82,7 @@ impl NftBackend {
             set4: s.set4.clone(),
             set6: s.set6.clone(),
             scope: s.scope.clone(),
-            limits: Limits {
-                sip: None,
-                tftp: None,
-                tcp_connect: None,
-                dns: false,
-                sip_ban_after: None,
-            },
+            limits: Limits::OFF,
             hook: s.hook,
         };
         NftBackend {

@@ -496,4 +496,12 @@ mod tests {
             Some(u64::MAX)
         );
     }
+
+    proptest::proptest! {
+        #[test]
+        fn arbitrary_save_lines_never_panic(line in "\\PC{0,80}") {
+            let _ = parse_count(&line, "o4");
+            let _ = parse_count(&format!("add o4 {line}"), "o4");
+        }
+    }
 }

@@ -209,6 +209,16 @@ impl Default for Limits {
 }
 
 impl Limits {
+    /// Every protection off, nothing counted (what a backend has unless
+    /// given `[limits]`).
+    pub const OFF: Limits = Limits {
+        sip: None,
+        sip_ban_after: None,
+        tftp: None,
+        tcp_connect: None,
+        dns: false,
+    };
+
     /// Whether any rule is to be installed.
     pub fn any(&self) -> bool {
         self.sip.is_some() || self.tftp.is_some() || self.tcp_connect.is_some() || self.dns

@@ -467,4 +467,12 @@ mod tests {
         );
         assert!(parse_counts("garbage").is_empty());
     }
+
+    proptest::proptest! {
+        #[test]
+        fn arbitrary_listings_never_panic(json in "\\PC{0,120}") {
+            let _ = parse_counts(&json);
+            let _ = Objects::parse(&json);
+        }
+    }
 }

@@ -488,6 +488,15 @@ mod tests {
         }
 
         #[test]
+        fn interface_names_are_bounded_and_print_back(name in "\\PC{0,24}") {
+            if let Ok(i) = Interface::parse(&name) {
+                prop_assert!(i.name().len() <= MAX_IFNAME);
+                prop_assert_eq!(Interface::parse(i.name()).unwrap(), i.clone());
+                prop_assert!(!i.nft().contains('\\') && i.nft().matches('"').count() == 2);
+            }
+        }
+
+        #[test]
         fn arbitrary_scopes_never_panic_and_print_back(s in "\\PC{0,80}") {
             if let Ok(sc) = Scope::parse(&s) {
                 // What is accepted prints back as the same scope.
