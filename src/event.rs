@@ -1,5 +1,8 @@
-//! What every source (AMI today) turns its input into: one security event
-//! about one remote address. Policy decides what the event means.
+//! What every source turns its input into: one security event about one
+//! remote address. The AMI reports Asterisk's security events; the
+//! firewall's flood watch ([`crate::firewall::limits::watch`]) reports a
+//! source that kept exceeding the SIP rate limit in the kernel. Policy
+//! decides what the event means.
 
 use std::fmt;
 use std::net::IpAddr;
@@ -17,6 +20,9 @@ pub enum EventKind {
     RequestBadFormat,
     RequestNotAllowed,
     UnexpectedAddress,
+    /// Not Asterisk's: the kernel counted a source over `[limits] sip_rate`
+    /// for `sip_ban_after` (a persistent flooder).
+    RateLimit,
     Other(String),
 }
 
@@ -34,6 +40,7 @@ impl EventKind {
             n if n.eq_ignore_ascii_case("RequestBadFormat") => EventKind::RequestBadFormat,
             n if n.eq_ignore_ascii_case("RequestNotAllowed") => EventKind::RequestNotAllowed,
             n if n.eq_ignore_ascii_case("UnexpectedAddress") => EventKind::UnexpectedAddress,
+            n if n.eq_ignore_ascii_case("RateLimit") => EventKind::RateLimit,
             other => EventKind::Other(other.to_string()),
         }
     }
@@ -50,6 +57,7 @@ impl EventKind {
             EventKind::RequestBadFormat => "RequestBadFormat",
             EventKind::RequestNotAllowed => "RequestNotAllowed",
             EventKind::UnexpectedAddress => "UnexpectedAddress",
+            EventKind::RateLimit => "RateLimit",
             EventKind::Other(name) => name,
         }
     }
@@ -67,6 +75,7 @@ impl EventKind {
             EventKind::RequestBadFormat => "Request Bad Format",
             EventKind::RequestNotAllowed => "Request Not Allowed",
             EventKind::UnexpectedAddress => "Unexpected Address",
+            EventKind::RateLimit => "rate limit",
             EventKind::Other(name) => name,
         }
     }

@@ -1,7 +1,8 @@
 //! Counters for the console's `report`: the last 24 hours in hourly
 //! buckets. Bounded: each bucket keeps at most `TRACKED` sources and
 //! accounts (later newcomers are only counted in `others`), so a scan from
-//! a million addresses cannot grow it.
+//! a million addresses cannot grow it. Packets the kernel dropped over the
+//! SIP rate limit are counted per source the same way.
 
 use std::collections::{BTreeMap, HashMap, VecDeque};
 use std::net::IpAddr;
@@ -19,6 +20,9 @@ struct Bucket {
     accounts: HashMap<String, u64>,
     others: u64,
     bans: u64,
+    /// Packets over the SIP rate limit, per source.
+    limited: HashMap<IpAddr, u64>,
+    limited_others: u64,
 }
 
 /// What the last 24 hours looked like.
@@ -30,6 +34,10 @@ pub struct Report {
     pub bans: u64,
     /// Events from sources beyond the tracking bound (counted, not named).
     pub untracked: u64,
+    /// Sources with the most packets over the SIP rate limit.
+    pub top_limited: Vec<(IpAddr, u64)>,
+    /// Such packets from sources beyond the tracking bound.
+    pub limited_untracked: u64,
 }
 
 #[derive(Default)]
@@ -86,6 +94,18 @@ impl Stats {
         });
     }
 
+    /// `packets` from `source` dropped over the SIP rate limit.
+    pub fn rate_limited(&self, now_ms: u64, source: IpAddr, packets: u64) {
+        self.with_bucket(now_ms, |b| {
+            if b.limited.len() < TRACKED || b.limited.contains_key(&source) {
+                let n = b.limited.entry(source).or_default();
+                *n = n.saturating_add(packets);
+            } else {
+                b.limited_others = b.limited_others.saturating_add(packets);
+            }
+        });
+    }
+
     pub fn ban(&self, now_ms: u64) {
         self.with_bucket(now_ms, |b| b.bans += 1);
     }
@@ -98,7 +118,13 @@ impl Stats {
         let mut r = Report::default();
         let mut sources: HashMap<IpAddr, u64> = HashMap::new();
         let mut accounts: HashMap<String, u64> = HashMap::new();
+        let mut limited: HashMap<IpAddr, u64> = HashMap::new();
         for bucket in b.iter().filter(|x| x.hour >= since) {
+            for (ip, n) in &bucket.limited {
+                let t = limited.entry(*ip).or_default();
+                *t = t.saturating_add(*n);
+            }
+            r.limited_untracked = r.limited_untracked.saturating_add(bucket.limited_others);
             for (k, n) in &bucket.events {
                 *r.events.entry(k.clone()).or_default() += n;
             }
@@ -119,6 +145,10 @@ impl Stats {
         a.truncate(top);
         r.top_sources = s;
         r.top_accounts = a;
+        let mut l: Vec<_> = limited.into_iter().collect();
+        l.sort_by(|a, b| b.1.cmp(&a.1).then(a.0.cmp(&b.0)));
+        l.truncate(top);
+        r.top_limited = l;
         r
     }
 }
@@ -154,6 +184,19 @@ impl std::fmt::Display for Report {
         for (a, n) in &self.top_accounts {
             writeln!(f, "  {a:<40}{n:>10}")?;
         }
+        if !self.top_limited.is_empty() || self.limited_untracked > 0 {
+            writeln!(f, "\nPackets over the SIP rate limit, by source:")?;
+            for (ip, n) in &self.top_limited {
+                writeln!(f, "  {:<40}{n:>10}", ip.to_string())?;
+            }
+            if self.limited_untracked > 0 {
+                writeln!(
+                    f,
+                    "  (and {} from sources not tracked individually)",
+                    self.limited_untracked
+                )?;
+            }
+        }
         writeln!(f, "\nBans issued: {}", self.bans)
     }
 }
@@ -179,6 +222,29 @@ mod tests {
         assert_eq!(r.top_accounts[0], ("100".to_string(), 2));
         assert_eq!(r.bans, 1);
         assert!(r.to_string().contains("Bans issued: 1"));
+    }
+
+    #[test]
+    fn rate_limit_hits_by_source() {
+        let s = Stats::default();
+        let a: IpAddr = "203.0.113.5".parse().unwrap();
+        let b: IpAddr = "2001:db8::5".parse().unwrap();
+        assert!(!s.report(0, 10).to_string().contains("rate limit"));
+        s.rate_limited(0, a, 900);
+        s.rate_limited(HOUR_MS, a, 100);
+        s.rate_limited(HOUR_MS, b, 5);
+        let r = s.report(HOUR_MS, 10);
+        assert_eq!(r.top_limited, vec![(a, 1000), (b, 5)]);
+        let text = r.to_string();
+        assert!(
+            text.contains("Packets over the SIP rate limit, by source:"),
+            "{text}"
+        );
+        assert!(text.contains("203.0.113.5"), "{text}");
+        for i in 0..(TRACKED as u32 + 10) {
+            s.rate_limited(HOUR_MS * 2, IpAddr::from(i.to_be_bytes()), 1);
+        }
+        assert_eq!(s.report(HOUR_MS * 2, 3).limited_untracked, 10);
     }
 
     #[test]

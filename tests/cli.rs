@@ -321,6 +321,9 @@ fn check_config_rejects_each_invalid_fixture_with_a_one_line_error() {
         ("bad-chain-long.conf", 4),
         ("bad-control-address.conf", 3),
         ("bad-scope.conf", 3),
+        ("bad-scope-two-protocols.conf", 3),
+        ("bad-scope-negation.conf", 2),
+        ("bad-scope-and-ports.conf", 6),
     ] {
         let path = fixture(name);
         let run = sipban(&["--check-config", "-c", s(&path)]);
@@ -333,6 +336,70 @@ fn check_config_rejects_each_invalid_fixture_with_a_one_line_error() {
         assert_eq!(run.stderr, format!("sipban: {expected}\n"), "{name}");
         assert_eq!(run.stdout, "", "{name}");
     }
+}
+
+#[test]
+fn a_scope_no_backend_expresses_exactly_stops_the_start_too() {
+    // The daemon reads the config before it touches anything (and
+    // --dry-run never touches the firewall): the same one-line error.
+    for (name, why) in [
+        (
+            "bad-scope-two-protocols.conf",
+            "names two protocols (-p udp, -p tcp)",
+        ),
+        (
+            "bad-scope-negation.conf",
+            "a negation (!) cannot be expressed exactly",
+        ),
+    ] {
+        let tmp = TempDir::new("start-bad-scope");
+        let conf = tmp.fixture_copy(name);
+        let run = sipban(&["-c", s(&conf), "--dry-run", "--foreground"]);
+        run.assert_failed();
+        assert!(
+            run.stderr
+                .starts_with(&format!("sipban: {}:", conf.display())),
+            "{}",
+            run.stderr
+        );
+        assert!(run.stderr.contains("[iptables] scope = "), "{}", run.stderr);
+        assert!(run.stderr.contains(why), "{}", run.stderr);
+        assert!(
+            !tmp.path("sipban.log").exists(),
+            "started far enough to log"
+        );
+    }
+}
+
+#[test]
+fn check_config_lists_the_ports_block_and_limits_in_force() {
+    let tmp = TempDir::new("check-ports");
+    let conf = tmp.config(
+        None,
+        "[firewall]\nports = \"udp/5060, tcp/5061\"\nblock = all\n\n\
+         [limits]\nsip_rate = 50/second\ntftp_rate = 10/minute\n",
+    );
+    let run = sipban(&["--check-config", "-c", s(&conf)]);
+    run.assert_ok();
+    for line in [
+        "backend = \"auto\"",
+        "ports = \"udp/5060, tcp/5061\"",
+        "block = \"all\"",
+        "[limits]",
+        "sip_rate = \"50/second\"",
+        "sip_burst = 100",
+        "sip_ban_after = 30",
+        "tftp_rate = \"10/minute\"",
+        "tcp_connect_rate = \"off\"",
+        "dns_protection = no",
+    ] {
+        assert!(
+            run.stdout.lines().any(|l| l == line),
+            "{line:?} missing in\n{}",
+            run.stdout
+        );
+    }
+    assert!(!run.stdout.contains("scope = "), "{}", run.stdout);
 }
 
 #[test]

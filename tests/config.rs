@@ -7,8 +7,8 @@ use std::net::IpAddr;
 use std::path::{Path, PathBuf};
 use std::time::Duration;
 
-use sipban::config::{Config, Loaded};
-use sipban::firewall::{Action, Scope};
+use sipban::config::{BackendKind, Config, Loaded};
+use sipban::firewall::{Action, Block, Ownership, Rate, RateLimit, Scope, SetType, SipPorts};
 use sipban::policy::Whitelist;
 
 fn fixture(name: &str) -> PathBuf {
@@ -62,8 +62,14 @@ fn defaults_are_the_original_shipped_values() {
     assert_eq!(c.ban_time, Duration::from_secs(86400));
     assert_eq!(c.iptables.path, "/sbin/");
     assert_eq!(c.iptables.chain, "sipban-udp");
-    assert_eq!(c.iptables.scope, Scope::default());
-    assert_eq!(c.iptables.scope.to_string(), "-p udp --dport 5060");
+    // No scope of the original's: the set backends' SIP ports, on `auto`.
+    assert_eq!(c.iptables.scope, None);
+    assert_eq!(c.firewall.backend, BackendKind::Auto);
+    assert_eq!(c.scope(), Scope::default());
+    assert_eq!(c.scope().sip.to_string(), "udp/5060, tcp/5060, tcp/5061");
+    assert_eq!(c.scope().block, Block::Sip);
+    assert!(!c.limits.any(), "every limit is off by default");
+    assert_eq!(c.limits.sip_ban_after, Some(Duration::from_secs(30)));
     assert_eq!(
         c.iptables.rule,
         Action::Reject(Some("icmp-port-unreachable".into()))
@@ -115,18 +121,25 @@ fn newer_original_loads_with_scope_drop_and_its_flood_rule() {
     assert_eq!(c.ban_time, Duration::from_secs(3600));
     assert_eq!(c.iptables.path, "/usr/sbin/");
     assert_eq!(c.iptables.chain, "sipban-all");
-    assert_eq!(
-        c.iptables.scope,
-        Scope::parse("-p udp --dport 5060").unwrap()
-    );
+    assert_eq!(c.iptables.scope, Some(Scope::original()));
+    assert_eq!(c.scope(), Scope::original());
     assert_eq!(c.iptables.rule, Action::Drop);
     assert_eq!(c.iptables.rule6, Action::Drop);
     assert_eq!(c.iptables.white_list, Path::new("/etc/sipban/white.wl"));
     assert_eq!(c.iptables.dump, Path::new("/var/lib/sipban/sipban.dump"));
     assert_eq!(c.log_file, Path::new("/var/log/sipban/sipban.log"));
 
-    // The newer SIPban's [flood] rule applies (ChallengeSent flood).
-    assert!(loaded.warnings.is_empty(), "{:?}", loaded.warnings);
+    // The newer SIPban's [flood] rule applies (ChallengeSent flood). Its
+    // scope still bans what it says, UDP only, and a warning says so.
+    let p = fixture("newer-original.conf").display().to_string();
+    assert_eq!(
+        loaded.warnings,
+        vec![format!(
+            "{p}:23: [iptables] scope = \"-p udp --dport 5060\" bans on udp/5060 only; Asterisk \
+             also serves SIP over TCP 5060 and TLS 5061: remove scope to ban on [firewall] \
+             ports (default udp/5060, tcp/5060, tcp/5061)"
+        )]
+    );
     let flood = c.policy.flood.as_ref().expect("[flood] applied");
     assert_eq!((flood.count, flood.interval), (5, Duration::from_secs(10)));
     assert_eq!(c.policy.ban_time, Duration::from_secs(3600));
@@ -231,6 +244,18 @@ fn invalid_values_name_file_line_section_key_and_value() {
         (
             "bad-scope.conf",
             r#"3: [iptables] scope = "-p udp --dport 5060 -j ACCEPT": -j is not allowed in a scope: sipban adds the jump itself"#,
+        ),
+        (
+            "bad-scope-two-protocols.conf",
+            r#"3: [iptables] scope = "-p udp -p tcp --dport 5060": names two protocols (-p udp, -p tcp): one rule matches one protocol; remove scope and set [firewall] ports (e.g. udp/5060, tcp/5060, tcp/5061)"#,
+        ),
+        (
+            "bad-scope-negation.conf",
+            r#"2: [iptables] scope = "-p udp ! -s 10.0.0.0/8 --dport 5060": a negation (!) cannot be expressed exactly by the set backends; list the ports to cover in [firewall] ports instead"#,
+        ),
+        (
+            "bad-scope-and-ports.conf",
+            r#"6: [firewall] ports = "udp/5060, tcp/5060, tcp/5061": [iptables] scope is set too (line 3): both say what a ban blocks; remove scope (ports replaces it) or remove ports"#,
         ),
     ];
     for (name, tail) in cases {
@@ -489,7 +514,13 @@ fn effective_settings_listing_reloads_to_the_same_config() {
     let loaded = load("newer-original.conf");
     let listing = loaded.config.to_string();
     let again = Config::parse(&listing, Path::new("listing.conf")).unwrap();
-    assert_eq!(again.warnings, Vec::<String>::new());
+    // The only warning is the advice about the scope, as for the file.
+    assert_eq!(again.warnings.len(), 1, "{:?}", again.warnings);
+    assert!(
+        again.warnings[0].contains("bans on udp/5060 only"),
+        "{:?}",
+        again.warnings
+    );
     // Everything but the masked secret round-trips.
     let expected = Config {
         ami: sipban::config::AmiConfig {
@@ -571,6 +602,166 @@ fn shipped_sample_white_list_parses() {
     assert_eq!(wl.find(ip("192.0.2.10")), None);
 }
 
+/// A config from text, which must load.
+fn parse(text: &str) -> Config {
+    Config::parse(text, Path::new("t.conf"))
+        .unwrap_or_else(|e| panic!("{text}: {e}"))
+        .config
+}
+
+/// The error of a config that must not load.
+fn refused(text: &str) -> String {
+    match Config::parse(text, Path::new("t.conf")) {
+        Ok(l) => panic!("{text} loaded: {:?}", l.config),
+        Err(e) => e.to_string(),
+    }
+}
+
+#[test]
+fn what_a_ban_blocks_by_backend_and_keys() {
+    // backend = chain alone: the original's exact jump.
+    let c = parse("[firewall]\nbackend = chain\n");
+    assert_eq!(c.scope(), Scope::original());
+    // Every other backend: the SIP ports Asterisk serves.
+    for b in ["auto", "nftables", "ipset"] {
+        let c = parse(&format!("[firewall]\nbackend = {b}\n"));
+        assert_eq!(c.scope(), Scope::default(), "{b}");
+    }
+    let c = parse(
+        "[firewall]\nbackend = chain\nports = \"udp/5060, udp/10000-10010, tcp/5061\"\n\
+         block = all\ninterface = eth0\n",
+    );
+    let sc = c.scope();
+    assert_eq!(
+        sc.sip,
+        SipPorts::parse("udp/5060, udp/10000-10010, tcp/5061").unwrap()
+    );
+    assert_eq!(sc.block, Block::All);
+    assert_eq!(sc.interface.as_ref().map(|i| i.name()), Some("eth0"));
+    // The original's scope with -i, and block on top of it.
+    let c =
+        parse("[iptables]\nscope = \"-i ppp0 -p udp --dport 5060\"\n\n[firewall]\nblock = all\n");
+    assert_eq!(c.scope().block, Block::All);
+    assert_eq!(c.scope().interface.as_ref().map(|i| i.name()), Some("ppp0"));
+    // An empty scope is every packet, as the 2024 original's.
+    let c = parse("[iptables]\nscope = \"\"\n");
+    assert_eq!(c.scope().block, Block::All);
+    // The ipset backend can fill the 2024 original's hash:net set.
+    let c =
+        parse("[firewall]\nbackend = ipset\nset_type = hash:net\nset4 = sipban\nhook = filter\n");
+    assert_eq!(c.firewall.set_type, SetType::Net);
+    assert_eq!(c.firewall.set4, "sipban");
+}
+
+#[test]
+fn keys_that_contradict_each_other_are_errors_naming_both() {
+    assert_eq!(
+        refused("[iptables]\nscope = \"-i eth0 -p udp\"\n\n[firewall]\ninterface = eth1\n"),
+        "t.conf:5: [firewall] interface = \"eth1\": [iptables] scope names an interface too (-i, line 2); keep one"
+    );
+    assert_eq!(
+        refused("[firewall]\nset_type = hash:net\n"),
+        "t.conf:2: [firewall] set_type = \"hash:net\": hash:net sets are the ipset backend's; set [firewall] backend = ipset"
+    );
+    assert_eq!(
+        refused("[firewall]\nports = \"udp/5060\"\n\n[limits]\ntcp_connect_rate = 5/second\n"),
+        "t.conf:5: [limits] tcp_connect_rate = \"5/second\": no tcp port to limit: add one to [firewall] ports (e.g. tcp/5060, tcp/5061)"
+    );
+    assert_eq!(
+        refused("[firewall]\nmode = set-only\n\n[limits]\nsip_rate = 50/second\n"),
+        "t.conf:2: [firewall] mode = \"set-only\": set-only mode cannot hold [limits]: their rules live in sipban's own table and chains (use mode = own, or put the limits in your ruleset)"
+    );
+    for (text, why) in [
+        ("[firewall]\nports = \"5060\"\n", "is not PROTOCOL/PORT"),
+        ("[firewall]\nports = \"icmp/1\"\n", "udp, tcp or sctp"),
+        ("[firewall]\nblock = some\n", "expected sip or all"),
+        (
+            "[firewall]\ninterface = \"eth0 eth1\"\n",
+            "not an interface name",
+        ),
+        ("[limits]\nsip_rate = fast\n", "not a rate"),
+        ("[limits]\nsip_rate = 0/second\n", "the count is 1-10000"),
+        ("[limits]\nsip_burst = 0\n", "a burst is 1-10000 packets"),
+        ("[limits]\ndns_protection = maybe\n", "expected yes or no"),
+    ] {
+        let e = refused(text);
+        assert!(e.starts_with("t.conf:2: ["), "{e}");
+        assert!(e.contains(why), "{text}: {e}");
+    }
+}
+
+#[test]
+fn limits_keys() {
+    let c = parse(
+        "[limits]\nsip_rate = 50/second\nsip_burst = 200\nsip_ban_after = 1m\n\
+         tftp_rate = 10/minute\ntcp_connect_rate = 5/s\ntcp_connect_burst = 7\n\
+         dns_protection = yes\n",
+    );
+    let l = &c.limits;
+    assert_eq!(
+        l.sip,
+        Some(RateLimit {
+            rate: Rate::parse("50/second").unwrap(),
+            burst: 200
+        })
+    );
+    assert_eq!(l.sip_ban_after, Some(Duration::from_secs(60)));
+    assert_eq!(l.tftp, Some(RateLimit::TFTP));
+    assert_eq!(
+        l.tcp_connect.map(|t| (t.rate.to_string(), t.burst)),
+        Some(("5/second".into(), 7))
+    );
+    assert!(l.dns);
+    // The article's numbers when only the rate is given; 0 never bans.
+    let c = parse("[limits]\nsip_rate = 50/second\nsip_ban_after = 0\n");
+    assert_eq!(c.limits.sip, Some(RateLimit::SIP));
+    assert_eq!(c.limits.sip_ban_after, None);
+    assert!(!parse("[limits]\nsip_rate = off\n").limits.any());
+    // Listed by --check-config and loaded back the same.
+    let listing = c.to_string();
+    for line in [
+        "[limits]",
+        "sip_rate = \"50/second\"",
+        "sip_burst = 100",
+        "sip_ban_after = 0",
+        "tftp_rate = \"off\"",
+        "dns_protection = no",
+    ] {
+        assert!(listing.lines().any(|l| l == line), "{line}\n{listing}");
+    }
+    let masked = Config {
+        source: Some("t.conf".into()),
+        ami: sipban::config::AmiConfig {
+            secret: sipban::ami::Secret::new("********"),
+            ..c.ami.clone()
+        },
+        ..c.clone()
+    };
+    assert_same_settings(&parse(&listing), &masked);
+    // set-only mode without limits is fine.
+    assert_eq!(
+        parse("[firewall]\nmode = set-only\n").firewall.mode,
+        Ownership::SetOnly
+    );
+}
+
+#[test]
+fn the_listing_of_each_scope_form_loads_back_the_same() {
+    for text in [
+        "",
+        "[firewall]\nbackend = chain\n",
+        "[iptables]\nscope = \"-p udp --dport 5060\"\n",
+        "[iptables]\nscope = \"\"\n",
+        "[iptables]\nscope = \"-i eth0 -p tcp -m multiport --dports 5060,5061\"\n",
+        "[firewall]\nports = \"udp/5060, sctp/*\"\nblock = all\ninterface = \"wan+\"\n",
+    ] {
+        let c = parse(text);
+        let again = parse(&c.to_string());
+        assert_eq!(again.scope(), c.scope(), "{text}\n{c}");
+        assert_eq!(again.iptables.scope, c.iptables.scope, "{text}");
+    }
+}
+
 mod properties {
     use std::path::Path;
 
@@ -597,6 +788,17 @@ mod properties {
         ("firewall", "backend"),
         ("firewall", "table"),
         ("firewall", "check_interval"),
+        ("firewall", "ports"),
+        ("firewall", "block"),
+        ("firewall", "interface"),
+        ("firewall", "set_type"),
+        ("firewall", "mode"),
+        ("limits", "sip_rate"),
+        ("limits", "sip_burst"),
+        ("limits", "sip_ban_after"),
+        ("limits", "tftp_rate"),
+        ("limits", "tcp_connect_rate"),
+        ("limits", "dns_protection"),
         ("flood", "count"),
         ("policy", "max_failures"),
         ("policy", "find_time"),

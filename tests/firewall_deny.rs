@@ -116,7 +116,7 @@ fn set_settings(
         table: table.into(),
         set4: set4.into(),
         set6: set6.into(),
-        scope: Scope::default(),
+        scope: Scope::original(),
         action6: action4.to_ipv6(),
         action4,
         hook: Hook::Raw,
@@ -143,7 +143,8 @@ impl Kind {
         }
     }
 
-    /// Own mode with the shipped defaults: scope `-p udp --dport 5060`, rule
+    /// Own mode with the original's scope `-p udp --dport 5060` (one rule per
+    /// set: the deny logic, not the ports, is tested here), rule
     /// REJECT (which raw turns into DROP for the set backends).
     fn own(self) -> Box<dyn Backend> {
         match self {
@@ -152,7 +153,7 @@ impl Kind {
                 Box::new(ChainBackend::new(ChainSettings {
                     path: String::new(),
                     chain: CHAIN.into(),
-                    scope: Scope::default(),
+                    scope: Scope::original(),
                     action_v6: action_v4.to_ipv6(),
                     action_v4,
                 }))

@@ -32,7 +32,7 @@ use sipban::bans::{BanManager, UnbanReason};
 use sipban::clock::Clock;
 use sipban::daemon::{Daemon, Settings};
 use sipban::firewall::chain::ChainSettings;
-use sipban::firewall::{Action, Backend, ChainBackend, Firewall, Scope};
+use sipban::firewall::{Action, Backend, Block, ChainBackend, Firewall, Scope, SipPorts};
 use sipban::policy::Whitelist;
 use support::{ConsoleClient, FakeAmi};
 use tokio_util::sync::CancellationToken;
@@ -321,6 +321,69 @@ fn chain_backend_with_custom_scope_and_chain_name() {
         for tool in TOOLS {
             assert_input(tool, &[]);
         }
+    });
+}
+
+/// `[firewall] ports`: one jump per protocol (multiport for several
+/// ports), an earlier run's jumps of another scope replaced at start, and
+/// `block = all`: one jump for every packet.
+#[test]
+fn chain_backend_with_ports_jumps_once_per_protocol() {
+    in_private_netns(async {
+        let with = |scope: Scope| {
+            let action_v4 = Action::parse(REJECT, false).expect("IPv4 action");
+            Box::new(ChainBackend::new(ChainSettings {
+                path: String::new(),
+                chain: CHAIN.into(),
+                scope,
+                action_v6: action_v4.to_ipv6(),
+                action_v4,
+            })) as Box<dyn Backend>
+        };
+        // A crashed run of the original's scope left its jump.
+        for tool in TOOLS {
+            run_ok(tool, &["-w", "-N", CHAIN]);
+            run_ok(
+                tool,
+                &[
+                    "-w", "-A", "INPUT", "-p", "udp", "--dport", "5060", "-j", CHAIN,
+                ],
+            );
+        }
+        let ports = SipPorts::parse("udp/5060, udp/10000-10010, tcp/5060, tcp/5061").unwrap();
+        let fw = Firewall::start(with(Scope {
+            sip: ports.clone(),
+            ..Scope::default()
+        }))
+        .await
+        .expect("chain backend starts");
+        for tool in TOOLS {
+            assert_input(
+                tool,
+                &[
+                    "-A INPUT -p udp -m multiport --dports 5060,10000:10010 -j sipban-udp",
+                    "-A INPUT -p tcp -m multiport --dports 5060,5061 -j sipban-udp",
+                ],
+            );
+        }
+        fw.shutdown().await.expect("shutdown");
+        for tool in TOOLS {
+            assert_input(tool, &[]);
+        }
+        Where::Here.assert_clean(CHAIN);
+
+        let fw = Firewall::start(with(Scope {
+            sip: ports,
+            block: Block::All,
+            interface: None,
+        }))
+        .await
+        .expect("chain backend starts");
+        for tool in TOOLS {
+            assert_input(tool, &["-A INPUT -j sipban-udp"]);
+        }
+        fw.shutdown().await.expect("shutdown");
+        Where::Here.assert_clean(CHAIN);
     });
 }
 
@@ -622,7 +685,8 @@ fn binary_bans_and_cleans_up_on_sigterm() {
                  [iptables]\npath = \"/usr/sbin/\"\nchain = \"sipban-udp\"\n\
                  rule = \"REJECT --reject-with icmp-port-unreachable\"\n\
                  white_list = \"{}\"\ndump = \"{}\"\n\n\
-                 [log]\nfile = \"{}\"\n",
+                 [log]\nfile = \"{}\"\n\n\
+                 [firewall]\nbackend = chain\n",
                 fake.addr.port(),
                 wl.display(),
                 dump.display(),

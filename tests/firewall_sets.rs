@@ -2,7 +2,7 @@
 //! kernel: objects and elements as `ipset`/`nft`/`iptables` show them,
 //! kernel timeouts that outlive the daemon, takeover after a crash, drift
 //! repair, set-only mode, batching, real packets through a veth pair,
-//! conntrack, and the binary's `backend = auto`.
+//! conntrack, and the binary without a `[firewall]` section (`auto`).
 //!
 //! Every scenario runs once per backend (see `each_backend!` at the end of
 //! the helpers): `ipset::NAME`, `nftables::NAME` (libnftables in-process)
@@ -128,8 +128,8 @@ impl Kind {
         }
     }
 
-    /// Own mode with the shipped defaults: scope `-p udp --dport 5060`, rule
-    /// REJECT (which raw turns into DROP).
+    /// Own mode with the shipped defaults: udp/5060, tcp/5060 and tcp/5061,
+    /// rule REJECT (which raw turns into DROP).
     fn own(self, hook: Hook) -> Box<dyn Backend> {
         self.backend(settings(OWN, hook, Ownership::Own, ""))
     }
@@ -248,9 +248,10 @@ fn rules_with(tool: &str, table: &str, chain: &str, needle: &str) -> Vec<String>
         .collect()
 }
 
-/// The match rule the ipset backend should have for a family and hook
-/// (with the REJECT rule of [`settings`]).
-fn ipset_rule(v6: bool, hook: Hook, set: &str) -> String {
+/// The match rules the ipset backend should have for a family and hook
+/// (with the REJECT rule of [`settings`] and the default SIP ports: one
+/// rule per protocol).
+fn ipset_rules(v6: bool, hook: Hook, set: &str) -> Vec<String> {
     let chain = match hook {
         Hook::Raw => "PREROUTING",
         Hook::Filter => "INPUT",
@@ -260,7 +261,13 @@ fn ipset_rule(v6: bool, hook: Hook, set: &str) -> String {
         (Hook::Filter, false) => "REJECT --reject-with icmp-port-unreachable",
         (Hook::Filter, true) => "REJECT --reject-with icmp6-port-unreachable",
     };
-    format!("-A {chain} -p udp -m udp --dport 5060 -m set --match-set {set} src -j {action}")
+    [
+        "-p udp -m udp --dport 5060",
+        "-p tcp -m multiport --dports 5060,5061",
+    ]
+    .iter()
+    .map(|m| format!("-A {chain} {m} -m set --match-set {set} src -j {action}"))
+    .collect()
 }
 
 fn hook_place(hook: Hook) -> (&'static str, &'static str) {
@@ -336,7 +343,7 @@ fn assert_own_objects(kind: Kind, hook: Hook) {
                 for h in [Hook::Raw, Hook::Filter] {
                     let (table, chain) = hook_place(h);
                     let want = if h == hook {
-                        vec![ipset_rule(v6, h, set)]
+                        ipset_rules(v6, h, set)
                     } else {
                         Vec::new()
                     };
@@ -371,7 +378,9 @@ fn assert_own_objects(kind: Kind, hook: Hook) {
                 Some(vec![
                     hook_line.to_string(),
                     format!("udp dport 5060 ip saddr @sipban-udp-v4 {verdict}"),
+                    format!("tcp dport {{ 5060, 5061 }} ip saddr @sipban-udp-v4 {verdict}"),
                     format!("udp dport 5060 ip6 saddr @sipban-udp-v6 {verdict}"),
+                    format!("tcp dport {{ 5060, 5061 }} ip6 saddr @sipban-udp-v6 {verdict}"),
                 ]),
                 "nft list chain inet sipban sipban"
             );
@@ -1127,10 +1136,11 @@ fn sabotage(kind: Kind) {
     match kind {
         Kind::Ipset { .. } => {
             for (tool, set) in [("iptables", OWN.set4), ("ip6tables", OWN.set6)] {
-                let rule = ipset_rule(tool == "ip6tables", Hook::Raw, set);
-                let mut args = vec!["-w", "-t", "raw", "-D"];
-                args.extend(rule.trim_start_matches("-A ").split_whitespace());
-                run_ok(tool, &args);
+                for rule in ipset_rules(tool == "ip6tables", Hook::Raw, set) {
+                    let mut args = vec!["-w", "-t", "raw", "-D"];
+                    args.extend(rule.trim_start_matches("-A ").split_whitespace());
+                    run_ok(tool, &args);
+                }
             }
             run_ok("ipset", &["flush", OWN.set4]);
             run_ok("ipset", &["destroy", OWN.set6]);
@@ -1257,7 +1267,7 @@ fn daemon_bans_and_repairs_drift_by_itself(kind: Kind) {
                                 .is_empty()
                     }
                     Kind::Nft { .. } => {
-                        nft_chain("inet", "sipban", "sipban").is_some_and(|c| c.len() == 3)
+                        nft_chain("inet", "sipban", "sipban").is_some_and(|c| c.len() == 5)
                     }
                 };
                 objects
@@ -1764,11 +1774,11 @@ fn ban_deletes_existing_conntrack_entries(kind: Kind) {
 }
 
 // ---------------------------------------------------------------------------
-// 9. The binary with `[firewall] backend = auto`
+// 9. The binary without a `[firewall]` section: `auto`
 // ---------------------------------------------------------------------------
 
 #[test]
-fn binary_auto_backend_picks_nftables_and_cleans_up_on_sigterm() {
+fn binary_without_a_firewall_section_picks_nftables_and_cleans_up_on_sigterm() {
     let ns = NamedNetns::create("bin");
     ns.enter();
     runtime().block_on(async {
@@ -1792,7 +1802,6 @@ fn binary_auto_backend_picks_nftables_and_cleans_up_on_sigterm() {
                  [iptables]\npath = \"/usr/sbin/\"\nchain = \"sipban-udp\"\n\
                  rule = \"REJECT --reject-with icmp-port-unreachable\"\n\
                  white_list = \"{}\"\ndump = \"{}\"\n\n\
-                 [firewall]\nbackend = auto\n\n\
                  [log]\nfile = \"{}\"\n",
                 fake.addr.port(),
                 wl.display(),

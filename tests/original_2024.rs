@@ -17,7 +17,7 @@ use sipban::clock::Clock;
 use sipban::config::{BackendKind, Config};
 use sipban::console::whois::{self, WhoisServer, WhoisSettings};
 use sipban::daemon::{Daemon, PolicySettings, Settings};
-use sipban::firewall::{Action, DryRun, DryRunLog, Hook, Scope};
+use sipban::firewall::{Action, Block, DryRun, DryRunLog, Hook, Interface, Scope, SetType};
 use sipban::policy::Whitelist;
 use support::{ConsoleClient, FakeAmi};
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
@@ -117,7 +117,10 @@ fn the_2024_config_loads_as_the_original_runs_it() {
     assert_eq!(c.firewall.backend, BackendKind::Ipset);
     assert_eq!(c.firewall.set4, "sipban");
     assert_eq!(c.firewall.hook, Hook::Filter);
-    assert_eq!(c.iptables.scope, Scope::parse("-i eno1").unwrap());
+    assert_eq!(c.firewall.set_type, SetType::Net, "the original's hash:net");
+    let scope = c.scope();
+    assert_eq!(scope.block, Block::All);
+    assert_eq!(scope.interface, Some(Interface::parse("eno1").unwrap()));
     assert_eq!(c.iptables.interface.as_deref(), Some("eno1"));
     assert_eq!(c.iptables.rule, Action::Drop);
     assert_eq!(c.iptables.chain, "sipban");
@@ -176,11 +179,10 @@ fn firewall_keys_win_over_the_originals_set() {
     assert_eq!(c.firewall.backend, BackendKind::Nftables);
     assert_eq!(c.firewall.set4, "sipban-udp-v4");
     assert_eq!(c.firewall.hook, Hook::Raw);
-    // An explicit scope is kept, behind the interface.
-    assert_eq!(
-        c.iptables.scope,
-        Scope::parse("-i eno1 -p udp --dport 5060").unwrap()
-    );
+    // An explicit scope is kept, with the interface.
+    let scope = c.scope();
+    assert_eq!(scope.sip, Scope::parse("-p udp --dport 5060").unwrap().sip);
+    assert_eq!(scope.interface, Some(Interface::parse("eno1").unwrap()));
     let c = parse("[firewall]\nset4 = \"mine\"\nhook = raw\n[ipset]\n")
         .unwrap()
         .config;
@@ -192,19 +194,22 @@ fn firewall_keys_win_over_the_originals_set() {
     // An [ipset] section with no keys: the 2024 original's shipped values.
     assert_eq!(c.ban_time, Duration::from_secs(WEEK));
     assert_eq!(c.iptables.dump, Path::new("/etc/sipban.dump"));
-    assert_eq!(c.iptables.scope, Scope::parse("").unwrap());
-    // No [ipset]: the legacy defaults, interface or not.
-    let c = parse("[iptables]\ninterface = \"eth1\"\n").unwrap().config;
-    assert_eq!(c.firewall.backend, BackendKind::Chain);
-    assert_eq!(c.ban_time, Duration::from_secs(86400));
     assert_eq!(
-        c.iptables.scope,
-        Scope::parse("-i eth1 -p udp --dport 5060").unwrap()
+        c.scope().block,
+        Block::All,
+        "the original matched all traffic"
     );
+    // No [ipset]: sipban's defaults, interface or not.
+    let c = parse("[iptables]\ninterface = \"eth1\"\n").unwrap().config;
+    assert_eq!(c.firewall.backend, BackendKind::Auto);
+    assert_eq!(c.ban_time, Duration::from_secs(86400));
+    let scope = c.scope();
+    assert_eq!(scope.interface, Some(Interface::parse("eth1").unwrap()));
+    assert_eq!(scope.sip, Scope::default().sip);
     // interface = "" is every interface.
     let c = parse("[iptables]\ninterface = \"\"\n").unwrap().config;
     assert_eq!(c.iptables.interface, None);
-    assert_eq!(c.iptables.scope, Scope::default());
+    assert_eq!(c.scope(), Scope::default());
 }
 
 #[test]
@@ -228,11 +233,11 @@ fn bad_values_of_the_originals_keys_name_file_line_and_key() {
         ),
         (
             "[iptables]\ninterface = \"eno1; reboot\"\n",
-            "/etc/sipban.conf:2: [iptables] interface = \"eno1; reboot\": an interface name is 1-15 letters",
+            "/etc/sipban.conf:2: [iptables] interface = \"eno1; reboot\": \"eno1; reboot\" is not an interface name",
         ),
         (
             "[iptables]\nscope = \"-i eth0\"\ninterface = \"eno1\"\n",
-            "/etc/sipban.conf:3: [iptables] interface = \"eno1\": conflicts with -i eth0 in [iptables] scope",
+            "/etc/sipban.conf:3: [iptables] interface = \"eno1\": conflicts with the interface eth0 named elsewhere",
         ),
         (
             "[control]\nwhois_server = \"whois.iana.org:0\"\n",
@@ -254,7 +259,9 @@ fn the_effective_2024_settings_load_back_the_same() {
         "timeout = 604800",
         "ban = 604800",
         "interface = \"eno1\"",
-        "scope = \"-i eno1\"",
+        "scope = \"\"",
+        "block = \"all\"",
+        "set_type = \"hash:net\"",
         "backend = \"ipset\"",
         "set4 = \"sipban\"",
         "hook = \"filter\"",
@@ -297,7 +304,8 @@ fn check_config_on_the_2024_config_warns_of_no_unknown_key() {
         "backend = \"ipset\"",
         "set4 = \"sipban\"",
         "hook = \"filter\"",
-        "scope = \"-i eno1\"",
+        "scope = \"\"",
+        "set_type = \"hash:net\"",
         "rule = \"DROP\"",
         "[ipset]",
         "# config OK",

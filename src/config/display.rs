@@ -49,7 +49,9 @@ impl fmt::Display for Config {
         writeln!(f, "\n[iptables]")?;
         writeln!(f, "path = {}", q(&c.iptables.path))?;
         writeln!(f, "chain = {}", q(&c.iptables.chain))?;
-        writeln!(f, "scope = {}", q(&c.iptables.scope))?;
+        if let Some(words) = c.iptables.scope.as_ref().and_then(|s| s.legacy_words()) {
+            writeln!(f, "scope = {}", q(&words))?;
+        }
         writeln!(f, "rule = {}", q(&c.iptables.rule))?;
         writeln!(f, "rule6 = {}", q(&c.iptables.rule6))?;
         writeln!(f, "white_list = {}", q(&c.iptables.white_list.display()))?;
@@ -82,8 +84,36 @@ impl fmt::Display for Config {
             "check_interval = {}",
             c.firewall.check_interval.map_or(0, secs)
         )?;
-        let yn = if c.firewall.conntrack { "yes" } else { "no" };
-        writeln!(f, "conntrack = {yn}")?;
+        let yn = |b: bool| if b { "yes" } else { "no" };
+        writeln!(f, "conntrack = {}", yn(c.firewall.conntrack))?;
+        if c.iptables.scope.is_none() {
+            writeln!(f, "ports = {}", q(&c.firewall.ports))?;
+        }
+        writeln!(f, "block = {}", q(&c.firewall.block))?;
+        if let Some(i) = &c.firewall.interface {
+            writeln!(f, "interface = {}", q(i))?;
+        }
+        writeln!(f, "set_type = {}", q(&c.firewall.set_type))?;
+        let l = &c.limits;
+        let rate = |r: &Option<crate::firewall::RateLimit>| {
+            r.map_or("off".to_string(), |r| r.rate.to_string())
+        };
+        let burst =
+            |r: &Option<crate::firewall::RateLimit>, default: u32| r.map_or(default, |r| r.burst);
+        use crate::firewall::RateLimit;
+        writeln!(f, "\n[limits]")?;
+        writeln!(f, "sip_rate = {}", q(&rate(&l.sip)))?;
+        writeln!(f, "sip_burst = {}", burst(&l.sip, RateLimit::SIP.burst))?;
+        writeln!(f, "sip_ban_after = {}", l.sip_ban_after.map_or(0, secs))?;
+        writeln!(f, "tftp_rate = {}", q(&rate(&l.tftp)))?;
+        writeln!(f, "tftp_burst = {}", burst(&l.tftp, RateLimit::TFTP.burst))?;
+        writeln!(f, "tcp_connect_rate = {}", q(&rate(&l.tcp_connect)))?;
+        writeln!(
+            f,
+            "tcp_connect_burst = {}",
+            burst(&l.tcp_connect, RateLimit::TCP_CONNECT.burst)
+        )?;
+        writeln!(f, "dns_protection = {}", yn(l.dns))?;
         let p = &c.policy;
         writeln!(f, "\n[policy]")?;
         writeln!(f, "max_failures = {}", p.max_failures)?;

@@ -6,11 +6,12 @@ use std::net::IpAddr;
 use std::path::Path;
 use std::time::Duration;
 
+use super::firewall_keys;
 use super::ini::Ini;
 use super::values::*;
-use super::{BackendKind, BadValue, Config, ConfigError};
+use super::{BadValue, Config, ConfigError};
 use crate::ami::Secret;
-use crate::firewall::{Action, Hook, Ownership, Scope};
+use crate::firewall::Action;
 use crate::policy::detector::{EnumRule, FloodRule};
 
 /// Keys we know, per section. `[flood]` is the newer SIPban's ChallengeSent
@@ -57,6 +58,23 @@ const KNOWN: &[(&str, &[&str])] = &[
             "deny6",
             "check_interval",
             "conntrack",
+            "ports",
+            "block",
+            "interface",
+            "set_type",
+        ],
+    ),
+    (
+        "limits",
+        &[
+            "sip_rate",
+            "sip_burst",
+            "sip_ban_after",
+            "tftp_rate",
+            "tftp_burst",
+            "tcp_connect_rate",
+            "tcp_connect_burst",
+            "dns_protection",
         ],
     ),
     ("flood", &["count", "interval"]),
@@ -186,7 +204,8 @@ pub(super) fn config(ini: &Ini, path: &Path) -> Result<Config, ConfigError> {
     })?;
     iptables(&f, &mut c)?;
     f.set("log", "file", &mut c.log_file, parse_path)?;
-    firewall(&f, &mut c)?;
+    firewall_keys::firewall(&f, &mut c)?;
+    firewall_keys::limits(&f, &mut c)?;
     super::original::sections(&f, &mut c)?;
     policy(&f, &mut c)?;
     c.lists.allow = c.iptables.white_list.clone();
@@ -235,9 +254,7 @@ fn iptables(f: &Fields, c: &mut Config) -> Result<(), ConfigError> {
     let ipt = &mut c.iptables;
     f.set("iptables", "path", &mut ipt.path, |v| Ok(v.to_string()))?;
     f.set("iptables", "chain", &mut ipt.chain, parse_chain)?;
-    f.set("iptables", "scope", &mut ipt.scope, |v| {
-        Scope::parse(v).map_err(|e| e.0)
-    })?;
+    firewall_keys::scope(f, ipt)?;
     f.set("iptables", "rule", &mut ipt.rule, |v| {
         Action::parse(v, false).map_err(|e| e.0)
     })?;
@@ -247,34 +264,6 @@ fn iptables(f: &Fields, c: &mut Config) -> Result<(), ConfigError> {
     })?;
     f.set("iptables", "white_list", &mut ipt.white_list, parse_path)?;
     f.set("iptables", "dump", &mut ipt.dump, parse_path)?;
-    Ok(())
-}
-
-fn firewall(f: &Fields, c: &mut Config) -> Result<(), ConfigError> {
-    let fw = &mut c.firewall;
-    fw.set4 = format!("{}-v4", c.iptables.chain);
-    fw.set6 = format!("{}-v6", c.iptables.chain);
-    f.set("firewall", "backend", &mut fw.backend, BackendKind::parse)?;
-    f.set("firewall", "hook", &mut fw.hook, |v| {
-        Hook::parse(v).map_err(|e| e.0)
-    })?;
-    f.set("firewall", "mode", &mut fw.mode, Ownership::parse)?;
-    f.set("firewall", "table", &mut fw.table, parse_table)?;
-    f.set("firewall", "set4", &mut fw.set4, parse_set_name)?;
-    f.set("firewall", "set6", &mut fw.set6, parse_set_name)?;
-    f.set("firewall", "deny4", &mut fw.deny4, |v| {
-        parse_set_name(v).map(Some)
-    })?;
-    f.set("firewall", "deny6", &mut fw.deny6, |v| {
-        parse_set_name(v).map(Some)
-    })?;
-    f.set(
-        "firewall",
-        "check_interval",
-        &mut fw.check_interval,
-        parse_optional_duration,
-    )?;
-    f.set("firewall", "conntrack", &mut fw.conntrack, parse_bool)?;
     Ok(())
 }
 

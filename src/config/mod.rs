@@ -9,9 +9,12 @@
 //! - `from_ini`: the keys of each section into a [`Config`];
 //! - `original`: the 2024 original's `[ipset]` section and `[iptables]
 //!   interface`, and what they mean for the rest;
+//! - `firewall_keys`: `[firewall]`, `[limits]` and the original's
+//!   `[iptables] scope`, with the checks between them;
 //! - `display`: the effective settings, as `--check-config` prints them.
 
 mod display;
+mod firewall_keys;
 mod from_ini;
 pub mod ini;
 mod original;
@@ -27,7 +30,9 @@ use thiserror::Error;
 
 use crate::ami::Secret;
 use crate::console::whois::WhoisServer;
-use crate::firewall::{Action, Hook, Ownership, Scope};
+use crate::firewall::{
+    Action, Block, Hook, Interface, Limits, Ownership, Scope, SetType, SipPorts,
+};
 use crate::policy::detector::DetectorConfig;
 
 pub use ini::SyntaxError;
@@ -100,7 +105,9 @@ pub struct ControlConfig {
 pub struct IptablesConfig {
     pub path: String,
     pub chain: String,
-    pub scope: Scope,
+    /// The original's `scope`, when the file sets it (else `[firewall]
+    /// ports` and the backend's default apply: see [`Config::scope`]).
+    pub scope: Option<Scope>,
     pub rule: Action,
     pub rule6: Action,
     pub white_list: PathBuf,
@@ -136,11 +143,11 @@ impl Default for IpsetConfig {
 /// Which firewall backend to use.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub enum BackendKind {
-    /// nftables if `nft` works, else ipset, else chain.
+    /// nftables if `nft` works, else ipset, else chain (the default).
     Auto,
     Nftables,
     Ipset,
-    /// The original's rule-per-IP chain (the default, for compatibility).
+    /// The original's rule-per-IP chain, with its exact jump by default.
     Chain,
 }
 
@@ -186,6 +193,18 @@ pub struct FirewallConfig {
     pub check_interval: Option<Duration>,
     /// Delete a new ban's conntrack entries.
     pub conntrack: bool,
+    /// `ports`: the SIP ports, unless `[iptables] scope` is set. Not set:
+    /// the original's udp/5060 for an explicit `backend = chain`, else
+    /// udp/5060, tcp/5060 and tcp/5061 (resolved when the file is read).
+    pub ports: SipPorts,
+    /// `block`: what a ban covers. Not set: the SIP ports, or every packet
+    /// if `[iptables] scope` is empty (as the 2024 original's).
+    pub block: Block,
+    /// `interface`: only traffic arriving there is banned and limited.
+    pub interface: Option<Interface>,
+    /// `set_type`: the ipset backend's ban sets (`hash:net` for the 2024
+    /// original's set).
+    pub set_type: SetType,
 }
 
 /// `[lists]`: the allow list (the original's white list) and the deny list.
@@ -206,6 +225,8 @@ pub struct Config {
     pub firewall: FirewallConfig,
     /// `[ipset]`, when the file has the section (the 2024 original).
     pub ipset: Option<IpsetConfig>,
+    /// `[limits]`: per-source rate limits and static protections.
+    pub limits: Limits,
     /// `[policy]` (and the newer SIPban's `[flood]`); defaults = the original.
     pub policy: DetectorConfig,
     pub lists: ListsConfig,
@@ -235,7 +256,7 @@ impl Default for Config {
             iptables: IptablesConfig {
                 path: "/sbin/".into(),
                 chain: "sipban-udp".into(),
-                scope: Scope::default(),
+                scope: None,
                 rule: Action::Reject(Some("icmp-port-unreachable".into())),
                 rule6: Action::Reject(Some("icmp6-port-unreachable".into())),
                 white_list: "/etc/sipban.wl".into(),
@@ -243,7 +264,7 @@ impl Default for Config {
                 interface: None,
             },
             firewall: FirewallConfig {
-                backend: BackendKind::Chain,
+                backend: BackendKind::Auto,
                 hook: Hook::Raw,
                 mode: Ownership::Own,
                 table: "inet sipban".into(),
@@ -253,8 +274,13 @@ impl Default for Config {
                 deny6: None,
                 check_interval: Some(Duration::from_secs(60)),
                 conntrack: true,
+                ports: SipPorts::standard(),
+                block: Block::Sip,
+                interface: None,
+                set_type: SetType::Ip,
             },
             ipset: None,
+            limits: Limits::default(),
             policy: DetectorConfig::default(),
             lists: ListsConfig {
                 allow: "/etc/sipban.wl".into(),
@@ -262,6 +288,26 @@ impl Default for Config {
             },
             log_file: "/var/log/sipban.log".into(),
         }
+    }
+}
+
+impl Config {
+    /// What a ban blocks and where the limits apply: `[iptables] scope`
+    /// if set, else `[firewall] ports`; `[firewall] block` and `interface`
+    /// on top.
+    pub fn scope(&self) -> Scope {
+        let mut scope = match &self.iptables.scope {
+            Some(s) => s.clone(),
+            None => Scope {
+                sip: self.firewall.ports.clone(),
+                ..Scope::default()
+            },
+        };
+        scope.block = self.firewall.block;
+        if let Some(i) = &self.firewall.interface {
+            scope.interface = Some(i.clone());
+        }
+        scope
     }
 }
 
@@ -317,6 +363,7 @@ impl Config {
         let config = from_ini::config(&ini, path)?;
         let mut warnings = from_ini::unknown_keys(&ini, path);
         warnings.extend(original::unused(&ini, path, &config));
+        warnings.extend(firewall_keys::advice(&ini, &config, path));
         Ok((Loaded { config, warnings }, ini))
     }
 }

@@ -21,10 +21,7 @@ use super::from_ini::Fields;
 use super::ini::Ini;
 use super::values::{parse_path, parse_positive_duration, parse_set_name};
 use super::{BackendKind, Config, ConfigError, IpsetConfig};
-use crate::firewall::{Hook, Scope};
-
-/// Longest interface name (`IFNAMSIZ` - 1).
-const MAX_INTERFACE: usize = 15;
+use crate::firewall::{Block, Hook, Interface, SetType};
 
 /// Reads `[ipset]` and `[iptables] interface` and applies them (see the
 /// module docs). Runs after `[iptables]` and `[firewall]`, before
@@ -59,10 +56,9 @@ pub(super) fn sections(f: &Fields, c: &mut Config) -> Result<(), ConfigError> {
     Ok(())
 }
 
-/// The original's set and rule, for keys `[firewall]` does not set.
-///
-/// TODO(kernel): the original's set is `hash:net`; once the firewall
-/// settings have a set type, set it to `hash:net` here.
+/// The original's set and rule, for keys `[firewall]` does not set: a
+/// `hash:net` set named `set_name`, filled from filter INPUT, matching all
+/// traffic (on the interface) unless a scope or ports say otherwise.
 fn ipset_backend(f: &Fields, c: &mut Config, set_name: &str) -> Result<(), ConfigError> {
     c.firewall.backend = BackendKind::Ipset;
     if f.value("firewall", "set4").is_none() {
@@ -71,71 +67,58 @@ fn ipset_backend(f: &Fields, c: &mut Config, set_name: &str) -> Result<(), Confi
     if f.value("firewall", "hook").is_none() {
         c.firewall.hook = Hook::Filter;
     }
-    if f.value("iptables", "scope").is_none() {
-        let all = Scope::parse("").map_err(|e| f.bad("iptables", "scope", e.0))?;
-        let iface = c.iptables.interface.as_deref();
-        c.iptables.scope =
-            with_interface(&all, iface).map_err(|why| f.bad("iptables", "interface", why))?;
+    if f.value("firewall", "set_type").is_none() {
+        c.firewall.set_type = SetType::Net;
+    }
+    let said = ["scope"].iter().any(|k| f.value("iptables", k).is_some())
+        || ["ports", "block"]
+            .iter()
+            .any(|k| f.value("firewall", k).is_some());
+    if !said {
+        c.firewall.block = Block::All;
     }
     Ok(())
 }
 
-/// `[iptables] interface`: `-i NAME` in front of the scope. An empty value
-/// means every interface, as no key does.
+/// `[iptables] interface`: the input interface of every rule, whatever the
+/// backend (`[firewall] interface` says the same in sipban's own words). An
+/// empty value means every interface, as no key does.
 fn interface(f: &Fields, c: &mut Config) -> Result<(), ConfigError> {
     f.set("iptables", "interface", &mut c.iptables.interface, |v| {
         parse_interface(v)
     })?;
-    let iface = c.iptables.interface.as_deref();
-    c.iptables.scope = with_interface(&c.iptables.scope, iface)
-        .map_err(|why| f.bad("iptables", "interface", why))?;
-    Ok(())
+    let Some(name) = c.iptables.interface.clone() else {
+        return Ok(());
+    };
+    let iface = Interface::parse(&name).map_err(|e| f.bad("iptables", "interface", e.0))?;
+    let elsewhere = c
+        .firewall
+        .interface
+        .clone()
+        .or_else(|| c.iptables.scope.as_ref().and_then(|s| s.interface.clone()));
+    match elsewhere {
+        Some(other) if other != iface => Err(f.bad(
+            "iptables",
+            "interface",
+            format!("conflicts with the interface {other} named elsewhere; name it once"),
+        )),
+        _ => {
+            c.firewall.interface = Some(iface);
+            Ok(())
+        }
+    }
 }
 
 /// A Linux interface name as iptables takes it: 1-15 letters, digits, `-`,
-/// `_`, `.`, `:`, `@`, optionally ending in `+` (every name with that
-/// prefix); empty for none.
+/// `_`, `.`, optionally ending in `+` (every name with that prefix); empty
+/// for none.
 pub(crate) fn parse_interface(v: &str) -> Result<Option<String>, String> {
     if v.is_empty() {
         return Ok(None);
     }
-    let stem = v.strip_suffix('+').unwrap_or(v);
-    let ok = v.len() <= MAX_INTERFACE
-        && !stem.is_empty()
-        && !stem.starts_with(['-', '!'])
-        && stem
-            .chars()
-            .all(|c| c.is_ascii_alphanumeric() || "-_.:@".contains(c));
-    if ok {
-        Ok(Some(v.to_string()))
-    } else {
-        Err(
-            "an interface name is 1-15 letters, digits, '-', '_', '.', ':' or '@', \
-             optionally ending in '+'"
-                .into(),
-        )
-    }
-}
-
-/// `scope` with `-i iface` in front. A scope that already names that
-/// interface is kept (the effective settings load back the same); one that
-/// names another is a conflict.
-fn with_interface(scope: &Scope, iface: Option<&str>) -> Result<Scope, String> {
-    let Some(iface) = iface else {
-        return Ok(scope.clone());
-    };
-    let args = scope.args();
-    let named = args
-        .iter()
-        .position(|w| w == "-i" || w == "--in-interface")
-        .and_then(|i| args.get(i + 1));
-    match named {
-        Some(name) if name == iface => Ok(scope.clone()),
-        Some(name) => Err(format!(
-            "conflicts with -i {name} in [iptables] scope; name the interface once"
-        )),
-        None => Scope::parse(&format!("-i {iface} {scope}")).map_err(|e| e.0),
-    }
+    Interface::parse(v)
+        .map(|_| Some(v.to_string()))
+        .map_err(|e| e.0)
 }
 
 /// Warnings for `[ipset]` keys another key overrides.
@@ -197,12 +180,24 @@ mod tests {
     }
 
     #[test]
-    fn the_interface_goes_in_front_of_the_scope_once() {
-        let scope = Scope::parse("-p udp --dport 5060").unwrap();
-        let with = with_interface(&scope, Some("eno1")).unwrap();
-        assert_eq!(with.to_string(), "-i eno1 -p udp --dport 5060");
-        assert_eq!(with_interface(&with, Some("eno1")).unwrap(), with);
-        assert!(with_interface(&with, Some("eth1")).is_err());
-        assert_eq!(with_interface(&scope, None).unwrap(), scope);
+    fn the_interface_is_the_firewall_interface_named_once() {
+        let base = "[ami]\nport = 5038\n";
+        let parse = |extra: &str| Config::parse(format!("{base}{extra}"), Path::new("t"));
+        let c = parse("[iptables]\ninterface = eno1\n").unwrap().config;
+        assert_eq!(
+            c.firewall.interface,
+            Some(Interface::parse("eno1").unwrap())
+        );
+        assert!(
+            parse("[iptables]\ninterface = eno1\nscope = \"-i eno1 -p udp --dport 5060\"\n")
+                .is_ok()
+        );
+        let e = parse("[iptables]\ninterface = eno1\nscope = \"-i eth1 -p udp --dport 5060\"\n")
+            .unwrap_err()
+            .to_string();
+        assert!(
+            e.contains("[iptables] interface") && e.contains("eth1"),
+            "{e}"
+        );
     }
 }

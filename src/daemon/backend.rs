@@ -4,8 +4,9 @@ use crate::config::{BackendKind, Config};
 use crate::firewall::chain::ChainSettings;
 use crate::firewall::{Backend, ChainBackend, DryRun, Hook, IpsetBackend, NftBackend, SetSettings};
 
-/// The backend `[firewall] backend` asks for (`auto`: nftables if `nft`
-/// works, else ipset, else chain); the dry-run one with `--dry-run`.
+/// The backend `[firewall] backend` asks for (`auto`, the default: nftables
+/// if `nft` works, else ipset, else chain); the dry-run one with
+/// `--dry-run`.
 pub fn build_backend(c: &Config, dry_run: bool) -> Box<dyn Backend> {
     if dry_run {
         return Box::new(DryRun::new());
@@ -17,8 +18,9 @@ pub fn build_backend(c: &Config, dry_run: bool) -> Box<dyn Backend> {
         BackendKind::Auto => BackendKind::Chain,
         k => k,
     };
+    let scope = c.scope();
     tracing::info!(
-        "FIREWALL => {kind} backend ([firewall] backend = {})",
+        "FIREWALL => {kind} backend ([firewall] backend = {}), banning {scope}",
         c.firewall.backend
     );
     let sets = SetSettings {
@@ -26,7 +28,7 @@ pub fn build_backend(c: &Config, dry_run: bool) -> Box<dyn Backend> {
         table: c.firewall.table.clone(),
         set4: c.firewall.set4.clone(),
         set6: c.firewall.set6.clone(),
-        scope: c.iptables.scope.clone(),
+        scope: scope.clone(),
         action4: c.iptables.rule.clone(),
         action6: c.iptables.rule6.clone(),
         hook: c.firewall.hook,
@@ -43,15 +45,23 @@ pub fn build_backend(c: &Config, dry_run: bool) -> Box<dyn Backend> {
             c.iptables.rule
         );
     }
+    let limits = c.limits.clone();
     match kind {
-        BackendKind::Nftables => Box::new(NftBackend::new(sets)),
-        BackendKind::Ipset => Box::new(IpsetBackend::new(sets)),
-        _ => Box::new(ChainBackend::new(ChainSettings {
-            path: dir.clone(),
-            chain: c.iptables.chain.clone(),
-            scope: c.iptables.scope.clone(),
-            action_v4: c.iptables.rule.clone(),
-            action_v6: c.iptables.rule6.clone(),
-        })),
+        BackendKind::Nftables => Box::new(NftBackend::new(sets).with_limits(limits)),
+        BackendKind::Ipset => Box::new(
+            IpsetBackend::new(sets)
+                .with_set_type(c.firewall.set_type)
+                .with_limits(limits),
+        ),
+        _ => Box::new(
+            ChainBackend::new(ChainSettings {
+                path: dir.clone(),
+                chain: c.iptables.chain.clone(),
+                scope,
+                action_v4: c.iptables.rule.clone(),
+                action_v6: c.iptables.rule6.clone(),
+            })
+            .with_limits(limits),
+        ),
     }
 }

@@ -18,8 +18,17 @@ pub async fn save_list(list: AddressList, path: PathBuf) -> Result<(), String> {
     }
 }
 
-/// Puts the deny list in force in the firewall (permanent, CIDR as well).
+/// Puts the deny list in force in the firewall (permanent, CIDR as well),
+/// and the protected networks as the limits' exemptions (both follow the
+/// allow list).
 pub async fn enforce_deny_list(bans: &BanManager, policy: &Policy) {
+    if let Err(e) = bans
+        .firewall()
+        .set_allowed(policy.kernel_allow_nets())
+        .await
+    {
+        tracing::error!("ALLOW LIST => not exempt from the limits in the firewall: {e}");
+    }
     let nets = policy.kernel_deny_nets(&bans.banned_networks());
     let n = nets.len();
     match bans.firewall().set_denied(nets).await {

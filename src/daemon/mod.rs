@@ -1,5 +1,6 @@
-//! Wiring: AMI events -> policy -> ban store -> firewall applier, plus the
-//! expiry task, the dump writer and the console. The binary and the tests
+//! Wiring: AMI events (and the firewall's rate-limit reports) -> policy ->
+//! ban store -> firewall applier, plus the expiry task, the dump writer and
+//! the console. The binary and the tests
 //! both start the daemon through [`Daemon::start`].
 //!
 //! - [`settings`]: what the daemon is started with, from the config;
@@ -31,7 +32,7 @@ use crate::ami::{self, AmiHandle};
 use crate::bans::{BanManager, DumpError};
 use crate::clock::Clock;
 use crate::console::{self, ConsoleContext};
-use crate::firewall::{ApplierOptions, Backend, Firewall, FirewallError};
+use crate::firewall::{ApplierOptions, Backend, Firewall, FirewallError, FloodWatch};
 use crate::policy::Policy;
 use crate::policy::lists::{AddressList, Lists};
 pub use backend::build_backend;
@@ -101,7 +102,7 @@ impl Daemon {
     /// Starts with the detection policy and list files of `policy`.
     pub async fn start_with(
         settings: Settings,
-        backend: Box<dyn Backend>,
+        mut backend: Box<dyn Backend>,
         clock: Clock,
         policy_settings: Option<PolicySettings>,
     ) -> Result<Daemon, StartError> {
@@ -149,6 +150,7 @@ impl Daemon {
                 addr: settings.console,
                 source,
             })?;
+        let flood_watch = backend.flood_watch();
         let firewall = Firewall::start_with(
             backend,
             ApplierOptions {
@@ -224,12 +226,22 @@ impl Daemon {
         // Small: the AMI reader waits (TCP holds the rest) rather than
         // buffering a whole storm in memory.
         let (events_tx, events_rx) = mpsc::channel(1024);
+        let limit_events = events_tx.clone();
         let (ami, ami_task) = ami::client::spawn(settings.ami.clone(), events_tx, shutdown.clone());
         tasks.push(watch("AMI client").spawn(async move {
             if let Err(e) = ami_task.await {
                 tracing::error!("AMI client failed: {e}");
             }
         }));
+        if let Some(fw) = flood_watch {
+            tasks.push(watch("rate limit watch").spawn(watch_floods(
+                fw,
+                limit_events,
+                Arc::clone(&stats),
+                bans.clock().clone(),
+                shutdown.clone(),
+            )));
+        }
         let deny_path = policy_settings.as_ref().map(|p| p.deny.clone());
         tasks.push(watch("event judge").spawn(judge_events(
             events_rx,
@@ -363,6 +375,34 @@ impl Daemon {
         }
         self.bans
     }
+}
+
+/// Runs the flood watch on a thread of its own (its reads block; the thread
+/// is in this thread's network namespace, like the applier) until shutdown.
+async fn watch_floods(
+    fw: FloodWatch,
+    events: mpsc::Sender<crate::event::SecurityEvent>,
+    stats: Arc<crate::stats::Stats>,
+    clock: Clock,
+    shutdown: CancellationToken,
+) {
+    let (stop_tx, stop_rx) = std::sync::mpsc::channel::<()>();
+    let (done_tx, done_rx) = tokio::sync::oneshot::channel::<()>();
+    let spawned = std::thread::Builder::new()
+        .name("sipban-limits".into())
+        .spawn(move || {
+            crate::firewall::limits::watch::run(fw, events, stats, clock, stop_rx);
+            drop(done_tx);
+        });
+    if let Err(e) = spawned {
+        tracing::error!("RATE LIMIT => cannot start the flood watch: {e}");
+        return;
+    }
+    tokio::select! {
+        _ = done_rx => {}
+        _ = shutdown.cancelled() => {}
+    }
+    drop(stop_tx);
 }
 
 fn counts(l: &Lists) -> (usize, usize) {

@@ -28,6 +28,7 @@ pub(super) enum Op {
     List(oneshot::Sender<Result<Vec<IpAddr>, FirewallError>>),
     Held(oneshot::Sender<Result<Vec<Held>, FirewallError>>),
     Deny(Vec<IpNet>, oneshot::Sender<Result<(), FirewallError>>),
+    Allow(Vec<IpNet>, oneshot::Sender<Result<(), FirewallError>>),
     Shutdown(oneshot::Sender<Result<(), FirewallError>>),
 }
 
@@ -147,6 +148,14 @@ pub(super) fn applier(
                     let result = backend.set_denied(&nets);
                     if let Err(e) = &result {
                         tracing::error!("FIREWALL => deny entries: {e}");
+                    }
+                    let _ = reply.send(result);
+                }
+                Op::Allow(nets, reply) => {
+                    commit_all(backend.as_mut(), &mut batch, mark);
+                    let result = backend.set_allowed(&nets);
+                    if let Err(e) = &result {
+                        tracing::error!("FIREWALL => exempt networks: {e}");
                     }
                     let _ = reply.send(result);
                 }

@@ -1,6 +1,9 @@
 //! The original SIPban's design: one iptables rule per banned IP in our own
-//! chain (`sipban-udp`), entered by one jump at the top of INPUT for the
-//! configured scope, ended by RETURN. IPv6 goes through ip6tables.
+//! chain (`sipban-udp`), entered from the top of INPUT by one jump per
+//! protocol of the scope (the original's `-p udp --dport 5060 -j
+//! sipban-udp` by default), ended by RETURN. IPv6 goes through ip6tables.
+//! `[limits]` go in chains of their own after the jumps
+//! ([`super::limits::ipt`]).
 //!
 //! Permanent deny entries live in a second chain, `<chain>-deny`
 //! (`sipban-udp-deny`), one `-s NET -j <rule>` rule per entry, entered by a
@@ -23,8 +26,12 @@ use ipnet::IpNet;
 use iptables::IPTables;
 
 use super::deny::{self, DenyList};
-use super::exec::run;
-use super::rule::{Action, Scope};
+use super::exec::{run, tool};
+use super::limits::ipt::IptLimits;
+use super::limits::{FloodWatch, Limits};
+use super::rule::Action;
+use super::rule::Hook;
+use super::scope::Scope;
 use super::{Backend, FirewallError};
 
 const TABLE: &str = "filter";
@@ -59,6 +66,10 @@ pub struct ChainBackend {
     pending: Vec<(IpAddr, bool)>,
     /// The last deny list given, put back by `repair`.
     deny: DenyList,
+    /// `[limits]`, after the jumps in INPUT.
+    limits: IptLimits,
+    /// The networks exempt from the limits, put back by `repair`.
+    allow: DenyList,
 }
 
 fn err(what: String) -> impl FnOnce(Box<dyn std::error::Error>) -> FirewallError {
@@ -106,13 +117,31 @@ impl ChainBackend {
             action,
             known: HashSet::new(),
         };
+        let chain = &settings.chain;
+        let limits = IptLimits::new(
+            chain,
+            [&format!("{chain}-v4"), &format!("{chain}-v6")],
+            settings.scope.clone(),
+            Limits::OFF,
+            Hook::Filter,
+            tool(&settings.path, "ipset"),
+        );
         ChainBackend {
             v4: family("iptables", settings.action_v4.clone()),
             v6: family("ip6tables", settings.action_v6.clone()),
             settings,
             pending: Vec::new(),
             deny: DenyList::default(),
+            limits,
+            allow: DenyList::default(),
         }
+    }
+
+    /// With the per-source limits and static protections of `[limits]`
+    /// (their exempt networks and counts need `ipset`).
+    pub fn with_limits(mut self, limits: Limits) -> Self {
+        self.limits.limits = limits;
+        self
     }
 
     fn deny_chain(&self) -> String {
@@ -127,8 +156,22 @@ impl ChainBackend {
         }
     }
 
-    fn jump_rule(&self) -> String {
-        format!("{} -j {}", self.settings.scope, self.settings.chain)
+    /// The INPUT rules jumping to our chain: one per protocol of the scope.
+    fn jump_rules(&self) -> Vec<String> {
+        self.settings
+            .scope
+            .ipt_ban_matches()
+            .into_iter()
+            .map(|mut args| {
+                args.extend(["-j".to_string(), self.settings.chain.clone()]);
+                args.join(" ")
+            })
+            .collect()
+    }
+
+    /// Whether a `-S INPUT` line is one of our jumps (any scope).
+    fn is_jump(&self, line: &str) -> bool {
+        line.starts_with("-A ") && line.ends_with(&format!(" -j {}", self.settings.chain))
     }
 
     fn init_family(&self, fam: &mut Family) -> Result<(), FirewallError> {
@@ -168,15 +211,33 @@ impl ChainBackend {
         if remove_deny(&ipt, chain, &deny)? {
             tracing::info!("CHAIN => stale {deny} removed ({})", fam.label);
         }
-        let jump = self.jump_rule();
-        // Exactly one jump, at the top of INPUT.
-        ipt.delete_all(TABLE, HOOK, &jump)
-            .map_err(err(format!("{} -D {HOOK} {jump}", fam.label)))?;
-        ipt.insert(TABLE, HOOK, &jump, 1)
-            .map_err(err(format!("{} -I {HOOK} 1 {jump}", fam.label)))?;
+        // Exactly our jumps, at the top of INPUT: an earlier run's (another
+        // scope, duplicates) go first.
+        remove_jumps(&ipt, |l| self.is_jump(l))?;
+        for jump in self.jump_rules().iter().rev() {
+            ipt.insert(TABLE, HOOK, jump, 1)
+                .map_err(err(format!("{} -I {HOOK} 1 {jump}", fam.label)))?;
+        }
+        let v6 = fam.label == "ip6tables";
+        if self.limits.remove(&ipt, v6)? {
+            tracing::info!("CHAIN => stale limits removed ({})", fam.label);
+        }
+        self.install_limits(&ipt, v6)?;
         fam.known = kept.into_iter().collect();
         fam.ipt = Some(ipt);
         Ok(())
+    }
+
+    fn install_limits(&self, ipt: &IPTables, v6: bool) -> Result<(), FirewallError> {
+        self.limits
+            .install(ipt, v6, self.allow.family(v6), &|l| self.is_jump(l))
+            .map_err(|e| match e {
+                FirewallError::Unavailable { tool, detail } => FirewallError::Unavailable {
+                    tool,
+                    detail: format!("{detail} ([limits] with the chain backend needs ipset)"),
+                },
+                other => other,
+            })
     }
 
     fn ban_rule(fam: &Family, ip: IpAddr) -> String {
@@ -296,7 +357,7 @@ impl Backend for ChainBackend {
 
     fn repair(&mut self) -> Result<Vec<String>, FirewallError> {
         let chain = self.settings.chain.clone();
-        let jump = self.jump_rule();
+        let jumps = self.jump_rules();
         let mut repaired = Vec::new();
         for fam in [&mut self.v4, &mut self.v6] {
             let Some(ipt) = fam.ipt.as_ref() else {
@@ -318,12 +379,21 @@ impl Backend for ChainBackend {
                     .map_err(fail("-A RETURN"))?;
                 repaired.push(format!("{label} RETURN rule"));
             }
-            if !ipt.exists(TABLE, HOOK, &jump).map_err(fail("-C INPUT"))? {
-                ipt.insert(TABLE, HOOK, &jump, 1)
-                    .map_err(fail("-I INPUT"))?;
-                repaired.push(format!("{label} INPUT jump"));
+            for jump in &jumps {
+                if !ipt.exists(TABLE, HOOK, jump).map_err(fail("-C INPUT"))? {
+                    ipt.insert(TABLE, HOOK, jump, 1).map_err(fail("-I INPUT"))?;
+                    repaired.push(format!("{label} INPUT jump"));
+                }
             }
             let v6 = label == "ip6tables";
+            let drift = self.limits.drift(ipt, v6, self.allow.family(v6));
+            if !drift.is_empty() {
+                self.limits.remove(ipt, v6)?;
+                self.limits.install(ipt, v6, self.allow.family(v6), &|l| {
+                    l.starts_with("-A ") && l.ends_with(&format!(" -j {chain}"))
+                })?;
+                repaired.extend(drift);
+            }
             let nets = self.deny.family(v6);
             if nets.is_empty() {
                 continue;
@@ -389,16 +459,46 @@ impl Backend for ChainBackend {
         first_error.map_or(Ok(()), Err)
     }
 
+    fn set_allowed(&mut self, nets: &[IpNet]) -> Result<(), FirewallError> {
+        self.allow = DenyList::new(nets);
+        let mut first = None;
+        for (fam, v6) in [(&self.v4, false), (&self.v6, true)] {
+            if fam.ipt.is_some()
+                && let Err(e) = self.limits.set_allowed(v6, self.allow.family(v6))
+            {
+                first.get_or_insert(e);
+            }
+        }
+        first.map_or(Ok(()), Err)
+    }
+
+    fn flood_watch(&mut self) -> Option<FloodWatch> {
+        Some(FloodWatch {
+            reader: self.limits.reader(true)?,
+            ban_after: self.limits.limits.sip_ban_after?,
+        })
+    }
+
     fn shutdown(&mut self) -> Result<(), FirewallError> {
         let chain = self.settings.chain.clone();
-        let jump = self.jump_rule();
         let mut first_error = None;
+        let jump_suffix = format!(" -j {chain}");
         for fam in [&mut self.v4, &mut self.v6] {
             let Some(ipt) = fam.ipt.take() else {
                 continue;
             };
-            let steps: [(&str, IptResult); 2] = [
-                ("-D INPUT jump", ipt.delete_all(TABLE, HOOK, &jump)),
+            let v6 = fam.label == "ip6tables";
+            let limits: IptResult = self
+                .limits
+                .remove(&ipt, v6)
+                .map(|_| ())
+                .map_err(|e| e.to_string().into());
+            let jumps: IptResult =
+                remove_jumps(&ipt, |l| l.starts_with("-A ") && l.ends_with(&jump_suffix))
+                    .map_err(|e| e.to_string().into());
+            let steps: [(&str, IptResult); 3] = [
+                ("remove limits of", limits),
+                ("-D INPUT jumps to", jumps),
                 ("-F", ipt.flush_chain(TABLE, &chain)),
             ];
             let deny = deny_chain_name(&chain);
@@ -424,6 +524,18 @@ impl Backend for ChainBackend {
         }
         first_error.map_or(Ok(()), Err)
     }
+}
+
+/// Deletes every INPUT rule `ours` recognises in `-S INPUT` lines.
+fn remove_jumps(ipt: &IPTables, ours: impl Fn(&str) -> bool) -> Result<(), FirewallError> {
+    for line in list_rules(ipt, HOOK)?.iter().filter(|l| ours(l)) {
+        let Some(rule) = line.strip_prefix(&format!("-A {HOOK} ")) else {
+            continue;
+        };
+        ipt.delete(TABLE, HOOK, rule)
+            .map_err(err(format!("{} -D {HOOK} {rule}", ipt.cmd)))?;
+    }
+    Ok(())
 }
 
 /// The chain holding the deny entries of our chain `chain`.

@@ -48,11 +48,7 @@ pub fn run(cmd: &str, args: &[&str], stdin: Option<&[u8]>) -> Result<String, Fir
     if out.status.success() {
         Ok(String::from_utf8_lossy(&out.stdout).into_owned())
     } else {
-        let mut detail = String::from_utf8_lossy(&out.stderr).trim().to_string();
-        if detail.len() > 500 {
-            detail.truncate(500);
-            detail.push_str("...");
-        }
+        let detail = shorten(String::from_utf8_lossy(&out.stderr).trim(), 500);
         Err(FirewallError::Command {
             what: what(),
             detail,
@@ -60,7 +56,44 @@ pub fn run(cmd: &str, args: &[&str], stdin: Option<&[u8]>) -> Result<String, Fir
     }
 }
 
+/// `text` cut to at most `max` bytes at a character boundary (a tool's
+/// message may be in any language), `...` marking the cut.
+fn shorten(text: &str, max: usize) -> String {
+    if text.len() <= max {
+        return text.to_string();
+    }
+    let mut cut = max;
+    while !text.is_char_boundary(cut) {
+        cut -= 1;
+    }
+    format!("{}...", text.get(..cut).unwrap_or_default())
+}
+
 /// True if `cmd args` runs and exits 0.
 pub fn works(cmd: &str, args: &[&str]) -> bool {
     run(cmd, args, None).is_ok()
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn long_tool_messages_are_cut_at_a_character() {
+        // 499 ASCII bytes then a 2-byte character across the 500th byte:
+        // `String::truncate(500)` panicked here.
+        let msg = format!("{}é and more", "x".repeat(499));
+        let short = shorten(&msg, 500);
+        assert_eq!(short, format!("{}...", "x".repeat(499)));
+        assert_eq!(shorten("short", 500), "short");
+        let out = run(
+            "sh",
+            &["-c", "printf '%0499d\\303\\251tail' 0 >&2; exit 1"],
+            None,
+        );
+        let Err(FirewallError::Command { detail, .. }) = out else {
+            panic!("{out:?}");
+        };
+        assert!(detail.ends_with("..."), "{detail}");
+    }
 }

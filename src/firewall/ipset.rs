@@ -1,6 +1,8 @@
-//! ipset backend: one `hash:ip` set per family with per-element timeouts,
-//! and one iptables rule per family matching the set (`-m set
-//! --match-set NAME src`), in `raw` PREROUTING by default. Element changes
+//! ipset backend: one `hash:ip` set per family with per-element timeouts
+//! (`hash:net` for the 2024 original's set, [`SetType`]), and iptables
+//! rules matching the set (`-m set --match-set NAME src`), one per family
+//! and protocol of the scope, in `raw` PREROUTING by default. `[limits]`
+//! go in chains of their own after them ([`super::limits::ipt`]). Element changes
 //! go to the kernel over netlink, one send per batch ([`ipset_netlink`]);
 //! without it, as one `ipset restore` per batch. Sets, listings and rules
 //! use the tools.
@@ -29,8 +31,11 @@ use iptables::IPTables;
 use super::deny::{self, DenyList};
 use super::exec::{run, tool, works};
 use super::ipset_netlink::{self, Change, IpsetNetlink};
+use super::ipset_tool::{self, MAXELEM, swap_name};
+use super::limits::ipt::IptLimits;
+use super::limits::{FloodWatch, Limits};
 use super::rule::Hook;
-use super::sets::{Ownership, SetSettings, kernel_timeout};
+use super::sets::{Ownership, SetSettings, SetType, kernel_timeout};
 use super::{Backend, FirewallError, Held};
 
 pub struct IpsetBackend {
@@ -56,15 +61,13 @@ pub struct IpsetBackend {
     /// Set-only mode without deny sets: said once that they are not
     /// enforced.
     deny_warned: bool,
+    set_type: SetType,
+    /// `[limits]`, after our rules in the hook.
+    limits: IptLimits,
+    /// The networks exempt from the limits, put back by `repair`.
+    allow: DenyList,
 }
 
-/// `maxelem` of our sets.
-const MAXELEM: &str = "2000000";
-
-/// Longest ipset name (`IPSET_MAXNAMELEN` - 1).
-const MAX_NAME: usize = 31;
-
-/// The temporary set a new deny list is loaded into before the swap.
 /// An `add SET 192.0.2.1 timeout 3597` line of `ipset save SET`.
 fn parse_saved(line: &str, set: &str) -> Option<Held> {
     let mut w = line.split_whitespace();
@@ -82,14 +85,6 @@ fn parse_saved(line: &str, set: &str) -> Option<Held> {
         }
     }
     Some(Held { ip, remaining })
-}
-
-fn swap_name(set: &str) -> String {
-    let mut cut = set.len().min(MAX_NAME - 4);
-    while !set.is_char_boundary(cut) {
-        cut -= 1;
-    }
-    format!("{}-new", set.get(..cut).unwrap_or_default())
 }
 
 fn iptables(dir: &str, name: &str) -> Result<IPTables, FirewallError> {
@@ -119,7 +114,19 @@ impl IpsetBackend {
     /// `spawn_only`: run `ipset restore` per batch even if netlink works
     /// (the fallback path).
     pub fn with_runner(s: SetSettings, spawn_only: bool) -> Self {
+        let base = s.set4.strip_suffix("-v4").unwrap_or(&s.set4);
+        let limits = IptLimits::new(
+            base,
+            [&s.set4, &s.set6],
+            s.scope.clone(),
+            Limits::OFF,
+            s.hook,
+            tool(&s.bin_dir, "ipset"),
+        );
         IpsetBackend {
+            limits,
+            allow: DenyList::default(),
+            set_type: SetType::Ip,
             ipset: tool(&s.bin_dir, "ipset"),
             s,
             ipt4: None,
@@ -132,6 +139,21 @@ impl IpsetBackend {
             deny_given: false,
             deny_warned: false,
         }
+    }
+
+    /// Ban sets of another type: `hash:net` fills the 2024 original's set
+    /// (its elements are the same single addresses; the administrator may
+    /// add networks by hand).
+    pub fn with_set_type(mut self, set_type: SetType) -> Self {
+        self.set_type = set_type;
+        self
+    }
+
+    /// With the per-source limits and static protections of `[limits]`
+    /// (own mode only: init refuses them in set-only mode).
+    pub fn with_limits(mut self, limits: Limits) -> Self {
+        self.limits.limits = limits;
+        self
     }
 
     /// Whether this machine can run the backend.
@@ -155,23 +177,57 @@ impl IpsetBackend {
         }
     }
 
-    fn rule(&self, v6: bool) -> String {
-        self.match_rule(v6, if v6 { &self.s.set6 } else { &self.s.set4 })
+    fn rules(&self, v6: bool) -> Vec<String> {
+        self.match_rules(v6, if v6 { &self.s.set6 } else { &self.s.set4 })
     }
 
-    /// The rule dropping (or rejecting) sources in `set` for the scope.
-    fn match_rule(&self, v6: bool, set: &str) -> String {
+    /// The rules dropping (or rejecting) sources in `set`: one per protocol
+    /// of the scope (one for every packet with `block = all`).
+    fn match_rules(&self, v6: bool, set: &str) -> Vec<String> {
         let action = if v6 { &self.s.action6 } else { &self.s.action4 };
-        let scope = self.s.scope.to_string();
-        let sep = if scope.is_empty() { "" } else { " " };
-        format!(
-            "{scope}{sep}-m set --match-set {set} src -j {}",
-            action.at(self.s.hook)
-        )
+        self.s
+            .scope
+            .ipt_ban_matches()
+            .into_iter()
+            .map(|mut args| {
+                args.extend(["-m", "set", "--match-set", set, "src", "-j"].map(str::to_string));
+                args.push(action.at(self.s.hook).to_string());
+                args.join(" ")
+            })
+            .collect()
+    }
+
+    /// Whether a `-S` line of the hook chain is one of our rules (bans or
+    /// deny entries), which the limits' jump goes after.
+    fn is_ours(&self, line: &str) -> bool {
+        let sets = [Some(self.s.set4.clone()), Some(self.s.set6.clone())]
+            .into_iter()
+            .chain([self.own_deny_set(false), self.own_deny_set(true)])
+            .flatten();
+        let mut sets = sets;
+        sets.any(|set| line.contains(&format!("--match-set {set} src")))
+    }
+
+    /// A ban set taken over keeps its type (its elements are the bans); a
+    /// configured type it does not have is said, not silently ignored.
+    fn check_set_types(&self) {
+        for set in [&self.s.set4, &self.s.set6] {
+            let Ok(header) = run(&self.ipset, &["list", set, "-t"], None) else {
+                continue;
+            };
+            let want = format!("Type: {}", self.set_type.ipset());
+            if !header.lines().any(|l| l.trim() == want) {
+                tracing::warn!(
+                    "IPSET => set {set} exists with another type than the configured {}; it is \
+                     kept with its bans (destroy it while sipban is stopped to change the type)",
+                    self.set_type
+                );
+            }
+        }
     }
 
     fn set_exists(&self, set: &str) -> bool {
-        works(&self.ipset, &["list", set, "-t"])
+        ipset_tool::set_exists(&self.ipset, set)
     }
 
     fn create_sets(&self) -> Result<Vec<String>, FirewallError> {
@@ -181,8 +237,16 @@ impl IpsetBackend {
                 run(
                     &self.ipset,
                     &[
-                        "create", set, "hash:ip", "family", family, "timeout", "0", "maxelem",
-                        MAXELEM, "-exist",
+                        "create",
+                        set,
+                        self.set_type.ipset(),
+                        "family",
+                        family,
+                        "timeout",
+                        "0",
+                        "maxelem",
+                        MAXELEM,
+                        "-exist",
                     ],
                     None,
                 )?;
@@ -238,50 +302,14 @@ impl IpsetBackend {
 
     /// Entries of a `hash:net` set as `ipset save` lists them.
     fn saved_nets(&self, set: &str) -> Result<Vec<IpNet>, FirewallError> {
-        let saved = run(&self.ipset, &["save", set], None)?;
-        Ok(saved
-            .lines()
-            .filter_map(|l| {
-                let mut w = l.split_whitespace();
-                (w.next() == Some("add") && w.next() == Some(set))
-                    .then(|| deny::parse_net(w.next()?))
-                    .flatten()
-            })
-            .collect())
+        ipset_tool::saved_nets(&self.ipset, set)
     }
 
     /// Own mode: loads the family's deny entries into a temporary set and
     /// swaps it in, in one `ipset restore`; creates the set if missing.
     fn fill_own_deny(&self, v6: bool, set: &str) -> Result<(), FirewallError> {
-        if set.len() > MAX_NAME {
-            return Err(FirewallError::Command {
-                what: format!("ipset {set}"),
-                detail: format!("set name longer than {MAX_NAME} characters"),
-            });
-        }
         let family = if v6 { "inet6" } else { "inet" };
-        let tmp = swap_name(set);
-        if self.set_exists(&tmp) {
-            run(&self.ipset, &["destroy", &tmp], None)?;
-        }
-        let nets = deny::without_zero_prefix(self.deny.family(v6));
-        let mut script = String::with_capacity(128 + nets.len() * 40);
-        let create =
-            |name: &str| format!("create {name} hash:net family {family} maxelem {MAXELEM}");
-        if !self.set_exists(set) {
-            let _ = writeln!(script, "{}", create(set));
-        }
-        let _ = writeln!(script, "{}", create(&tmp));
-        for net in &nets {
-            let _ = writeln!(script, "add {tmp} {net}");
-        }
-        let _ = writeln!(script, "swap {tmp} {set}");
-        let _ = writeln!(script, "destroy {tmp}");
-        let result = run(&self.ipset, &["restore"], Some(script.as_bytes())).map(|_| ());
-        if result.is_err() && self.set_exists(&tmp) {
-            let _ = run(&self.ipset, &["destroy", &tmp], None);
-        }
-        result
+        ipset_tool::swap_fill(&self.ipset, set, family, self.deny.family(v6))
     }
 
     /// Set-only mode: brings the administrator's deny set to the list, adds
@@ -337,21 +365,21 @@ impl IpsetBackend {
             return Ok(None);
         };
         let (table, chain) = self.table_chain();
-        let rule = self.match_rule(v6, set);
-        let present = ipt
-            .exists(table, chain, &rule)
-            .map_err(ipt_err(format!("{} -C {chain} {rule}", ipt.cmd)))?;
-        if present {
-            return Ok(None);
+        let mut made = None;
+        for rule in self.match_rules(v6, set) {
+            let present = ipt
+                .exists(table, chain, &rule)
+                .map_err(ipt_err(format!("{} -C {chain} {rule}", ipt.cmd)))?;
+            if present {
+                continue;
+            }
+            ipt.insert(table, chain, &rule, 1).map_err(ipt_err(format!(
+                "{} -t {table} -I {chain} 1 {rule}",
+                ipt.cmd
+            )))?;
+            made = Some(format!("{} -t {table} {chain} rule for {set}", ipt.cmd));
         }
-        ipt.insert(table, chain, &rule, 1).map_err(ipt_err(format!(
-            "{} -t {table} -I {chain} 1 {rule}",
-            ipt.cmd
-        )))?;
-        Ok(Some(format!(
-            "{} -t {table} {chain} rule for {set}",
-            ipt.cmd
-        )))
+        Ok(made)
     }
 
     /// Own mode: destroys deny sets (and half-done swaps) nothing refers
@@ -384,7 +412,8 @@ impl IpsetBackend {
         }
     }
 
-    /// Ensures exactly one match rule per family, at the top of the hook.
+    /// Ensures our match rules (one per family and protocol) at the top of
+    /// the hook.
     fn ensure_rules(&self, force: bool) -> Result<Vec<String>, FirewallError> {
         let (table, chain) = self.table_chain();
         let mut made = Vec::new();
@@ -393,21 +422,24 @@ impl IpsetBackend {
         }
         for (ipt, v6) in [(&self.ipt4, false), (&self.ipt6, true)] {
             let Some(ipt) = ipt else { continue };
-            let rule = self.rule(v6);
-            let present = ipt
-                .exists(table, chain, &rule)
-                .map_err(ipt_err(format!("{} -C {chain} {rule}", ipt.cmd)))?;
-            if present && !force {
-                continue;
+            let mut missing = false;
+            for rule in self.rules(v6).iter().rev() {
+                let present = ipt
+                    .exists(table, chain, rule)
+                    .map_err(ipt_err(format!("{} -C {chain} {rule}", ipt.cmd)))?;
+                if present && !force {
+                    continue;
+                }
+                ipt.delete_all(table, chain, rule)
+                    .map_err(ipt_err(format!("{} -D {chain} {rule}", ipt.cmd)))?;
+                ipt.insert(table, chain, rule, 1).map_err(ipt_err(format!(
+                    "{} -t {table} -I {chain} 1 {rule}",
+                    ipt.cmd
+                )))?;
+                missing |= !present;
             }
-            ipt.delete_all(table, chain, &rule)
-                .map_err(ipt_err(format!("{} -D {chain} {rule}", ipt.cmd)))?;
-            ipt.insert(table, chain, &rule, 1).map_err(ipt_err(format!(
-                "{} -t {table} -I {chain} 1 {rule}",
-                ipt.cmd
-            )))?;
-            if !present {
-                made.push(format!("{} -t {table} {chain} rule", ipt.cmd));
+            if missing {
+                made.push(format!("{} -t {table} {chain} rules", ipt.cmd));
             }
         }
         Ok(made)
@@ -541,6 +573,12 @@ impl Backend for IpsetBackend {
 
     fn init(&mut self) -> Result<(), FirewallError> {
         run(&self.ipset, &["--version"], None)?;
+        if self.s.mode == Ownership::SetOnly && self.limits.limits.any() {
+            return Err(FirewallError::Command {
+                what: "set-only mode".into(),
+                detail: "[limits] needs [firewall] mode = own (sipban adds their rules)".into(),
+            });
+        }
         if self.s.mode == Ownership::SetOnly {
             let denies = [&self.s.deny4, &self.s.deny6].into_iter().flatten();
             for set in [&self.s.set4, &self.s.set6].into_iter().chain(denies) {
@@ -564,12 +602,27 @@ impl Backend for IpsetBackend {
             Ok(ipt) => self.ipt6 = Some(ipt),
             Err(e) => tracing::warn!("IPSET => IPv6 bans not enforced: {e}"),
         }
+        self.check_set_types();
         let made = self.create_sets()?;
+        // A crashed run's limits first: their jump sits after our rules.
+        for (ipt, v6) in [(&self.ipt4, false), (&self.ipt6, true)] {
+            if let Some(ipt) = ipt
+                && self.limits.remove(ipt, v6)?
+            {
+                tracing::info!("IPSET => stale limits removed ({})", ipt.cmd);
+            }
+        }
         self.ensure_rules(true)?;
         // A crashed run's deny sets, their rules removed just now; the deny
         // list in force comes with `set_denied`.
         if self.destroy_deny_sets()? > 0 {
             tracing::info!("IPSET => stale deny sets removed");
+        }
+        for (ipt, v6) in [(&self.ipt4, false), (&self.ipt6, true)] {
+            if let Some(ipt) = ipt {
+                self.limits
+                    .install(ipt, v6, self.allow.family(v6), &|l| self.is_ours(l))?;
+            }
         }
         let (table, chain) = self.table_chain();
         tracing::info!(
@@ -677,7 +730,43 @@ impl Backend for IpsetBackend {
             made.extend(drift);
             made.extend(self.apply_own_deny_rule(v6, &set)?);
         }
+        for (ipt, v6) in [(&self.ipt4, false), (&self.ipt6, true)] {
+            let Some(ipt) = ipt else { continue };
+            let drift = self.limits.drift(ipt, v6, self.allow.family(v6));
+            if !drift.is_empty() {
+                self.limits.remove(ipt, v6)?;
+                self.limits
+                    .install(ipt, v6, self.allow.family(v6), &|l| self.is_ours(l))?;
+                made.extend(drift);
+            }
+        }
         Ok(made)
+    }
+
+    fn set_allowed(&mut self, nets: &[IpNet]) -> Result<(), FirewallError> {
+        self.allow = DenyList::new(nets);
+        if self.s.mode == Ownership::SetOnly {
+            return Ok(());
+        }
+        let mut first = None;
+        for (ipt, v6) in [(&self.ipt4, false), (&self.ipt6, true)] {
+            if ipt.is_some()
+                && let Err(e) = self.limits.set_allowed(v6, self.allow.family(v6))
+            {
+                first.get_or_insert(e);
+            }
+        }
+        first.map_or(Ok(()), Err)
+    }
+
+    fn flood_watch(&mut self) -> Option<FloodWatch> {
+        if self.s.mode == Ownership::SetOnly {
+            return None;
+        }
+        Some(FloodWatch {
+            reader: self.limits.reader(true)?,
+            ban_after: self.limits.limits.sip_ban_after?,
+        })
     }
 
     fn set_denied(&mut self, nets: &[IpNet]) -> Result<(), FirewallError> {
@@ -741,6 +830,13 @@ impl Backend for IpsetBackend {
             };
         }
         let mut first = None;
+        for (ipt, v6) in [(&self.ipt4, false), (&self.ipt6, true)] {
+            if let Some(ipt) = ipt
+                && let Err(e) = self.limits.remove(ipt, v6)
+            {
+                first.get_or_insert(e);
+            }
+        }
         if let Err(e) = self.remove_our_rules() {
             first.get_or_insert(e);
         }
@@ -780,15 +876,5 @@ mod tests {
         assert!(parse_saved("add other 192.0.2.1 timeout 5", "v4").is_none());
         assert!(parse_saved("create v4 hash:ip family inet", "v4").is_none());
         assert!(parse_saved("add v4 not-an-ip timeout 5", "v4").is_none());
-    }
-
-    #[test]
-    fn swap_names_fit_ipset_limit() {
-        assert_eq!(swap_name("sipban-udp-v4-deny"), "sipban-udp-v4-deny-new");
-        let long = "a-very-long-chain-name-v4-deny";
-        assert_eq!(long.len(), 30);
-        let tmp = swap_name(long);
-        assert!(tmp.len() <= MAX_NAME, "{tmp}");
-        assert_ne!(tmp, long);
     }
 }

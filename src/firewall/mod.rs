@@ -12,10 +12,13 @@ pub mod dryrun;
 pub mod exec;
 pub mod ipset;
 pub mod ipset_netlink;
+pub mod ipset_tool;
 pub mod libnft;
+pub mod limits;
 mod netlink;
 pub mod nftables;
 pub mod rule;
+pub mod scope;
 pub mod sets;
 
 use std::net::IpAddr;
@@ -31,9 +34,11 @@ pub use chain::ChainBackend;
 pub use deny::DenyList;
 pub use dryrun::{DryRun, DryRunLog, DryRunOp};
 pub use ipset::IpsetBackend;
+pub use limits::{FloodWatch, Limits, Rate, RateLimit};
 pub use nftables::NftBackend;
-pub use rule::{Action, Hook, Scope};
-pub use sets::{Ownership, SetSettings};
+pub use rule::{Action, Hook};
+pub use scope::{Block, Interface, Protocol, Scope, SipPorts};
+pub use sets::{Ownership, SetSettings, SetType};
 
 #[derive(Debug, Error)]
 pub enum FirewallError {
@@ -112,6 +117,21 @@ pub trait Backend: Send + 'static {
     /// `list` never returns them and reconciling the bans never removes
     /// them; `repair` puts them back; `shutdown` removes them.
     fn set_denied(&mut self, nets: &[IpNet]) -> Result<(), FirewallError>;
+    /// The networks exempt from the per-source limits (`[limits]`) are
+    /// exactly `nets` from now on (the allow list, loopback, the AMI host):
+    /// a replacement, like [`Backend::set_denied`], and put back by
+    /// `repair`. Backends without limits ignore it.
+    fn set_allowed(&mut self, nets: &[IpNet]) -> Result<(), FirewallError> {
+        let _ = nets;
+        Ok(())
+    }
+    /// What reads the kernel's per-source over-limit counts, when the
+    /// backend counts them (`[limits] sip_rate` with `sip_ban_after`).
+    /// Taken once, before `init`; the reader opens its own handles on the
+    /// thread that uses it.
+    fn flood_watch(&mut self) -> Option<FloodWatch> {
+        None
+    }
     /// Removes everything `init` created, leaving the firewall as found.
     fn shutdown(&mut self) -> Result<(), FirewallError>;
 }
@@ -307,6 +327,17 @@ impl Firewall {
         let (tx, rx) = oneshot::channel();
         self.tx
             .send(Op::Deny(nets, tx))
+            .map_err(|_| FirewallError::Stopped)?;
+        rx.await.map_err(|_| FirewallError::Stopped)?
+    }
+
+    /// Makes the networks exempt from the per-source limits exactly `nets`
+    /// (see [`Backend::set_allowed`]), ordered after every change queued
+    /// before; returns once the kernel holds them.
+    pub async fn set_allowed(&self, nets: Vec<IpNet>) -> Result<(), FirewallError> {
+        let (tx, rx) = oneshot::channel();
+        self.tx
+            .send(Op::Allow(nets, tx))
             .map_err(|_| FirewallError::Stopped)?;
         rx.await.map_err(|_| FirewallError::Stopped)?
     }

@@ -25,6 +25,8 @@ use serde_json::Value;
 use super::deny::{DenyList, text};
 use super::exec::{tool, works};
 use super::libnft::Nft;
+use super::limits::nft::{NftLimits, Objects};
+use super::limits::{FloodWatch, Limits};
 use super::rule::Hook;
 use super::sets::{Ownership, SetSettings, kernel_timeout};
 use super::{Backend, FirewallError, Held};
@@ -61,6 +63,10 @@ pub struct NftBackend {
     /// exist (init removes a crashed run's). An empty list then needs no
     /// kernel work: listing our chain costs ~0.5 s with 100k bans.
     deny_empty: bool,
+    /// `[limits]`, in our table (own mode only).
+    limits: NftLimits,
+    /// The networks exempt from the limits, put back by `repair`.
+    allow: DenyList,
 }
 
 impl NftBackend {
@@ -71,8 +77,18 @@ impl NftBackend {
     /// `spawn_only`: run the `nft` tool per batch even if libnftables is
     /// there (for comparison in the benchmark).
     pub fn with_runner(s: SetSettings, spawn_only: bool) -> Self {
+        let limits = NftLimits {
+            table: format!("inet {}", own_table_name(&s.table)),
+            set4: s.set4.clone(),
+            set6: s.set6.clone(),
+            scope: s.scope.clone(),
+            limits: Limits::OFF,
+            hook: s.hook,
+        };
         NftBackend {
             nft: Nft::new(tool(&s.bin_dir, "nft"), spawn_only),
+            limits,
+            allow: DenyList::default(),
             s,
             pending: Vec::new(),
             known: HashSet::new(),
@@ -81,6 +97,13 @@ impl NftBackend {
             deny_warned: false,
             deny_empty: true,
         }
+    }
+
+    /// With the per-source limits and static protections of `[limits]`
+    /// (own mode only: init refuses them in set-only mode).
+    pub fn with_limits(mut self, limits: Limits) -> Self {
+        self.limits.limits = limits;
+        self
     }
 
     pub fn available(bin_dir: &str) -> bool {
@@ -102,7 +125,6 @@ impl NftBackend {
     /// kept; the chain is rebuilt so a changed hook or scope takes effect.
     fn setup_script(&mut self) -> Result<String, FirewallError> {
         let t = self.table();
-        let scope = self.scope()?;
         let (hook, prio) = match self.s.hook {
             Hook::Raw => ("prerouting", "raw"),
             Hook::Filter => ("input", "filter"),
@@ -129,7 +151,9 @@ impl NftBackend {
         );
         for v6 in [false, true] {
             let set = if v6 { &self.s.set6 } else { &self.s.set4 };
-            let _ = writeln!(sc, "{}", self.rule_line(&scope, v6, set));
+            for rule in self.rule_lines(v6, set) {
+                let _ = writeln!(sc, "{rule}");
+            }
         }
         // Deny sets and rules for the families that have deny entries (the
         // elements are put in by `deny_script`); a crashed run's deny sets,
@@ -140,7 +164,9 @@ impl NftBackend {
             };
             if !self.deny.family(v6).is_empty() {
                 let _ = writeln!(sc, "{}", deny_set_decl(&t, &set, v6));
-                let _ = writeln!(sc, "{}", self.rule_line(&scope, v6, &set));
+                for rule in self.rule_lines(v6, &set) {
+                    let _ = writeln!(sc, "{rule}");
+                }
             } else if self.nft.ok(&format!("list set {t} {set}")) {
                 let _ = writeln!(sc, "delete set {t} {set}");
             }
@@ -148,27 +174,30 @@ impl NftBackend {
         Ok(sc)
     }
 
-    /// The nftables form of the configured scope.
-    fn scope(&self) -> Result<String, FirewallError> {
-        self.s.scope.to_nft().map_err(|e| FirewallError::Command {
-            what: "nftables scope".into(),
-            detail: e.0,
-        })
-    }
-
-    /// `add rule` dropping (or rejecting) sources in `set` for the scope.
-    fn rule_line(&self, scope: &str, v6: bool, set: &str) -> String {
+    /// `add rule` lines dropping (or rejecting) sources in `set`: one per
+    /// protocol of the scope (or one for every packet, `block = all`).
+    fn rule_lines(&self, v6: bool, set: &str) -> Vec<String> {
         let t = self.table();
-        let sep = if scope.is_empty() { "" } else { " " };
         let (family, action) = if v6 {
             ("ip6", &self.s.action6)
         } else {
             ("ip", &self.s.action4)
         };
-        format!(
-            "add rule {t} {CHAIN} {scope}{sep}{family} saddr @{set} {}",
-            action.at(self.s.hook).to_nft()
-        )
+        let action = action.at(self.s.hook).to_nft();
+        self.s
+            .scope
+            .nft_ban_matches()
+            .into_iter()
+            .map(|m| {
+                let sep = if m.is_empty() { "" } else { " " };
+                format!("add rule {t} {CHAIN} {m}{sep}{family} saddr @{set} {action}")
+            })
+            .collect()
+    }
+
+    /// Rules one set needs in our chain.
+    fn rules_per_set(&self) -> usize {
+        self.s.scope.nft_ban_matches().len()
     }
 
     /// One transaction making the deny sets hold exactly `self.deny`: per
@@ -177,7 +206,6 @@ impl NftBackend {
     fn deny_script(&mut self) -> Result<String, FirewallError> {
         let t = self.table();
         let own = self.s.mode == Ownership::Own;
-        let scope = if own { self.scope()? } else { String::new() };
         let chain = if own {
             self.nft.run_terse(&format!("list chain {t} {CHAIN}")).ok()
         } else {
@@ -210,8 +238,13 @@ impl NftBackend {
             for chunk in elements.chunks(CHUNK) {
                 let _ = writeln!(sc, "add element {t} {set} {{ {} }}", chunk.join(", "));
             }
-            if own && rules.is_empty() {
-                let _ = writeln!(sc, "{}", self.rule_line(&scope, v6, &set));
+            if own && rules.len() != self.rules_per_set() {
+                for handle in rules {
+                    let _ = writeln!(sc, "delete rule {t} {CHAIN} handle {handle}");
+                }
+                for rule in self.rule_lines(v6, &set) {
+                    let _ = writeln!(sc, "{rule}");
+                }
             }
         }
         Ok(sc)
@@ -239,9 +272,9 @@ impl NftBackend {
                 }
             }
             if let Some(json) = chain
-                && rules_using(json, &set).is_empty()
+                && rules_using(json, &set).len() != self.rules_per_set()
             {
-                drift.push(format!("rule for set {set}"));
+                drift.push(format!("rules for set {set}"));
             }
         }
         drift
@@ -313,6 +346,38 @@ impl NftBackend {
                 Change::Delete => self.known.remove(ip),
             };
         }
+    }
+
+    /// Puts back missing limit objects (all of them, in one transaction)
+    /// and the exempt networks if they differ.
+    fn repair_limits(&mut self) -> Result<Vec<String>, FirewallError> {
+        if !self.limits.limits.any() {
+            return Ok(Vec::new());
+        }
+        let t = self.table();
+        let present = Objects::parse(&self.nft.run_terse(&format!("list table {t}"))?);
+        let missing = self.limits.missing(&present);
+        if !missing.is_empty() {
+            let script = self.limits.setup(&present, &self.allow);
+            self.apply(&script)?;
+            return Ok(missing);
+        }
+        let Some(sets) = self.limits.allow_sets() else {
+            return Ok(missing);
+        };
+        let mut drifted = Vec::new();
+        for (v6, set) in sets.iter().enumerate() {
+            let json = self.nft.run(&format!("list set {t} {set}"))?;
+            let held = parse_spans(&json);
+            if !held.is_some_and(|h| self.allow.matches_spans(v6 == 1, &h)) {
+                drifted.push(format!("exempt networks of set {set}"));
+            }
+        }
+        if !drifted.is_empty() {
+            let script = self.limits.allow_script(&self.allow);
+            self.apply(&script)?;
+        }
+        Ok(drifted)
     }
 
     fn check_sets(&mut self) -> Result<(), FirewallError> {
@@ -440,6 +505,13 @@ impl Backend for NftBackend {
 
     fn init(&mut self) -> Result<(), FirewallError> {
         if self.s.mode == Ownership::SetOnly {
+            if self.limits.limits.any() {
+                return Err(FirewallError::Command {
+                    what: "set-only mode".into(),
+                    detail: "[limits] needs [firewall] mode = own (the rules live in our table)"
+                        .into(),
+                });
+            }
             self.check_sets()?;
             tracing::info!(
                 "NFT => filling {} {} / {} (set-only mode)",
@@ -453,6 +525,12 @@ impl Backend for NftBackend {
         let existed = self.nft.ok(&format!("list table {t}"));
         let script = self.setup_script()?;
         self.apply(&script)?;
+        // A crashed run's limits go, this configuration's come.
+        let present = Objects::parse(&self.nft.run_terse(&format!("list table {t}"))?);
+        let limits = self.limits.setup(&present, &self.allow);
+        if !limits.is_empty() {
+            self.apply(&limits)?;
+        }
         tracing::info!(
             "NFT => table {t} {} (hook {}, {})",
             if existed { "taken over" } else { "created" },
@@ -570,7 +648,8 @@ impl Backend for NftBackend {
                 Err(_) => missing.push(format!("chain {CHAIN}")),
                 Ok(json) => {
                     let ours = [&self.s.set4, &self.s.set6];
-                    if ours.iter().any(|set| rules_using(&json, set).is_empty()) {
+                    let want = self.rules_per_set();
+                    if ours.iter().any(|set| rules_using(&json, set).len() != want) {
                         missing.push(format!("rules of chain {CHAIN}"));
                     }
                 }
@@ -589,7 +668,31 @@ impl Backend for NftBackend {
                 missing.extend(drift);
             }
         }
+        missing.extend(self.repair_limits()?);
         Ok(missing)
+    }
+
+    fn set_allowed(&mut self, nets: &[IpNet]) -> Result<(), FirewallError> {
+        self.allow = DenyList::new(nets);
+        if self.s.mode == Ownership::SetOnly {
+            return Ok(());
+        }
+        let script = self.limits.allow_script(&self.allow);
+        if script.is_empty() {
+            return Ok(());
+        }
+        self.apply(&script)
+    }
+
+    fn flood_watch(&mut self) -> Option<FloodWatch> {
+        if self.s.mode == Ownership::SetOnly {
+            return None;
+        }
+        let reader = self.limits.reader(tool(&self.s.bin_dir, "nft"))?;
+        Some(FloodWatch {
+            reader,
+            ban_after: self.limits.limits.sip_ban_after?,
+        })
     }
 
     fn set_denied(&mut self, nets: &[IpNet]) -> Result<(), FirewallError> {

@@ -1,5 +1,6 @@
-//! Typed forms of the `[iptables] rule` and `scope` settings, so nothing
-//! free-form from the config reaches a firewall command line unchecked.
+//! Typed forms of the `[iptables] rule` setting and of the hook, so nothing
+//! free-form from the config reaches a firewall command line unchecked
+//! (the scope is [`super::scope`]).
 
 use std::fmt;
 
@@ -99,94 +100,6 @@ impl fmt::Display for Action {
     }
 }
 
-/// Which INPUT traffic jumps to our chain, e.g. `-p udp --dport 5060`.
-#[derive(Clone, Debug, PartialEq, Eq)]
-pub struct Scope(Vec<String>);
-
-impl Scope {
-    pub fn parse(s: &str) -> Result<Scope, RuleError> {
-        let words: Vec<String> = s.split_whitespace().map(str::to_string).collect();
-        for w in &words {
-            if matches!(w.as_str(), "-j" | "--jump" | "-g" | "--goto") {
-                return Err(RuleError(format!(
-                    "{w} is not allowed in a scope: sipban adds the jump itself"
-                )));
-            }
-            let ok = w
-                .chars()
-                .all(|c| c.is_ascii_alphanumeric() || "-_.:,/!+".contains(c));
-            if !ok {
-                return Err(RuleError(format!("unexpected characters in {w:?}")));
-            }
-        }
-        Ok(Scope(words))
-    }
-
-    pub fn args(&self) -> &[String] {
-        &self.0
-    }
-
-    /// The same match in nftables syntax, for the set backends. Only the
-    /// forms an operator writes for SIP are understood: `-p PROTO`,
-    /// `--dport N[:M]`, `-m multiport --dports A,B[:C]`, `-i IFACE`.
-    pub fn to_nft(&self) -> Result<String, RuleError> {
-        let mut proto: Option<&str> = None;
-        let mut ports: Vec<String> = Vec::new();
-        let mut iface: Option<&str> = None;
-        let mut words = self.0.iter().map(String::as_str);
-        let unsupported = |w: &str| {
-            RuleError(format!(
-                "scope word {w:?} has no nftables translation (use -p, --dport, --dports, -i)"
-            ))
-        };
-        while let Some(w) = words.next() {
-            let mut value = || {
-                words
-                    .next()
-                    .ok_or_else(|| RuleError(format!("{w} needs a value")))
-            };
-            match w {
-                "-p" | "--protocol" => {
-                    let p = value()?;
-                    if !matches!(p, "udp" | "tcp" | "sctp") {
-                        return Err(unsupported(p));
-                    }
-                    proto = Some(p);
-                }
-                "-m" | "--match" => {
-                    let m = value()?;
-                    if !matches!(m, "udp" | "tcp" | "sctp" | "multiport") {
-                        return Err(unsupported(m));
-                    }
-                }
-                "--dport" | "--destination-port" | "--dports" | "--destination-ports" => {
-                    for part in value()?.split(',') {
-                        let range = part.replace(':', "-");
-                        let ok = range.split('-').all(|n| n.parse::<u16>().is_ok());
-                        if !ok || range.is_empty() {
-                            return Err(RuleError(format!("bad port {part:?} in scope")));
-                        }
-                        ports.push(range);
-                    }
-                }
-                "-i" | "--in-interface" => iface = Some(value()?),
-                other => return Err(unsupported(other)),
-            }
-        }
-        let mut out = Vec::new();
-        if let Some(i) = iface {
-            out.push(format!("iifname \"{i}\""));
-        }
-        match (proto, ports.is_empty()) {
-            (Some(p), true) => out.push(format!("meta l4proto {p}")),
-            (Some(p), false) => out.push(format!("{p} dport {{ {} }}", ports.join(", "))),
-            (None, false) => return Err(RuleError("a port needs -p udp|tcp in the scope".into())),
-            (None, true) => {}
-        }
-        Ok(out.join(" "))
-    }
-}
-
 /// Where the set backends drop banned traffic.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub enum Hook {
@@ -251,23 +164,6 @@ impl Action {
     }
 }
 
-impl Default for Scope {
-    fn default() -> Self {
-        Scope(vec![
-            "-p".into(),
-            "udp".into(),
-            "--dport".into(),
-            "5060".into(),
-        ])
-    }
-}
-
-impl fmt::Display for Scope {
-    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        f.write_str(&self.0.join(" "))
-    }
-}
-
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -287,29 +183,6 @@ mod tests {
     }
 
     #[test]
-    fn scopes_translate_to_nft() {
-        assert_eq!(Scope::default().to_nft().unwrap(), "udp dport { 5060 }");
-        let s = Scope::parse("-i eth0 -p udp -m multiport --dports 5060,5061,10000:10010").unwrap();
-        assert_eq!(
-            s.to_nft().unwrap(),
-            "iifname \"eth0\" udp dport { 5060, 5061, 10000-10010 }"
-        );
-        assert_eq!(
-            Scope::parse("-p tcp").unwrap().to_nft().unwrap(),
-            "meta l4proto tcp"
-        );
-        assert_eq!(Scope::parse("").unwrap().to_nft().unwrap(), "");
-        assert!(Scope::parse("! -p udp").unwrap().to_nft().is_err());
-        assert!(Scope::parse("--dport 5060").unwrap().to_nft().is_err());
-        assert!(
-            Scope::parse("-p udp --dport 99999")
-                .unwrap()
-                .to_nft()
-                .is_err()
-        );
-    }
-
-    #[test]
     fn actions_by_hook_and_in_nft() {
         let reject = Action::parse("REJECT --reject-with icmp-port-unreachable", false).unwrap();
         assert_eq!(reject.at(Hook::Raw), Action::Drop);
@@ -320,16 +193,5 @@ mod tests {
         assert_eq!(Action::Drop.to_nft(), "drop");
         assert_eq!(Hook::parse("RAW"), Ok(Hook::Raw));
         assert!(Hook::parse("mangle").is_err());
-    }
-
-    #[test]
-    fn scopes() {
-        assert_eq!(
-            Scope::parse("-p udp --dport 5060").unwrap(),
-            Scope::default()
-        );
-        assert!(Scope::parse("-p udp -m multiport --dports 5060,5061").is_ok());
-        assert!(Scope::parse("-p udp -j ACCEPT").is_err());
-        assert!(Scope::parse("-p udp $(reboot)").is_err());
     }
 }

@@ -2,7 +2,8 @@
 
 use std::time::Duration;
 
-use super::rule::{Action, Hook, Scope};
+use super::rule::{Action, Hook};
+use super::scope::Scope;
 
 /// The longest per-element timeout both ipset and older kernels' nftables
 /// accept (ipset's limit, about 24.8 days). When the kernel drops a longer
@@ -35,6 +36,41 @@ impl std::fmt::Display for Ownership {
             Ownership::Own => "own",
             Ownership::SetOnly => "set-only",
         })
+    }
+}
+
+/// The ipset type of the ban sets.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub enum SetType {
+    /// `hash:ip`: one address per element (the default).
+    #[default]
+    Ip,
+    /// `hash:net`, as the 2024 original SIPban's set: the same elements
+    /// (a host is a /32), and the administrator may add networks by hand.
+    Net,
+}
+
+impl SetType {
+    pub fn parse(s: &str) -> Result<SetType, String> {
+        match s.trim().to_ascii_lowercase().as_str() {
+            "ip" | "hash:ip" => Ok(SetType::Ip),
+            "net" | "hash:net" => Ok(SetType::Net),
+            _ => Err("expected hash:ip or hash:net".into()),
+        }
+    }
+
+    /// The ipset type name.
+    pub fn ipset(self) -> &'static str {
+        match self {
+            SetType::Ip => "hash:ip",
+            SetType::Net => "hash:net",
+        }
+    }
+}
+
+impl std::fmt::Display for SetType {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(self.ipset())
     }
 }
 

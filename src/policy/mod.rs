@@ -225,6 +225,20 @@ impl Policy {
         crate::cidr::subtract(&deny, &holes)
     }
 
+    /// The networks exempt from the kernel's per-source limits: every
+    /// protected network (the allow list, loopback, the AMI host), which
+    /// the firewall holds apart from the deny entries.
+    pub fn kernel_allow_nets(&self) -> Vec<IpNet> {
+        let mut nets = self.lists().allow.nets();
+        nets.extend(
+            ["127.0.0.0/8", "::1/128"]
+                .iter()
+                .filter_map(|n| n.parse::<IpNet>().ok()),
+        );
+        nets.extend(self.ami_hosts.iter().map(|ip| IpNet::from(*ip)));
+        nets
+    }
+
     /// True when running the original's rule (no detector state).
     pub fn is_original(&self) -> bool {
         self.original
@@ -455,6 +469,39 @@ mod tests {
         ] {
             assert_eq!(conflict(fine), None, "{fine}");
         }
+    }
+
+    #[test]
+    fn the_kernel_exempts_every_protected_network_from_its_limits() {
+        let p = policy();
+        let nets: Vec<String> = p
+            .kernel_allow_nets()
+            .iter()
+            .map(|n| n.to_string())
+            .collect();
+        for want in [
+            "198.51.100.0/24",
+            "2001:db8:1::/48",
+            "127.0.0.0/8",
+            "::1/128",
+            "192.0.2.1/32",
+        ] {
+            assert!(nets.iter().any(|n| n == want), "{want}: {nets:?}");
+        }
+    }
+
+    #[test]
+    fn a_persistent_flooder_is_banned_for_rate_limit() {
+        let p = policy();
+        let ev = event(EventKind::RateLimit, "203.0.113.9");
+        match p.judge(&ev, 0) {
+            Verdict::Ban { reason, .. } => assert_eq!(reason, "rate limit"),
+            other => panic!("{other:?}"),
+        }
+        // Allowed sources are exempt in the kernel; were one reported, it
+        // is spared.
+        let ev = event(EventKind::RateLimit, "198.51.100.9");
+        assert!(matches!(p.judge(&ev, 0), Verdict::Spared(_)));
     }
 
     #[test]

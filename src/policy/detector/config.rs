@@ -89,6 +89,16 @@ impl DetectorConfig {
         ])
     }
 
+    /// What counts by default: the original's three, and `RateLimit` (a
+    /// source the kernel found over `[limits] sip_rate` for
+    /// `sip_ban_after`; only reported when the limit is on, and it bans at
+    /// once whatever `max_failures`: the persistence is already measured).
+    pub fn default_counted_events() -> BTreeSet<EventKind> {
+        let mut events = Self::original_counted_events();
+        events.insert(EventKind::RateLimit);
+        events
+    }
+
     /// The values the shipped config recommends (the tests replay the
     /// cadences behind them):
     /// - 10 failures in 60 s: fail2ban's 5 a minute counted log lines, one per
@@ -301,7 +311,7 @@ impl Default for DetectorConfig {
         DetectorConfig {
             max_failures: 1,
             find_time: Duration::from_secs(60),
-            counted_events: Self::original_counted_events(),
+            counted_events: Self::default_counted_events(),
             services: None,
             flood: None,
             enumeration: None,

@@ -284,7 +284,9 @@ impl Detector {
 
     /// Feeds one event; returns a ban if this event completes one.
     pub fn observe(&mut self, event: &SecurityEvent, now_ms: u64) -> Option<Decision> {
-        if !self.watches(&event.service) {
+        // `[policy] services` names Asterisk's services; the kernel's
+        // rate-limit reports are no service's.
+        if event.kind != EventKind::RateLimit && !self.watches(&event.service) {
             return None;
         }
         let ip = event.source.to_canonical();

@@ -10,13 +10,14 @@ use super::table::Family;
 use super::window::{self, Tick};
 
 /// A ban that needs no per-source state: the original rule
-/// (`max_failures = 1`: every counted event bans) or a test account.
+/// (`max_failures = 1`: every counted event bans), a test account, or a
+/// `RateLimit` (the kernel measured the persistence already).
 pub(super) fn at_once(
     config: &DetectorConfig,
     kind: &EventKind,
     test_account: Option<&str>,
 ) -> Option<String> {
-    if config.max_failures == 1 {
+    if config.max_failures == 1 || *kind == EventKind::RateLimit {
         Some(kind.reason().to_string())
     } else {
         test_account.map(|a| format!("test account {a}"))
