@@ -35,8 +35,8 @@ use super::ipset_tool::{self, MAXELEM, swap_name};
 use super::limits::ipt::IptLimits;
 use super::limits::{FloodWatch, Limits};
 use super::rule::Hook;
-use super::sets::{Ownership, SetSettings, SetType, kernel_timeout};
-use super::{Backend, FirewallError, Held};
+use super::sets::{Ownership, SetSettings, SetType, adopt_known, kernel_timeout};
+use super::{Backend, Depth, FirewallError, Held, Lister};
 
 pub struct IpsetBackend {
     s: SetSettings,
@@ -85,6 +85,32 @@ fn parse_saved(line: &str, set: &str) -> Option<Held> {
         }
     }
     Some(Held { ip, remaining })
+}
+
+/// Counts our ban sets by their headers and lists them with `ipset save`,
+/// on the lister thread.
+struct IpsetLister {
+    ipset: String,
+    sets: [String; 2],
+}
+
+impl Lister for IpsetLister {
+    fn held(&mut self) -> Result<Vec<Held>, FirewallError> {
+        let mut out = Vec::new();
+        for set in &self.sets {
+            let saved = run(&self.ipset, &["save", set], None)?;
+            out.extend(saved.lines().filter_map(|l| parse_saved(l, set)));
+        }
+        Ok(out)
+    }
+
+    fn count(&mut self) -> Result<Option<usize>, FirewallError> {
+        let mut n = 0;
+        for set in &self.sets {
+            n += ipset_tool::entries(&self.ipset, set)?;
+        }
+        Ok(Some(n))
+    }
 }
 
 fn iptables(dir: &str, name: &str) -> Result<IPTables, FirewallError> {
@@ -401,13 +427,14 @@ impl IpsetBackend {
     }
 
     /// What differs between the deny sets and the list: sets missing or
-    /// not holding exactly the entries (rules are checked by the caller).
-    fn deny_drift(&self, v6: bool, set: &str) -> Option<String> {
+    /// not holding exactly the entries (by count at [`Depth::Quick`]; rules
+    /// are checked by the caller).
+    fn deny_drift(&self, v6: bool, set: &str, depth: Depth) -> Option<String> {
         if !self.set_exists(set) {
             return Some(format!("ipset {set}"));
         }
-        match self.saved_nets(set) {
-            Ok(held) if self.deny.matches(v6, &held) => None,
+        match ipset_tool::holds(&self.ipset, set, &self.deny, v6, depth) {
+            Ok(true) => None,
             _ => Some(format!("deny entries of ipset {set}")),
         }
     }
@@ -690,7 +717,21 @@ impl Backend for IpsetBackend {
         Ok(out)
     }
 
-    fn repair(&mut self) -> Result<Vec<String>, FirewallError> {
+    fn lister(&mut self) -> Option<Box<dyn Lister>> {
+        Some(Box::new(IpsetLister {
+            ipset: self.ipset.clone(),
+            sets: [self.s.set4.clone(), self.s.set6.clone()],
+        }))
+    }
+
+    fn adopt_listing(&mut self, held: Vec<Held>, touched: &HashSet<IpAddr>) -> Vec<IpAddr> {
+        match self.s.mode {
+            Ownership::Own => held.into_iter().map(|h| h.ip).collect(),
+            Ownership::SetOnly => adopt_known(&mut self.known, held, touched),
+        }
+    }
+
+    fn repair(&mut self, depth: Depth) -> Result<Vec<String>, FirewallError> {
         if self.s.mode == Ownership::SetOnly {
             let denies = [&self.s.deny4, &self.s.deny6].into_iter().flatten();
             for set in [&self.s.set4, &self.s.set6].into_iter().chain(denies) {
@@ -706,7 +747,7 @@ impl Backend for IpsetBackend {
                 let Some(set) = set.as_ref().filter(|_| self.deny_given) else {
                     continue;
                 };
-                if let Some(drift) = self.deny_drift(v6, set) {
+                if let Some(drift) = self.deny_drift(v6, set, depth) {
                     self.fill_admin_deny(v6, set)?;
                     repaired.push(drift);
                 }
@@ -723,7 +764,7 @@ impl Backend for IpsetBackend {
             if self.deny.family(v6).is_empty() || ipt.is_none() {
                 continue;
             }
-            let drift = self.deny_drift(v6, &set);
+            let drift = self.deny_drift(v6, &set, depth);
             if drift.is_some() {
                 self.fill_own_deny(v6, &set)?;
             }
@@ -732,7 +773,7 @@ impl Backend for IpsetBackend {
         }
         for (ipt, v6) in [(&self.ipt4, false), (&self.ipt6, true)] {
             let Some(ipt) = ipt else { continue };
-            let drift = self.limits.drift(ipt, v6, self.allow.family(v6));
+            let drift = self.limits.drift(ipt, v6, self.allow.family(v6), depth);
             if !drift.is_empty() {
                 self.limits.remove(ipt, v6)?;
                 self.limits

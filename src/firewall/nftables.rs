@@ -28,8 +28,8 @@ use super::libnft::Nft;
 use super::limits::nft::{NftLimits, Objects};
 use super::limits::{FloodWatch, Limits};
 use super::rule::Hook;
-use super::sets::{Ownership, SetSettings, kernel_timeout};
-use super::{Backend, FirewallError, Held};
+use super::sets::{Ownership, SetSettings, adopt_known, kernel_timeout};
+use super::{Backend, Depth, FirewallError, Held, Lister};
 
 /// Our chain inside our table.
 const CHAIN: &str = "sipban";
@@ -251,8 +251,9 @@ impl NftBackend {
     }
 
     /// What is missing or wrong in the deny sets and rules (`chain`: our
-    /// chain's listing, own mode).
-    fn deny_drift(&mut self, chain: Option<&str>) -> Vec<String> {
+    /// chain's listing, own mode); their entries are compared only at
+    /// [`Depth::Full`] (nftables gives no count without the listing).
+    fn deny_drift(&mut self, chain: Option<&str>, depth: Depth) -> Vec<String> {
         let t = self.table();
         let mut drift = Vec::new();
         for v6 in [false, true] {
@@ -262,8 +263,13 @@ impl NftBackend {
             if self.s.mode == Ownership::Own && self.deny.family(v6).is_empty() {
                 continue;
             }
-            match self.nft.run(&format!("list set {t} {set}")) {
+            let listing = match depth {
+                Depth::Full => self.nft.run(&format!("list set {t} {set}")),
+                Depth::Quick => self.nft.run_terse(&format!("list set {t} {set}")),
+            };
+            match listing {
                 Err(_) => drift.push(format!("set {set}")),
+                Ok(_) if depth == Depth::Quick => {}
                 Ok(json) => {
                     let held = parse_spans(&json);
                     if !held.is_some_and(|h| self.deny.matches_spans(v6, &h)) {
@@ -349,8 +355,8 @@ impl NftBackend {
     }
 
     /// Puts back missing limit objects (all of them, in one transaction)
-    /// and the exempt networks if they differ.
-    fn repair_limits(&mut self) -> Result<Vec<String>, FirewallError> {
+    /// and, at [`Depth::Full`], the exempt networks if they differ.
+    fn repair_limits(&mut self, depth: Depth) -> Result<Vec<String>, FirewallError> {
         if !self.limits.limits.any() {
             return Ok(Vec::new());
         }
@@ -362,7 +368,7 @@ impl NftBackend {
             self.apply(&script)?;
             return Ok(missing);
         }
-        let Some(sets) = self.limits.allow_sets() else {
+        let Some(sets) = self.limits.allow_sets().filter(|_| depth == Depth::Full) else {
             return Ok(missing);
         };
         let mut drifted = Vec::new();
@@ -398,6 +404,24 @@ impl NftBackend {
             }
         }
         Ok(())
+    }
+}
+
+/// Lists our ban sets with `nft -j list set`, on the lister thread.
+struct NftLister {
+    nft: Nft,
+    table: String,
+    sets: [String; 2],
+}
+
+impl Lister for NftLister {
+    fn held(&mut self) -> Result<Vec<Held>, FirewallError> {
+        let mut out = Vec::new();
+        for set in &self.sets {
+            let json = self.nft.run(&format!("list set {} {set}", self.table))?;
+            out.extend(parse_held(&json));
+        }
+        Ok(out)
     }
 }
 
@@ -621,13 +645,31 @@ impl Backend for NftBackend {
         Ok(out)
     }
 
-    fn repair(&mut self) -> Result<Vec<String>, FirewallError> {
+    fn lister(&mut self) -> Option<Box<dyn Lister>> {
+        // The tool, not a second libnftables context: one process a check
+        // is cheap off the applier, and nothing relies on the library being
+        // safe to use from two threads.
+        Some(Box::new(NftLister {
+            nft: Nft::new(tool(&self.s.bin_dir, "nft"), true),
+            table: self.table(),
+            sets: [self.s.set4.clone(), self.s.set6.clone()],
+        }))
+    }
+
+    fn adopt_listing(&mut self, held: Vec<Held>, touched: &HashSet<IpAddr>) -> Vec<IpAddr> {
+        match self.s.mode {
+            Ownership::Own => held.into_iter().map(|h| h.ip).collect(),
+            Ownership::SetOnly => adopt_known(&mut self.known, held, touched),
+        }
+    }
+
+    fn repair(&mut self, depth: Depth) -> Result<Vec<String>, FirewallError> {
         if self.s.mode == Ownership::SetOnly {
             self.check_sets()?;
             if !self.deny_given {
                 return Ok(Vec::new());
             }
-            let drift = self.deny_drift(None);
+            let drift = self.deny_drift(None, depth);
             if !drift.is_empty() {
                 let script = self.deny_script()?;
                 self.apply(&script)?;
@@ -661,14 +703,14 @@ impl Backend for NftBackend {
         }
         if !self.deny.is_empty() {
             let chain = self.nft.run_terse(&format!("list chain {t} {CHAIN}"))?;
-            let drift = self.deny_drift(Some(&chain));
+            let drift = self.deny_drift(Some(&chain), depth);
             if !drift.is_empty() {
                 let script = self.deny_script()?;
                 self.apply(&script)?;
                 missing.extend(drift);
             }
         }
-        missing.extend(self.repair_limits()?);
+        missing.extend(self.repair_limits(depth)?);
         Ok(missing)
     }
 

@@ -15,8 +15,10 @@
 //! one call, not 50k. The deny chain and its jump exist only while the
 //! family has deny entries.
 
+mod deny_chain;
+mod rules;
+
 use std::collections::HashSet;
-use std::fmt::Write as _;
 use std::net::IpAddr;
 use std::path::Path;
 use std::process::Command;
@@ -25,20 +27,26 @@ use std::time::Duration;
 use ipnet::IpNet;
 use iptables::IPTables;
 
-use super::deny::{self, DenyList};
+use super::deny::DenyList;
 use super::exec::{run, tool};
 use super::limits::ipt::IptLimits;
 use super::limits::{FloodWatch, Limits};
 use super::rule::Action;
 use super::rule::Hook;
 use super::scope::Scope;
-use super::{Backend, FirewallError};
+use super::{Backend, Depth, FirewallError};
+use deny_chain::{deny_chain_name, ensure_deny_jump, fill_deny, remove_deny};
+use rules::{ban_script, ban_source, list_rules, parse_net, refill_chain};
 
-const TABLE: &str = "filter";
+pub(super) const TABLE: &str = "filter";
 
 /// What the iptables crate returns.
 type IptResult = Result<(), Box<dyn std::error::Error>>;
 const HOOK: &str = "INPUT";
+
+/// Changes per commit: large enough that a storm costs a few commits,
+/// small enough that the first bans of a storm are confirmed early.
+const BATCH: usize = 4096;
 
 #[derive(Clone, Debug)]
 pub struct ChainSettings {
@@ -72,7 +80,7 @@ pub struct ChainBackend {
     allow: DenyList,
 }
 
-fn err(what: String) -> impl FnOnce(Box<dyn std::error::Error>) -> FirewallError {
+pub(super) fn err(what: String) -> impl FnOnce(Box<dyn std::error::Error>) -> FirewallError {
     move |e| FirewallError::Command {
         what,
         detail: e.to_string().trim().to_string(),
@@ -240,6 +248,37 @@ impl ChainBackend {
             })
     }
 
+    /// One family's share of a batch in one `iptables-restore --noflush`
+    /// commit. If the tool refuses it (a rule deleted behind our back, the
+    /// chain gone), nothing of it was applied: the changes are retried one
+    /// call each, so each failure names its address.
+    fn commit_family(&mut self, v6: bool, ops: &[(IpAddr, bool)]) -> Vec<(IpAddr, String)> {
+        let chain = self.settings.chain.clone();
+        let fam = if v6 { &mut self.v6 } else { &mut self.v4 };
+        let Some(ipt) = fam.ipt.as_ref() else {
+            let why = format!("{} is not available", fam.label);
+            return ops.iter().map(|(ip, _)| (*ip, why.clone())).collect();
+        };
+        let mut known = fam.known.clone();
+        let (script, strays) = ban_script(&chain, &fam.action, &mut known, ops);
+        if let Some(script) = script {
+            let restore = format!("{}-restore", ipt.cmd);
+            if let Err(e) = run(&restore, &["-w", "--noflush"], Some(script.as_bytes())) {
+                tracing::warn!("CHAIN => batch refused, applying one by one: {e}");
+                return ops
+                    .iter()
+                    .filter_map(|&(ip, add)| self.apply(ip, add).err().map(|e| (ip, e)))
+                    .collect();
+            }
+            fam.known = known;
+        }
+        // Not ours as far as we know: deleted in case it is there anyway.
+        for ip in strays {
+            let _ = self.apply(ip, false);
+        }
+        Vec::new()
+    }
+
     fn ban_rule(fam: &Family, ip: IpAddr) -> String {
         format!("-s {ip} -j {}", fam.action)
     }
@@ -321,16 +360,23 @@ impl Backend for ChainBackend {
         self.pending.push((ip, false));
     }
 
-    /// One `iptables` call per change: a few milliseconds each.
+    /// One `iptables-restore` per family per batch: its cost grows with
+    /// the chain (the tool reads it back), not with the batch.
     fn batch_limit(&self) -> usize {
-        16
+        BATCH
     }
 
     fn commit(&mut self) -> Result<(), FirewallError> {
+        let pending = std::mem::take(&mut self.pending);
         let mut failures = Vec::new();
-        for (ip, add) in std::mem::take(&mut self.pending) {
-            if let Err(e) = self.apply(ip, add) {
-                failures.push((ip, e));
+        for v6 in [false, true] {
+            let ops: Vec<(IpAddr, bool)> = pending
+                .iter()
+                .filter(|(ip, _)| ip.is_ipv6() == v6)
+                .copied()
+                .collect();
+            if !ops.is_empty() {
+                failures.extend(self.commit_family(v6, &ops));
             }
         }
         if failures.is_empty() {
@@ -355,7 +401,7 @@ impl Backend for ChainBackend {
         Ok(out)
     }
 
-    fn repair(&mut self) -> Result<Vec<String>, FirewallError> {
+    fn repair(&mut self, depth: Depth) -> Result<Vec<String>, FirewallError> {
         let chain = self.settings.chain.clone();
         let jumps = self.jump_rules();
         let mut repaired = Vec::new();
@@ -386,7 +432,7 @@ impl Backend for ChainBackend {
                 }
             }
             let v6 = label == "ip6tables";
-            let drift = self.limits.drift(ipt, v6, self.allow.family(v6));
+            let drift = self.limits.drift(ipt, v6, self.allow.family(v6), depth);
             if !drift.is_empty() {
                 self.limits.remove(ipt, v6)?;
                 self.limits.install(ipt, v6, self.allow.family(v6), &|l| {
@@ -536,174 +582,4 @@ fn remove_jumps(ipt: &IPTables, ours: impl Fn(&str) -> bool) -> Result<(), Firew
             .map_err(err(format!("{} -D {HOOK} {rule}", ipt.cmd)))?;
     }
     Ok(())
-}
-
-/// The chain holding the deny entries of our chain `chain`.
-fn deny_chain_name(chain: &str) -> String {
-    format!("{chain}-deny")
-}
-
-/// Refills the deny chain (creating it if needed) with `nets`, atomically:
-/// `iptables-restore --noflush` flushes a chain it declares, and the
-/// declaration and the new rules are one commit.
-fn fill_deny(
-    ipt: &IPTables,
-    deny: &str,
-    nets: &[IpNet],
-    action: &Action,
-) -> Result<(), FirewallError> {
-    let mut script = String::with_capacity(32 + nets.len() * 48);
-    let _ = writeln!(script, "*{TABLE}\n:{deny} - [0:0]");
-    for net in nets {
-        let _ = writeln!(script, "-A {deny} -s {net} -j {action}");
-    }
-    script.push_str("COMMIT\n");
-    let restore = format!("{}-restore", ipt.cmd);
-    run(&restore, &["-w", "--noflush"], Some(script.as_bytes())).map(|_| ())
-}
-
-/// Makes our chain hold exactly one ban rule per address of `bans`, then
-/// the final RETURN, in one `iptables-restore --noflush` commit (creating
-/// the chain if needed).
-fn refill_chain(
-    ipt: &IPTables,
-    chain: &str,
-    bans: &[IpAddr],
-    action: &Action,
-) -> Result<(), FirewallError> {
-    let mut script = String::with_capacity(64 + bans.len() * 64);
-    let _ = writeln!(script, "*{TABLE}\n:{chain} - [0:0]");
-    for ip in bans {
-        let _ = writeln!(script, "-A {chain} -s {ip} -j {action}");
-    }
-    let _ = writeln!(script, "-A {chain} -j RETURN\nCOMMIT");
-    let restore = format!("{}-restore", ipt.cmd);
-    run(&restore, &["-w", "--noflush"], Some(script.as_bytes())).map(|_| ())
-}
-
-/// The banned address of one of our chain's ban rules (`-A CHAIN -s IP/32
-/// -j ACTION`), not of its RETURN or its jump to the deny chain.
-fn ban_source(rule: &str, chain: &str) -> Option<IpAddr> {
-    let rest = rule.trim().strip_prefix("-A ")?.strip_prefix(chain)?;
-    if !rest.starts_with(' ') || rest.contains(" -j RETURN") {
-        return None;
-    }
-    let ip = parse_source(rest)?;
-    let host = rule.contains(&format!("{ip}/32")) || rule.contains(&format!("{ip}/128"));
-    host.then_some(ip)
-}
-
-/// Ensures one `-j DENY` rule in our chain, just before its final RETURN
-/// (ban rules are inserted above it). True if it had to be added.
-fn ensure_deny_jump(ipt: &IPTables, chain: &str, deny: &str) -> Result<bool, FirewallError> {
-    let rules = list_rules(ipt, chain)?;
-    let jump = format!("-A {chain} -j {deny}");
-    if rules.iter().any(|r| r.trim() == jump) {
-        return Ok(false);
-    }
-    let appended = rules.iter().filter(|r| r.starts_with("-A ")).count();
-    let ends_in_return = rules.last().map(|r| r.trim()) == Some(&format!("-A {chain} -j RETURN"));
-    let pos = if ends_in_return {
-        appended
-    } else {
-        appended + 1
-    };
-    let rule = format!("-j {deny}");
-    ipt.insert(TABLE, chain, &rule, pos.max(1) as i32)
-        .map_err(err(format!("{} -I {chain} {pos} {rule}", ipt.cmd)))?;
-    Ok(true)
-}
-
-/// Removes the deny chain and every jump to it from our chain. True if
-/// there was one.
-fn remove_deny(ipt: &IPTables, chain: &str, deny: &str) -> Result<bool, FirewallError> {
-    let fail = |what: &str| err(format!("{} {what}", ipt.cmd));
-    if !ipt.chain_exists(TABLE, deny).map_err(fail("-L"))? {
-        return Ok(false);
-    }
-    if ipt.chain_exists(TABLE, chain).map_err(fail("-L"))? {
-        ipt.delete_all(TABLE, chain, &format!("-j {deny}"))
-            .map_err(fail(&format!("-D {chain} -j {deny}")))?;
-    }
-    ipt.flush_chain(TABLE, deny)
-        .map_err(fail(&format!("-F {deny}")))?;
-    ipt.delete_chain(TABLE, deny)
-        .map_err(fail(&format!("-X {deny}")))?;
-    Ok(true)
-}
-
-/// `iptables -S chain`, failing on a non-zero exit (the crate's `list`
-/// ignores the exit status and, in numeric mode, passes `-n`, which `-S`
-/// rejects).
-fn list_rules(ipt: &IPTables, chain: &str) -> Result<Vec<String>, FirewallError> {
-    let out = Command::new(ipt.cmd)
-        .args(["-w", "-t", TABLE, "-S", chain])
-        .output()
-        .map_err(|e| FirewallError::Command {
-            what: format!("{} -S {chain}", ipt.cmd),
-            detail: e.to_string(),
-        })?;
-    if !out.status.success() {
-        return Err(FirewallError::Command {
-            what: format!("{} -S {chain}", ipt.cmd),
-            detail: String::from_utf8_lossy(&out.stderr).trim().to_string(),
-        });
-    }
-    Ok(String::from_utf8_lossy(&out.stdout)
-        .lines()
-        .map(str::to_string)
-        .collect())
-}
-
-/// The source address of a `-A chain -s 192.0.2.1/32 -j DROP` line.
-fn parse_source(rule: &str) -> Option<IpAddr> {
-    let mut words = rule.split_whitespace();
-    words.find(|w| *w == "-s")?;
-    let src = words.next()?;
-    let addr = src.split('/').next()?;
-    addr.parse().ok()
-}
-
-/// The source network of a `-A chain-deny -s 192.0.2.0/24 -j DROP` line.
-fn parse_net(rule: &str) -> Option<IpNet> {
-    let mut words = rule.split_whitespace();
-    words.find(|w| *w == "-s")?;
-    deny::parse_net(words.next()?)
-}
-
-#[cfg(test)]
-mod tests {
-    use super::*;
-
-    #[test]
-    fn source_of_listed_rules() {
-        assert_eq!(
-            parse_source(
-                "-A sipban-udp -s 203.0.113.7/32 -j REJECT --reject-with icmp-port-unreachable"
-            ),
-            Some("203.0.113.7".parse().unwrap())
-        );
-        assert_eq!(
-            parse_source("-A sipban-udp -s 2001:db8::1/128 -j DROP"),
-            Some("2001:db8::1".parse().unwrap())
-        );
-        assert_eq!(parse_source("-A sipban-udp -j RETURN"), None);
-        let c = "sipban-udp";
-        assert_eq!(
-            ban_source("-A sipban-udp -s 203.0.113.7/32 -j DROP", c),
-            Some("203.0.113.7".parse().unwrap())
-        );
-        assert_eq!(
-            ban_source("-A sipban-udp -s 2001:db8::1/128 -j REJECT", c),
-            Some("2001:db8::1".parse().unwrap())
-        );
-        assert_eq!(ban_source("-A sipban-udp -j RETURN", c), None);
-        assert_eq!(ban_source("-A sipban-udp -j sipban-udp-deny", c), None);
-        assert_eq!(
-            ban_source("-A sipban-udp-deny -s 10.0.0.0/8 -j DROP", c),
-            None
-        );
-        assert_eq!(ban_source("-A sipban-udp -s 10.0.0.0/8 -j DROP", c), None);
-        assert_eq!(ban_source("-N sipban-udp", c), None);
-    }
 }
