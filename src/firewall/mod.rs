@@ -17,6 +17,7 @@ pub mod ipset_tool;
 pub mod libnft;
 pub mod limits;
 mod netlink;
+pub mod nft_listing;
 pub mod nftables;
 pub mod rule;
 pub mod scope;

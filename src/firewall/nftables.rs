@@ -20,13 +20,13 @@ use std::net::IpAddr;
 use std::time::Duration;
 
 use ipnet::IpNet;
-use serde_json::Value;
 
 use super::deny::{DenyList, text};
 use super::exec::{tool, works};
 use super::libnft::Nft;
 use super::limits::nft::{NftLimits, Objects};
 use super::limits::{FloodWatch, Limits};
+use super::nft_listing::{parse_elements, parse_held, parse_spans, rules_using};
 use super::rule::Hook;
 use super::sets::{Ownership, SetSettings, adopt_known, kernel_timeout};
 use super::{Backend, Depth, FirewallError, Held, Lister};
@@ -418,11 +418,20 @@ impl Lister for NftLister {
     fn held(&mut self) -> Result<Vec<Held>, FirewallError> {
         let mut out = Vec::new();
         for set in &self.sets {
-            let json = self.nft.run(&format!("list set {} {set}", self.table))?;
-            out.extend(parse_held(&json));
+            out.extend(list_held(&mut self.nft, &self.table, set)?);
         }
         Ok(out)
     }
+}
+
+/// The elements of one of our ban sets, with their remaining timeouts.
+fn list_held(nft: &mut Nft, table: &str, set: &str) -> Result<Vec<Held>, FirewallError> {
+    let what = format!("list set {table} {set}");
+    let json = nft.run(&what)?;
+    parse_held(&json).map_err(|detail| FirewallError::Command {
+        what: format!("nft {what}"),
+        detail,
+    })
 }
 
 /// `inet sipban` -> `sipban`; a bare name stays.
@@ -434,92 +443,6 @@ fn own_table_name(table: &str) -> &str {
 fn deny_set_decl(t: &str, set: &str, v6: bool) -> String {
     let ty = if v6 { "ipv6_addr" } else { "ipv4_addr" };
     format!("add set {t} {set} {{ type {ty}; flags interval; }}")
-}
-
-/// Handles of the rules in an `nft -j list chain` listing that look up
-/// `@set`.
-fn rules_using(json: &str, set: &str) -> Vec<u64> {
-    let Ok(v) = serde_json::from_str::<Value>(json) else {
-        return Vec::new();
-    };
-    let needle = Value::String(format!("@{set}")).to_string();
-    v["nftables"]
-        .as_array()
-        .into_iter()
-        .flatten()
-        .filter_map(|item| {
-            let rule = item.get("rule")?;
-            rule["expr"]
-                .to_string()
-                .contains(&needle)
-                .then(|| rule["handle"].as_u64())
-                .flatten()
-        })
-        .collect()
-}
-
-/// Elements of an interval set in `nft -j list set` output, as inclusive
-/// ranges; `None` if one cannot be read.
-fn parse_spans(json: &str) -> Option<Vec<(IpAddr, IpAddr)>> {
-    fn span(v: &Value) -> Option<(IpAddr, IpAddr)> {
-        if let Some(s) = v.as_str() {
-            let ip: IpAddr = s.parse().ok()?;
-            return Some((ip, ip));
-        }
-        if let Some(p) = v.get("prefix") {
-            let addr: IpAddr = p["addr"].as_str()?.parse().ok()?;
-            let net = IpNet::new(addr, u8::try_from(p["len"].as_u64()?).ok()?).ok()?;
-            return Some((net.network(), net.broadcast()));
-        }
-        if let Some(r) = v.get("range").and_then(Value::as_array) {
-            let a = r.first()?.as_str()?.parse().ok()?;
-            let b = r.get(1)?.as_str()?.parse().ok()?;
-            return Some((a, b));
-        }
-        span(&v.get("elem")?["val"])
-    }
-    let v = serde_json::from_str::<Value>(json).ok()?;
-    let mut out = Vec::new();
-    for item in v["nftables"].as_array()? {
-        for e in item["set"]["elem"].as_array().into_iter().flatten() {
-            out.push(span(e)?);
-        }
-    }
-    Some(out)
-}
-
-/// Addresses in `nft -j list set` output.
-fn parse_elements(json: &str) -> Vec<IpAddr> {
-    parse_held(json).into_iter().map(|h| h.ip).collect()
-}
-
-/// Addresses in `nft -j list set` output with their remaining timeout
-/// (`expires`, seconds) where the element has one.
-fn parse_held(json: &str) -> Vec<Held> {
-    let Ok(v) = serde_json::from_str::<serde_json::Value>(json) else {
-        return Vec::new();
-    };
-    let mut out = Vec::new();
-    let items = v["nftables"].as_array().cloned().unwrap_or_default();
-    for item in items {
-        let Some(elems) = item["set"]["elem"].as_array() else {
-            continue;
-        };
-        for e in elems {
-            let (val, expires) = if e.is_string() {
-                (e, None)
-            } else {
-                (&e["elem"]["val"], e["elem"]["expires"].as_u64())
-            };
-            if let Some(ip) = val.as_str().and_then(|s| s.parse().ok()) {
-                out.push(Held {
-                    ip,
-                    remaining: expires.map(Duration::from_secs),
-                });
-            }
-        }
-    }
-    out
 }
 
 impl Backend for NftBackend {
@@ -635,8 +558,7 @@ impl Backend for NftBackend {
         let t = self.table();
         let mut out = Vec::new();
         for set in [self.s.set4.clone(), self.s.set6.clone()] {
-            let json = self.nft.run(&format!("list set {t} {set}"))?;
-            out.extend(parse_held(&json));
+            out.extend(list_held(&mut self.nft, &t, &set)?);
         }
         if self.s.mode == Ownership::SetOnly {
             out.retain(|h| self.known.contains(&h.ip));
@@ -801,50 +723,5 @@ impl Backend for NftBackend {
             tracing::info!("NFT => table {t} removed");
         }
         r
-    }
-}
-
-#[cfg(test)]
-mod tests {
-    use super::*;
-
-    #[test]
-    fn elements_from_json_listing() {
-        let json = r#"{"nftables":[{"metainfo":{}},{"set":{"family":"inet","name":"v4","elem":[{"elem":{"val":"1.2.3.4","timeout":60,"expires":59}},"5.6.7.8"]}}]}"#;
-        assert_eq!(
-            parse_elements(json),
-            vec![
-                "1.2.3.4".parse::<IpAddr>().unwrap(),
-                "5.6.7.8".parse().unwrap()
-            ]
-        );
-        assert!(parse_elements("not json").is_empty());
-        let held = parse_held(json);
-        assert_eq!(held[0].remaining, Some(Duration::from_secs(59)));
-        assert_eq!(held[1].remaining, None);
-    }
-
-    #[test]
-    fn interval_elements_and_rules_from_json_listings() {
-        let set = r#"{"nftables":[{"metainfo":{}},{"set":{"name":"d4","flags":["interval"],"elem":[{"prefix":{"addr":"10.0.0.0","len":24}},"10.0.1.5",{"range":["10.0.2.1","10.0.2.9"]},{"elem":{"val":{"prefix":{"addr":"10.0.3.0","len":30}},"counter":{}}}]}}]}"#;
-        let a = |s: &str| s.parse::<IpAddr>().unwrap();
-        assert_eq!(
-            parse_spans(set).unwrap(),
-            vec![
-                (a("10.0.0.0"), a("10.0.0.255")),
-                (a("10.0.1.5"), a("10.0.1.5")),
-                (a("10.0.2.1"), a("10.0.2.9")),
-                (a("10.0.3.0"), a("10.0.3.3")),
-            ]
-        );
-        assert_eq!(
-            parse_spans(r#"{"nftables":[{"set":{"name":"e"}}]}"#),
-            Some(vec![])
-        );
-        assert!(parse_spans(r#"{"nftables":[{"set":{"elem":[{"x":1}]}}]}"#).is_none());
-        let chain = r#"{"nftables":[{"chain":{"name":"sipban"}},{"rule":{"handle":5,"expr":[{"match":{"right":"@v4"}}]}},{"rule":{"handle":6,"expr":[{"match":{"right":"@v4-deny"}}]}}]}"#;
-        assert_eq!(rules_using(chain, "v4"), vec![5]);
-        assert_eq!(rules_using(chain, "v4-deny"), vec![6]);
-        assert!(rules_using(chain, "v6").is_empty());
     }
 }
