@@ -629,8 +629,13 @@ pub fn human(d: Duration) -> String {
 pub fn normalize_account(raw: &str) -> Option<&str> {
     let mut a = raw.trim();
     for scheme in ["sips:", "sip:"] {
-        if a.len() >= scheme.len() && a[..scheme.len()].eq_ignore_ascii_case(scheme) {
-            a = &a[scheme.len()..];
+        // `get`, not slicing: the scheme's length may fall inside a character.
+        if let Some(rest) = a
+            .get(..scheme.len())
+            .filter(|p| p.eq_ignore_ascii_case(scheme))
+            .and_then(|_| a.get(scheme.len()..))
+        {
+            a = rest;
             break;
         }
     }
