@@ -361,6 +361,11 @@ pub fn replay(dump: &Path, from: u64) -> Replayed {
     out
 }
 
+/// Parses one journal line, as [`replay`] does (for the fuzzer).
+pub fn parse_record(line: &str) -> Result<Record, String> {
+    Record::parse(line)
+}
+
 /// The journal record of a ban.
 pub fn ban_record(ip: IpAddr, expiry: UnixTime, reason: &str, count: u32) -> Record {
     Record::Ban(DumpEntry {
