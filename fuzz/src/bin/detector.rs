@@ -164,6 +164,7 @@ fn run(u: &mut Unstructured<'_>) -> Result<()> {
                 // Persist, restart, load: the same history comes back,
                 // less what was already forgotten.
                 let saved = detector.history();
+                assert!(saved.entries.len() <= max_history);
                 let loaded = through_json(&saved);
                 assert_eq!(loaded, saved);
                 let mut fresh = Detector::new(config.clone()).expect("valid");
@@ -199,8 +200,8 @@ fn run(u: &mut Unstructured<'_>) -> Result<()> {
                 }
             }
         }
-        assert!(detector.history().entries.len() <= max_history);
     }
+    assert!(detector.history().entries.len() <= max_history);
     Ok(())
 }
 
