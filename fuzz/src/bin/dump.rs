@@ -37,6 +37,8 @@ fn main() {
             match parse_record(line) {
                 Ok(Record::Ban(e)) => assert!(e.reason.len() <= MAX_REASON),
                 Ok(Record::Unban(ip)) => assert_eq!(ip, ip.to_canonical()),
+                Ok(Record::BanNet(b)) => assert!(b.reason.len() <= MAX_REASON),
+                Ok(Record::UnbanNet(_)) => {}
                 Err(why) => assert!(!why.is_empty()),
             }
         }
@@ -51,15 +53,25 @@ fn main() {
             let mut d = Detector::new(DetectorConfig::default()).expect("valid");
             d.load_history(history, now * 1000);
         }
-        if dump.bans.is_empty() && dump.history.is_none() {
+        if dump.bans.is_empty() && dump.history.is_none() && dump.nets.is_empty() {
             return;
         }
         let history = dump.history.as_ref().map(|h| h.to_string());
+        let history: Option<persist::HistoryWriter> = history.map(|h| {
+            Box::new(move |w: &mut dyn std::io::Write| w.write_all(h.as_bytes()))
+                as persist::HistoryWriter
+        });
         let rows = dump
             .bans
             .iter()
             .map(|b| (b.ip, b.expiry, b.reason.as_str(), b.count));
-        persist::write_rows(&scratch, rows, now, history.as_deref(), dump.journal)
+        let head = persist::Header {
+            written: now,
+            journal: dump.journal,
+            history,
+            nets: dump.nets.clone(),
+        };
+        persist::write_rows(&scratch, rows, head)
             .expect("scratch dump written");
         let back = persist::read_dump(&scratch)
             .expect("scratch dump read")
@@ -72,5 +84,6 @@ fn main() {
         assert_eq!(back.history.is_some(), dump.history.is_some());
         assert_eq!(typed(&back.history), typed(&dump.history));
         assert_eq!(back.journal, dump.journal);
+        assert_eq!(back.nets, dump.nets);
     });
 }
