@@ -24,6 +24,7 @@ use ipnet::IpNet;
 use super::deny::{DenyList, text};
 use super::exec::{tool, works};
 use super::libnft::Nft;
+use super::libnft::elements::{self, ElementsError};
 use super::limits::nft::{NftLimits, Objects};
 use super::limits::{FloodWatch, Limits};
 use super::nft_listing::{parse_elements, parse_held, parse_spans, rules_using};
@@ -317,6 +318,46 @@ impl NftBackend {
         sc
     }
 
+    /// One transaction for `changes`, in the order of [`Self::script`]:
+    /// over netlink when it can be used ([`elements`]: no text for
+    /// libnftables to parse), else as that script.
+    fn apply_changes(&mut self, changes: &[(IpAddr, Change)]) -> Result<(), FirewallError> {
+        let table = self.table();
+        if let Some((family, name)) = elements::table_family(&table)
+            && let Some(nl) = self.nft.elements()
+        {
+            let mut batch = nl.batch(family, name);
+            for delete in [true, false] {
+                for v6 in [false, true] {
+                    let set = if v6 { &self.s.set6 } else { &self.s.set4 };
+                    for (ip, change) in changes.iter().filter(|(ip, _)| ip.is_ipv6() == v6) {
+                        match (delete, change) {
+                            (true, Change::Delete | Change::Refresh(_)) => batch.delete(set, *ip),
+                            (false, Change::Add(t) | Change::Refresh(t)) => {
+                                batch.add(set, *ip, kernel_timeout(*t))
+                            }
+                            _ => {}
+                        }
+                    }
+                }
+            }
+            match nl.apply(batch) {
+                Ok(()) => return Ok(()),
+                Err(ElementsError::Refused(detail)) => {
+                    return Err(FirewallError::Command {
+                        what: format!("nft element batch in {table}"),
+                        detail,
+                    });
+                }
+                Err(ElementsError::Netlink(e)) => {
+                    tracing::warn!("NFT => netlink element writer failed ({e}); using nft scripts");
+                    self.nft.drop_elements();
+                }
+            }
+        }
+        self.apply(&self.script(changes))
+    }
+
     /// The batch without deletes of absent elements, with refreshes of
     /// absent ones turned into adds. `None` if the sets cannot be listed.
     fn fit_to_kernel(&mut self, changes: &[(IpAddr, Change)]) -> Option<Vec<(IpAddr, Change)>> {
@@ -508,9 +549,8 @@ impl Backend for NftBackend {
         if changes.is_empty() {
             return Ok(());
         }
-        let script = self.script(&changes);
         let mut failures = Vec::new();
-        if self.apply(&script).is_err() {
+        if self.apply_changes(&changes).is_err() {
             // Usually drift: elements the kernel already dropped make the
             // deletes (and refreshes) fail. Fit the batch to what the kernel
             // holds and retry it whole; only then go one by one, so one bad
@@ -520,7 +560,7 @@ impl Backend for NftBackend {
                 return Ok(());
             }
             if let Some(fitted) = fitted
-                && self.apply(&self.script(&fitted)).is_ok()
+                && self.apply_changes(&fitted).is_ok()
             {
                 self.track(&fitted, &[]);
                 return Ok(());
