@@ -1,0 +1,229 @@
+//! Our table's objects: table, sets, chain and rules, the deny sets and
+//! the limit objects, as nft scripts; what is missing or wrong in them.
+
+use super::*;
+
+impl NftBackend {
+    /// Table, sets, chain and rules. Existing sets (and their elements) are
+    /// kept; the chain is rebuilt so a changed hook or scope takes effect.
+    pub(super) fn setup_script(&mut self) -> Result<String, FirewallError> {
+        let t = self.table();
+        let (hook, prio) = match self.s.hook {
+            Hook::Raw => ("prerouting", "raw"),
+            Hook::Filter => ("input", "filter"),
+        };
+        let mut sc = String::new();
+        let _ = writeln!(sc, "add table {t}");
+        let _ = writeln!(
+            sc,
+            "add set {t} {} {{ type ipv4_addr; flags timeout; }}",
+            self.s.set4
+        );
+        let _ = writeln!(
+            sc,
+            "add set {t} {} {{ type ipv6_addr; flags timeout; }}",
+            self.s.set6
+        );
+        if self.nft.ok(&format!("list chain {t} {CHAIN}")) {
+            let _ = writeln!(sc, "flush chain {t} {CHAIN}");
+            let _ = writeln!(sc, "delete chain {t} {CHAIN}");
+        }
+        let _ = writeln!(
+            sc,
+            "add chain {t} {CHAIN} {{ type filter hook {hook} priority {prio}; policy accept; }}"
+        );
+        for v6 in [false, true] {
+            let set = if v6 { &self.s.set6 } else { &self.s.set4 };
+            for rule in self.rule_lines(v6, set) {
+                let _ = writeln!(sc, "{rule}");
+            }
+        }
+        // Deny sets and rules for the families that have deny entries (the
+        // elements are put in by `deny_script`); a crashed run's deny sets,
+        // unreferenced once the chain is rebuilt, go.
+        for v6 in [false, true] {
+            let Some(set) = self.s.deny_set(v6) else {
+                continue;
+            };
+            if !self.deny.family(v6).is_empty() {
+                let _ = writeln!(sc, "{}", deny_set_decl(&t, &set, v6));
+                for rule in self.rule_lines(v6, &set) {
+                    let _ = writeln!(sc, "{rule}");
+                }
+            } else if self.nft.ok(&format!("list set {t} {set}")) {
+                let _ = writeln!(sc, "delete set {t} {set}");
+            }
+        }
+        Ok(sc)
+    }
+
+    /// `add rule` lines dropping (or rejecting) sources in `set`: one per
+    /// protocol of the scope (or one for every packet, `block = all`).
+    pub(super) fn rule_lines(&self, v6: bool, set: &str) -> Vec<String> {
+        let t = self.table();
+        let (family, action) = if v6 {
+            ("ip6", &self.s.action6)
+        } else {
+            ("ip", &self.s.action4)
+        };
+        let action = action.at(self.s.hook).to_nft();
+        self.s
+            .scope
+            .nft_ban_matches()
+            .into_iter()
+            .map(|m| {
+                let sep = if m.is_empty() { "" } else { " " };
+                format!("add rule {t} {CHAIN} {m}{sep}{family} saddr @{set} {action}")
+            })
+            .collect()
+    }
+
+    /// Rules one set needs in our chain.
+    pub(super) fn rules_per_set(&self) -> usize {
+        self.s.scope.nft_ban_matches().len()
+    }
+
+    /// One transaction making the deny sets hold exactly `self.deny`: per
+    /// family, `flush set` + `add element` (own mode: the set and its rule
+    /// created if missing, both removed when the family has no entries).
+    pub(super) fn deny_script(&mut self) -> Result<String, FirewallError> {
+        let t = self.table();
+        let own = self.s.mode == Ownership::Own;
+        let chain = if own {
+            self.nft.run_terse(&format!("list chain {t} {CHAIN}")).ok()
+        } else {
+            None
+        };
+        let mut sc = String::new();
+        for v6 in [false, true] {
+            let Some(set) = self.s.deny_set(v6) else {
+                continue;
+            };
+            let nets = self.deny.family(v6);
+            let rules = chain
+                .as_deref()
+                .map(|json| rules_using(json, &set))
+                .unwrap_or_default();
+            if own && nets.is_empty() {
+                if self.nft.ok(&format!("list set {t} {set}")) {
+                    for handle in rules {
+                        let _ = writeln!(sc, "delete rule {t} {CHAIN} handle {handle}");
+                    }
+                    let _ = writeln!(sc, "delete set {t} {set}");
+                }
+                continue;
+            }
+            if own {
+                let _ = writeln!(sc, "{}", deny_set_decl(&t, &set, v6));
+            }
+            let _ = writeln!(sc, "flush set {t} {set}");
+            let elements: Vec<String> = nets.iter().map(text).collect();
+            for chunk in elements.chunks(CHUNK) {
+                let _ = writeln!(sc, "add element {t} {set} {{ {} }}", chunk.join(", "));
+            }
+            if own && rules.len() != self.rules_per_set() {
+                for handle in rules {
+                    let _ = writeln!(sc, "delete rule {t} {CHAIN} handle {handle}");
+                }
+                for rule in self.rule_lines(v6, &set) {
+                    let _ = writeln!(sc, "{rule}");
+                }
+            }
+        }
+        Ok(sc)
+    }
+
+    /// What is missing or wrong in the deny sets and rules (`chain`: our
+    /// chain's listing, own mode); their entries are compared only at
+    /// [`Depth::Full`] (nftables gives no count without the listing).
+    pub(super) fn deny_drift(&mut self, chain: Option<&str>, depth: Depth) -> Vec<String> {
+        let t = self.table();
+        let mut drift = Vec::new();
+        for v6 in [false, true] {
+            let Some(set) = self.s.deny_set(v6) else {
+                continue;
+            };
+            if self.s.mode == Ownership::Own && self.deny.family(v6).is_empty() {
+                continue;
+            }
+            let listing = match depth {
+                Depth::Full => self.nft.run(&format!("list set {t} {set}")),
+                Depth::Quick => self.nft.run_terse(&format!("list set {t} {set}")),
+            };
+            match listing {
+                Err(_) => drift.push(format!("set {set}")),
+                Ok(_) if depth == Depth::Quick => {}
+                Ok(json) => {
+                    let held = parse_spans(&json);
+                    if !held.is_some_and(|h| self.deny.matches_spans(v6, &h)) {
+                        drift.push(format!("deny entries of set {set}"));
+                    }
+                }
+            }
+            if let Some(json) = chain
+                && rules_using(json, &set).len() != self.rules_per_set()
+            {
+                drift.push(format!("rules for set {set}"));
+            }
+        }
+        drift
+    }
+
+    /// Puts back missing limit objects (all of them, in one transaction)
+    /// and, at [`Depth::Full`], the exempt networks if they differ.
+    pub(super) fn repair_limits(&mut self, depth: Depth) -> Result<Vec<String>, FirewallError> {
+        if !self.limits.limits.any() {
+            return Ok(Vec::new());
+        }
+        let t = self.table();
+        let present = Objects::parse(&self.nft.run_terse(&format!("list table {t}"))?);
+        let missing = self.limits.missing(&present);
+        if !missing.is_empty() {
+            let script = self.limits.setup(&present, &self.allow);
+            self.apply(&script)?;
+            return Ok(missing);
+        }
+        let Some(sets) = self.limits.allow_sets().filter(|_| depth == Depth::Full) else {
+            return Ok(missing);
+        };
+        let mut drifted = Vec::new();
+        for (v6, set) in sets.iter().enumerate() {
+            let json = self.nft.run(&format!("list set {t} {set}"))?;
+            let held = parse_spans(&json);
+            if !held.is_some_and(|h| self.allow.matches_spans(v6 == 1, &h)) {
+                drifted.push(format!("exempt networks of set {set}"));
+            }
+        }
+        if !drifted.is_empty() {
+            let script = self.limits.allow_script(&self.allow);
+            self.apply(&script)?;
+        }
+        Ok(drifted)
+    }
+
+    pub(super) fn check_sets(&mut self) -> Result<(), FirewallError> {
+        let t = self.table();
+        let bans = [self.s.set4.clone(), self.s.set6.clone()]
+            .into_iter()
+            .map(|s| (s, "flags timeout"));
+        let denies = [self.s.deny4.clone(), self.s.deny6.clone()]
+            .into_iter()
+            .flatten()
+            .map(|s| (s, "flags interval"));
+        for (set, flags) in bans.chain(denies) {
+            if !self.nft.ok(&format!("list set {t} {set}")) {
+                return Err(FirewallError::Command {
+                    what: format!("set-only mode: nft set {t} {set}"),
+                    detail: format!("set does not exist; create it ({flags}) in your ruleset"),
+                });
+            }
+        }
+        Ok(())
+    }
+}
+
+/// `add set` of a deny set: an interval set of the family, no timeouts.
+pub(super) fn deny_set_decl(t: &str, set: &str, v6: bool) -> String {
+    let ty = if v6 { "ipv6_addr" } else { "ipv4_addr" };
+    format!("add set {t} {set} {{ type {ty}; flags interval; }}")
+}
