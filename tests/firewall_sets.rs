@@ -1270,12 +1270,17 @@ struct ListingGate {
 
 impl ListingGate {
     fn new(kind: Kind) -> ListingGate {
-        let real = Path::new("/usr/sbin").join(kind.tool());
-        let dir = tempfile::tempdir().expect("tempdir");
         let pattern = match kind {
             Kind::Ipset { .. } => "\"save \"*",
             Kind::Nft { .. } => "\"-j list set \"*",
         };
+        ListingGate::on(kind, pattern)
+    }
+
+    /// Holds the tool's runs whose arguments match the shell `pattern`.
+    fn on(kind: Kind, pattern: &str) -> ListingGate {
+        let real = Path::new("/usr/sbin").join(kind.tool());
+        let dir = tempfile::tempdir().expect("tempdir");
         let (started, gate) = (dir.path().join("started"), dir.path().join("gate"));
         std::fs::write(&gate, "").unwrap();
         let wrapper = dir.path().join(kind.tool());
@@ -1341,6 +1346,38 @@ fn a_drift_check_listing_never_holds_up_bans(kind: Kind) {
         let report = check.await.expect("check task").expect("check");
         assert!(report.in_sync(), "{report:?}");
         assert_eq!(held(kind, OWN), sorted(vec![ip(V4), late]));
+        fw.shutdown().await.expect("shutdown");
+    });
+}
+
+/// nftables lists every element for any listing, even of a table's
+/// names, so the periodic check of our objects runs on the lister thread
+/// too: bans queued while it runs are committed at once.
+#[test]
+fn nftables_quick_check_of_objects_never_holds_up_bans() {
+    in_private_netns(async {
+        let gate = ListingGate::on(NFT, "\"-t -j list table \"*");
+        let fw =
+            Firewall::start(NFT.backend(settings(OWN, Hook::Raw, Ownership::Own, &gate.bin_dir())))
+                .await
+                .expect("backend starts");
+        fw.add(ip(V4), MIN);
+        fw.sync().await;
+        let (tx, rx) = tokio::sync::oneshot::channel();
+        fw.send_reconcile(vec![(ip(V4), MIN)], Depth::Quick, tx);
+        eventually("the object check to start", Duration::from_secs(10), || {
+            gate.listing_started()
+        })
+        .await;
+        let late = ip("198.51.100.9");
+        fw.add(late, MIN);
+        let synced = tokio::time::timeout(Duration::from_secs(10), fw.sync()).await;
+        assert!(synced.is_ok(), "a ban waited for the object check");
+        assert_eq!(held(NFT, OWN), sorted(vec![ip(V4), late]));
+        gate.open();
+        let report = rx.await.expect("reply").expect("quick check");
+        assert!(report.in_sync(), "{report:?}");
+        assert_eq!(held(NFT, OWN), sorted(vec![ip(V4), late]));
         fw.shutdown().await.expect("shutdown");
     });
 }

@@ -81,22 +81,51 @@ fn commit(
 
 /// Repairs our objects, then compares the elements: listed here when the
 /// backend has no lister, else by the lister thread (the comparison
-/// follows in [`listed`]).
+/// follows in [`listed`]). A backend whose object check is a listing too
+/// has it run there first ([`Backend::object_check`]).
 fn reconcile(backend: &mut dyn Backend, checks: &mut Checks, depth: Depth, request: Request) {
-    let repaired = match backend.repair(depth) {
-        Ok(repaired) => repaired,
-        Err(e) => {
-            let _ = request.reply.send(Err(e));
+    let objects = match depth {
+        Depth::Quick if checks.has_lister() => backend.object_check(),
+        _ => None,
+    };
+    let deferred = objects.is_some();
+    let request = if deferred {
+        request
+    } else {
+        let Some(request) = repaired(backend, depth, request) else {
             return;
-        }
+        };
+        request
     };
-    let request = Request {
-        repaired,
-        ..request
-    };
-    let Some(request) = checks.start(depth, request) else {
+    let Some(mut request) = checks.start(depth, request, objects) else {
         return;
     };
+    if deferred {
+        let Some(r) = repaired(backend, depth, request) else {
+            return;
+        };
+        request = r;
+    }
+    list_here(backend, request);
+}
+
+/// The request with what [`Backend::repair`] repaired; `None` (the error
+/// answered) if it failed.
+fn repaired(backend: &mut dyn Backend, depth: Depth, request: Request) -> Option<Request> {
+    match backend.repair(depth) {
+        Ok(repaired) => Some(Request {
+            repaired,
+            ..request
+        }),
+        Err(e) => {
+            let _ = request.reply.send(Err(e));
+            None
+        }
+    }
+}
+
+/// Lists the elements on the applier and compares.
+fn list_here(backend: &mut dyn Backend, request: Request) {
     match backend.list() {
         Ok(kernel) => compare(backend, request, kernel, &HashSet::new()),
         Err(e) => {
@@ -127,6 +156,12 @@ fn listed(
         Ok(Listing::Elements(held)) => {
             let kernel = backend.adopt_listing(held, &touched);
             compare(backend, request, kernel, &touched);
+        }
+        Ok(Listing::Repair(wrong)) => {
+            tracing::debug!("FIREWALL => drift in {}", wrong.join(", "));
+            if let Some(request) = repaired(backend, Depth::Quick, request) {
+                list_here(backend, request);
+            }
         }
     }
 }

@@ -6,6 +6,11 @@
 //! while the listing runs: the listing may have caught those mid-change,
 //! so the comparison leaves them out (the applier's own last change to
 //! them is what the store wants), and compares the rest.
+//!
+//! nftables lists every element for any listing, even of a table's
+//! names (nft 1.0.6: about 0.4 s at 100k), so its periodic check of our
+//! objects runs on the lister thread too ([`ObjectCheck`]); only drift
+//! found there brings the repair back to the applier.
 
 use std::collections::{HashMap, HashSet};
 use std::net::IpAddr;
@@ -42,17 +47,25 @@ pub trait Lister: Send + 'static {
     }
 }
 
+/// The objects part of a [`Depth::Quick`] check, for the lister thread:
+/// what is missing or wrong in our objects, read without changing them.
+pub type ObjectCheck = Box<dyn FnOnce() -> Result<Vec<String>, FirewallError> + Send>;
+
 /// What the lister found.
 pub(super) enum Listing {
     /// The count matched: no listing was needed.
     Counted,
     Elements(Vec<Held>),
+    /// The object check found these wrong (or could not tell: empty):
+    /// the applier repairs, then lists.
+    Repair(Vec<String>),
 }
 
 pub(super) struct Job {
     id: u64,
     depth: Depth,
     expected: usize,
+    objects: Option<ObjectCheck>,
 }
 
 /// Starts the lister thread; it answers by queueing [`Op::Listed`] to the
@@ -66,7 +79,14 @@ pub(super) fn spawn(
         .name("sipban-fw-list".into())
         .spawn(move || {
             while let Ok(job) = rx.recv() {
-                let result = list(lister.as_mut(), job.depth, job.expected);
+                let result = match job.objects.map(|check| check()) {
+                    Some(Ok(wrong)) if !wrong.is_empty() => Ok(Listing::Repair(wrong)),
+                    Some(Err(e)) => {
+                        tracing::debug!("FIREWALL => object check: {e}; repairing on the applier");
+                        Ok(Listing::Repair(Vec::new()))
+                    }
+                    _ => list(lister.as_mut(), job.depth, job.expected),
+                };
                 let Some(applier) = applier.upgrade() else {
                     return;
                 };
@@ -128,9 +148,20 @@ impl Checks {
         }
     }
 
-    /// Hands the listing to the lister thread. Gives the request back when
-    /// there is none (the applier lists itself).
-    pub(super) fn start(&mut self, depth: Depth, request: Request) -> Option<Request> {
+    /// Whether listings go to a lister thread.
+    pub(super) fn has_lister(&self) -> bool {
+        self.lister.is_some()
+    }
+
+    /// Hands the listing (and `objects`, checked first) to the lister
+    /// thread. Gives the request back when there is none (the applier
+    /// lists itself).
+    pub(super) fn start(
+        &mut self,
+        depth: Depth,
+        request: Request,
+        objects: Option<ObjectCheck>,
+    ) -> Option<Request> {
         let Some(lister) = &self.lister else {
             return Some(request);
         };
@@ -140,6 +171,7 @@ impl Checks {
             id,
             depth,
             expected: request.desired.len(),
+            objects,
         };
         if lister.send(job).is_err() {
             tracing::warn!("FIREWALL => the lister thread has ended; listing on the applier");

@@ -34,7 +34,7 @@ use tokio::sync::{mpsc, oneshot};
 
 use applier::{Op, applier};
 pub use chain::ChainBackend;
-pub use check::{Depth, Lister};
+pub use check::{Depth, Lister, ObjectCheck};
 pub use deny::DenyList;
 pub use dryrun::{DryRun, DryRunLog, DryRunOp};
 pub use ipset::IpsetBackend;
@@ -116,6 +116,13 @@ pub trait Backend: Send + 'static {
     fn repair(&mut self, depth: Depth) -> Result<Vec<String>, FirewallError> {
         let _ = depth;
         Ok(Vec::new())
+    }
+    /// The objects part of a [`Depth::Quick`] check to run on the lister
+    /// thread, for a backend whose check of its objects costs a listing of
+    /// every element (nftables). `None`: [`Backend::repair`] checks them on
+    /// the applier. Drift it finds is repaired by `repair` on the applier.
+    fn object_check(&mut self) -> Option<ObjectCheck> {
+        None
     }
     /// A reader of the ban elements for the lister thread, so a drift
     /// check's listing never holds up the bans. Taken once, after `init`.

@@ -181,6 +181,16 @@ enum Val<'a> {
 /// Handles of the rules in an `nft -j list chain` listing that look up
 /// `@set`.
 pub fn rules_using(json: &str, set: &str) -> Vec<u64> {
+    rules_looking_up(json, None, set)
+}
+
+/// How many rules of `chain` in an `nft -j list table` listing look up
+/// `@set`.
+pub fn chain_rules_using(json: &str, chain: &str, set: &str) -> usize {
+    rules_looking_up(json, Some(chain), set).len()
+}
+
+fn rules_looking_up(json: &str, chain: Option<&str>, set: &str) -> Vec<u64> {
     let Ok(v) = serde_json::from_str::<Value>(json) else {
         return Vec::new();
     };
@@ -191,6 +201,9 @@ pub fn rules_using(json: &str, set: &str) -> Vec<u64> {
         .flatten()
         .filter_map(|item| {
             let rule = item.get("rule")?;
+            if chain.is_some_and(|c| rule["chain"].as_str() != Some(c)) {
+                return None;
+            }
             rule["expr"]
                 .to_string()
                 .contains(&needle)

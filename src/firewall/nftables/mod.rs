@@ -30,12 +30,13 @@ use super::limits::{FloodWatch, Limits};
 use super::nft_listing::{parse_elements, parse_held, parse_spans, rules_using};
 use super::rule::Hook;
 use super::sets::{Ownership, SetSettings, adopt_known, kernel_timeout};
-use super::{Backend, Depth, FirewallError, Held, Lister};
+use super::{Backend, Depth, FirewallError, Held, Lister, ObjectCheck};
 
 mod changes;
 mod objects;
 
 use changes::{CHUNK, Change, NftLister, list_held};
+use objects::Expected;
 
 /// Our chain inside our table.
 const CHAIN: &str = "sipban";
@@ -244,6 +245,29 @@ impl Backend for NftBackend {
         Ok(out)
     }
 
+    fn object_check(&mut self) -> Option<ObjectCheck> {
+        let own = self.s.mode == Ownership::Own;
+        let mut sets = vec![self.s.set4.clone(), self.s.set6.clone()];
+        for v6 in [false, true] {
+            let in_use = if own {
+                !self.deny.family(v6).is_empty()
+            } else {
+                self.deny_given
+            };
+            if let Some(set) = self.s.deny_set(v6).filter(|_| in_use) {
+                sets.push(set);
+            }
+        }
+        let expected = Expected {
+            bin: tool(&self.s.bin_dir, "nft"),
+            table: self.table(),
+            sets,
+            rules_per_set: own.then(|| self.rules_per_set()),
+            limits: (own && self.limits.limits.any()).then(|| self.limits.clone()),
+        };
+        Some(Box::new(move || expected.check()))
+    }
+
     fn lister(&mut self) -> Option<Box<dyn Lister>> {
         // The tool, not a second libnftables context: one process a check
         // is cheap off the applier, and nothing relies on the library being
@@ -391,13 +415,16 @@ impl Backend for NftBackend {
         }
         let t = self.table();
         self.known.clear();
-        if !self.nft.ok(&format!("list table {t}")) {
-            tracing::warn!("NFT => table {t} was already gone at shutdown");
-            return Ok(());
-        }
+        // Deleted first, asked about only if that fails: any listing
+        // fetches every element (0.4 s at 100k), a delete does not.
         let r = self.apply(&format!("delete table {t}\n"));
-        if r.is_ok() {
-            tracing::info!("NFT => table {t} removed");
+        match r {
+            Ok(()) => tracing::info!("NFT => table {t} removed"),
+            Err(_) if !self.nft.ok(&format!("list table {t}")) => {
+                tracing::warn!("NFT => table {t} was already gone at shutdown");
+                return Ok(());
+            }
+            Err(_) => {}
         }
         r
     }

@@ -2,6 +2,7 @@
 //! the limit objects, as nft scripts; what is missing or wrong in them.
 
 use super::*;
+use crate::firewall::nft_listing::chain_rules_using;
 
 impl NftBackend {
     /// Table, sets, chain and rules. Existing sets (and their elements) are
@@ -226,4 +227,49 @@ impl NftBackend {
 pub(super) fn deny_set_decl(t: &str, set: &str, v6: bool) -> String {
     let ty = if v6 { "ipv6_addr" } else { "ipv4_addr" };
     format!("add set {t} {set} {{ type {ty}; flags interval; }}")
+}
+
+/// What the periodic check of our objects expects, taken on the applier
+/// and checked on the lister thread ([`Expected::check`]).
+pub(super) struct Expected {
+    pub(super) bin: String,
+    pub(super) table: String,
+    /// Sets that must exist: the ban sets and the deny sets in use.
+    pub(super) sets: Vec<String>,
+    /// Own mode: our chain, with this many rules for each of `sets`.
+    pub(super) rules_per_set: Option<usize>,
+    pub(super) limits: Option<NftLimits>,
+}
+
+impl Expected {
+    /// What is missing or wrong, from one listing of the table by the
+    /// `nft` tool (terse: without elements, though nft fetches them).
+    pub(super) fn check(self) -> Result<Vec<String>, FirewallError> {
+        let mut nft = Nft::new(self.bin, true);
+        let Ok(json) = nft.run_terse(&format!("list table {}", self.table)) else {
+            return Ok(vec![format!("table {}", self.table)]);
+        };
+        let present = Objects::parse(&json);
+        let mut wrong: Vec<String> = self
+            .sets
+            .iter()
+            .filter(|set| !present.sets.contains(*set))
+            .map(|set| format!("set {set}"))
+            .collect();
+        if let Some(want) = self.rules_per_set {
+            if !present.chains.contains(CHAIN) {
+                wrong.push(format!("chain {CHAIN}"));
+            } else {
+                for set in &self.sets {
+                    if chain_rules_using(&json, CHAIN, set) != want {
+                        wrong.push(format!("rules for set {set}"));
+                    }
+                }
+            }
+        }
+        if let Some(limits) = &self.limits {
+            wrong.extend(limits.missing(&present));
+        }
+        Ok(wrong)
+    }
 }
