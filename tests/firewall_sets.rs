@@ -1316,8 +1316,22 @@ impl ListingGate {
 /// out what changed meanwhile (a ban added then is not taken for a
 /// stranger and removed).
 fn a_drift_check_listing_never_holds_up_bans(kind: Kind) {
+    bans_pass_a_check_held_at(kind, ListingGate::new(kind), Depth::Full);
+}
+
+/// nftables lists every element for any listing, even of a table's
+/// names, so the periodic check of our objects runs on the lister thread
+/// too: bans queued while it runs are committed at once.
+#[test]
+fn nftables_quick_check_of_objects_never_holds_up_bans() {
+    let gate = ListingGate::on(NFT, "\"-t -j list table \"*");
+    bans_pass_a_check_held_at(NFT, gate, Depth::Quick);
+}
+
+/// A `depth` check held at `gate` while a ban is queued: the ban is
+/// committed at once, and the check, let go, finds all in sync.
+fn bans_pass_a_check_held_at(kind: Kind, gate: ListingGate, depth: Depth) {
     in_private_netns(async move {
-        let gate = ListingGate::new(kind);
         let fw = Firewall::start(kind.backend(settings(
             OWN,
             Hook::Raw,
@@ -1328,13 +1342,13 @@ fn a_drift_check_listing_never_holds_up_bans(kind: Kind) {
         .expect("backend starts");
         fw.add(ip(V4), MIN);
         fw.sync().await;
-        let check = {
-            let fw = fw.clone();
-            tokio::spawn(async move { fw.reconcile(vec![(ip(V4), MIN)]).await })
-        };
-        eventually("the listing to start", Duration::from_secs(10), || {
-            gate.listing_started()
-        })
+        let (tx, rx) = tokio::sync::oneshot::channel();
+        fw.send_reconcile(vec![(ip(V4), MIN)], depth, tx);
+        eventually(
+            "the check's listing to start",
+            Duration::from_secs(10),
+            || gate.listing_started(),
+        )
         .await;
         // The listing is held at the gate; a ban queued now is committed.
         let late = ip("198.51.100.9");
@@ -1343,41 +1357,9 @@ fn a_drift_check_listing_never_holds_up_bans(kind: Kind) {
         assert!(synced.is_ok(), "a ban waited for the drift check's listing");
         assert_eq!(held(kind, OWN), sorted(vec![ip(V4), late]));
         gate.open();
-        let report = check.await.expect("check task").expect("check");
+        let report = rx.await.expect("reply").expect("check");
         assert!(report.in_sync(), "{report:?}");
         assert_eq!(held(kind, OWN), sorted(vec![ip(V4), late]));
-        fw.shutdown().await.expect("shutdown");
-    });
-}
-
-/// nftables lists every element for any listing, even of a table's
-/// names, so the periodic check of our objects runs on the lister thread
-/// too: bans queued while it runs are committed at once.
-#[test]
-fn nftables_quick_check_of_objects_never_holds_up_bans() {
-    in_private_netns(async {
-        let gate = ListingGate::on(NFT, "\"-t -j list table \"*");
-        let fw =
-            Firewall::start(NFT.backend(settings(OWN, Hook::Raw, Ownership::Own, &gate.bin_dir())))
-                .await
-                .expect("backend starts");
-        fw.add(ip(V4), MIN);
-        fw.sync().await;
-        let (tx, rx) = tokio::sync::oneshot::channel();
-        fw.send_reconcile(vec![(ip(V4), MIN)], Depth::Quick, tx);
-        eventually("the object check to start", Duration::from_secs(10), || {
-            gate.listing_started()
-        })
-        .await;
-        let late = ip("198.51.100.9");
-        fw.add(late, MIN);
-        let synced = tokio::time::timeout(Duration::from_secs(10), fw.sync()).await;
-        assert!(synced.is_ok(), "a ban waited for the object check");
-        assert_eq!(held(NFT, OWN), sorted(vec![ip(V4), late]));
-        gate.open();
-        let report = rx.await.expect("reply").expect("quick check");
-        assert!(report.in_sync(), "{report:?}");
-        assert_eq!(held(NFT, OWN), sorted(vec![ip(V4), late]));
         fw.shutdown().await.expect("shutdown");
     });
 }
