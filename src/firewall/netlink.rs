@@ -384,3 +384,37 @@ impl<'a> Iterator for Attrs<'a> {
         Some((ty, val))
     }
 }
+
+/// For unit tests that talk to the kernel.
+#[cfg(test)]
+pub(crate) mod test_netns {
+    fn netns() -> String {
+        std::fs::read_link("/proc/thread-self/ns/net")
+            .expect("read /proc/thread-self/ns/net")
+            .to_string_lossy()
+            .into_owned()
+    }
+
+    /// Runs `f` on a new thread in a new network namespace of its own (the
+    /// tools it runs inherit it). Fails if it cannot: never touches the
+    /// machine's own tables or sets, and never skips.
+    pub(crate) fn in_netns(f: impl FnOnce() + Send + 'static) {
+        std::thread::spawn(move || {
+            let before = netns();
+            // SAFETY: unshare(2) affects only the calling thread here.
+            let rc = unsafe { libc::unshare(libc::CLONE_NEWNET) };
+            assert_eq!(
+                rc,
+                0,
+                "unshare(CLONE_NEWNET) failed (these tests need root): {}",
+                std::io::Error::last_os_error()
+            );
+            let after = netns();
+            assert_ne!(before, after, "still in the machine's network namespace");
+            f();
+            assert_eq!(netns(), after);
+        })
+        .join()
+        .expect("test thread");
+    }
+}

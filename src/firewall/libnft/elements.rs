@@ -481,33 +481,7 @@ mod tests {
 
     // --- Against the kernel, in a private network namespace -------------
 
-    fn netns() -> String {
-        std::fs::read_link("/proc/thread-self/ns/net")
-            .expect("read /proc/thread-self/ns/net")
-            .to_string_lossy()
-            .into_owned()
-    }
-
-    /// Runs `f` on a new thread in a network namespace of its own (the
-    /// `nft` commands it runs inherit it). Fails if it cannot: never
-    /// touches the machine's own tables, and never skips.
-    fn in_netns(f: impl FnOnce() + Send + 'static) {
-        std::thread::spawn(move || {
-            let before = netns();
-            // SAFETY: unshare(2) affects only the calling thread here.
-            let rc = unsafe { libc::unshare(libc::CLONE_NEWNET) };
-            assert_eq!(
-                rc,
-                0,
-                "unshare(CLONE_NEWNET) failed (these tests need root): {}",
-                std::io::Error::last_os_error()
-            );
-            assert_ne!(before, netns(), "still in the machine's network namespace");
-            f();
-        })
-        .join()
-        .expect("test thread");
-    }
+    use crate::firewall::netlink::test_netns::in_netns;
 
     fn nft(args: &[&str]) -> String {
         let out = std::process::Command::new("nft")
