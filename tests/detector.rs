@@ -1476,3 +1476,29 @@ fn real_capture_recommended_config() {
     assert_eq!(office.events, 20);
     assert_eq!(office.failures, 0);
 }
+
+/// Found by the `detector` fuzz target: an AccountID whose 4th or 5th byte
+/// falls inside a multi-byte character (where `sip:`/`sips:` would end)
+/// panicked on a byte slice.
+#[test]
+fn an_account_with_a_character_across_the_scheme_length_does_not_panic() {
+    use sipban::policy::detector::normalize_account;
+    for raw in [
+        "\u{5ec}\u{5ec}",
+        "ab\u{5ec}x",
+        "sip\u{e9}100",
+        "sip\u{20ac}@h",
+        "s\u{20ac}",
+    ] {
+        assert_eq!(normalize_account(raw), Some(raw.split('@').next().unwrap()));
+    }
+    assert_eq!(normalize_account("SIPS:\u{e9}@h"), Some("\u{e9}"));
+    let mut d = detector(DetectorConfig::default());
+    let event = ev(
+        EventKind::InvalidPassword,
+        "PJSIP",
+        "sip\u{5ec}",
+        "203.0.113.9",
+    );
+    assert!(d.observe(&event, DAY).is_some());
+}

@@ -438,6 +438,122 @@ fn chain_backend_list_reports_the_bans_in_the_kernel() {
     });
 }
 
+/// A directory of wrappers for the iptables tools that log each call's
+/// first arguments to `calls`, then run the real tool.
+fn counting_tools() -> (tempfile::TempDir, std::path::PathBuf) {
+    let dir = tempfile::tempdir().expect("temp dir");
+    let log = dir.path().join("calls");
+    for tool in [
+        "iptables",
+        "ip6tables",
+        "iptables-restore",
+        "ip6tables-restore",
+    ] {
+        let path = dir.path().join(tool);
+        std::fs::write(
+            &path,
+            format!(
+                "#!/bin/sh\necho \"{tool} $1 $2 $3\" >> {}\nexec /usr/sbin/{tool} \"$@\"\n",
+                log.display()
+            ),
+        )
+        .expect("wrapper");
+        use std::os::unix::fs::PermissionsExt;
+        std::fs::set_permissions(&path, std::fs::Permissions::from_mode(0o755)).expect("chmod");
+    }
+    (dir, log)
+}
+
+fn calls(log: &Path) -> Vec<String> {
+    std::fs::read_to_string(log)
+        .unwrap_or_default()
+        .lines()
+        .map(str::to_string)
+        .collect()
+}
+
+#[test]
+fn chain_backend_commits_a_storm_in_a_few_restores_not_one_call_per_ban() {
+    in_private_netns(async {
+        let (dir, log) = counting_tools();
+        let path = format!("{}/", dir.path().display());
+        let fw = Firewall::start(backend(&path, CHAIN, SCOPE, "DROP"))
+            .await
+            .expect("chain backend starts");
+        std::fs::remove_file(&log).ok();
+        let n = 3_000;
+        let addr = |i: usize| IpAddr::from([10, 1, (i / 250) as u8, (i % 250 + 1) as u8]);
+        for i in 0..n {
+            fw.add(addr(i), Duration::from_secs(600));
+        }
+        fw.add(ip(V6), Duration::from_secs(600));
+        fw.sync().await;
+        let made = calls(&log);
+        let restores = made.iter().filter(|c| c.contains("-restore")).count();
+        assert!(restores <= 4, "{restores} restores for one storm: {made:?}");
+        assert!(
+            made.iter().all(|c| c.contains("-restore")),
+            "a ban went in with a call of its own: {:?}",
+            made.iter().find(|c| !c.contains("-restore"))
+        );
+        let v4 = rules("iptables", CHAIN).expect("chain");
+        // -N, one rule per ban, RETURN; the bans in the order given.
+        assert_eq!(v4.len(), n + 2);
+        assert_eq!(
+            v4.get(1).map(String::as_str),
+            Some("-A sipban-udp -s 10.1.0.1/32 -j DROP")
+        );
+        assert_eq!(v4.last().map(String::as_str), Some(RETURN));
+        assert_chain(
+            "ip6tables",
+            CHAIN,
+            &["-A sipban-udp -s 2001:db8::7/128 -j DROP"],
+        );
+
+        // Unbans of a storm: as few commits.
+        std::fs::remove_file(&log).ok();
+        for i in 0..n {
+            fw.delete(addr(i));
+        }
+        fw.sync().await;
+        let made = calls(&log);
+        assert!(made.len() <= 4, "{made:?}");
+        assert_chain("iptables", CHAIN, &[]);
+
+        fw.shutdown().await.expect("shutdown");
+        Where::Here.assert_clean(CHAIN);
+    });
+}
+
+#[test]
+fn chain_backend_batch_refused_by_drift_is_applied_one_by_one() {
+    in_private_netns(async {
+        let fw = Firewall::start(backend("", CHAIN, SCOPE, "DROP"))
+            .await
+            .expect("chain backend starts");
+        let (a, b, c) = ("203.0.113.1", "203.0.113.2", "203.0.113.3");
+        fw.add(ip(a), Duration::from_secs(60));
+        fw.add(ip(b), Duration::from_secs(60));
+        fw.sync().await;
+        // Someone deletes b's rule by hand: a batch deleting it is refused
+        // whole by iptables-restore.
+        run_ok("iptables", &["-w", "-D", CHAIN, "-s", b, "-j", "DROP"]);
+        fw.delete(ip(a));
+        fw.delete(ip(b));
+        fw.add(ip(c), Duration::from_secs(60));
+        fw.sync().await;
+        // Everything else in that batch still happened.
+        assert_chain(
+            "iptables",
+            CHAIN,
+            &["-A sipban-udp -s 203.0.113.3/32 -j DROP"],
+        );
+        assert_eq!(fw.list().await.expect("list"), vec![ip(c)]);
+        fw.shutdown().await.expect("shutdown");
+        Where::Here.assert_clean(CHAIN);
+    });
+}
+
 // ---------------------------------------------------------------------------
 // 2. Taking over what an earlier run left
 // ---------------------------------------------------------------------------

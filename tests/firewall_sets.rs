@@ -40,8 +40,8 @@ use sipban::clock::Clock;
 use sipban::daemon::{Daemon, Settings};
 use sipban::firewall::sets::{KERNEL_GRACE, KERNEL_MAX_TIMEOUT};
 use sipban::firewall::{
-    Action, ApplierOptions, Backend, Firewall, Hook, IpsetBackend, NftBackend, Ownership, Scope,
-    SetSettings,
+    Action, ApplierOptions, Backend, Depth, Firewall, Hook, IpsetBackend, NftBackend, Ownership,
+    Scope, SetSettings,
 };
 use support::{ConsoleClient, FakeAmi};
 
@@ -799,6 +799,7 @@ each_backend!(
     takeover_after_a_crash_with_a_changed_hook,
     restore_takes_over_leftovers_in_one_transaction,
     drift_is_repaired,
+    a_drift_check_listing_never_holds_up_bans,
     daemon_bans_and_repairs_drift_by_itself,
     set_only_touches_nothing_but_the_sets,
     set_only_leaves_the_admins_elements_alone,
@@ -1017,7 +1018,12 @@ fn extended_ban_refreshes_the_kernel_timeout(kind: Kind) {
         assert_eq!(held(kind, OWN), ips(&[V4, V6]));
         let t = remaining(kind, OWN, ip(V6));
         assert!(t >= 3590, "{V6}: kernel timeout {t}");
-        assert!(bans.check_firewall().await.expect("check").in_sync());
+        assert!(
+            bans.check_firewall(Depth::Full)
+                .await
+                .expect("check")
+                .in_sync()
+        );
         fw.shutdown().await.expect("shutdown");
     });
 }
@@ -1120,7 +1126,12 @@ fn restore_takes_over_leftovers_in_one_transaction(kind: Kind) {
         if let Some(n) = tx.count() {
             assert_eq!(n, 1, "restoring 2,000 bans took {n} kernel transactions");
         }
-        assert!(bans.check_firewall().await.expect("check").in_sync());
+        assert!(
+            bans.check_firewall(Depth::Full)
+                .await
+                .expect("check")
+                .in_sync()
+        );
         fw.shutdown().await.expect("shutdown");
         assert_own_gone(kind);
     });
@@ -1169,12 +1180,16 @@ fn drift_is_repaired(kind: Kind) {
         fw.sync().await;
         let all = ips(&[V4, v4b, V6]);
         assert_eq!(held(kind, OWN), all);
-        let report = bans.check_firewall().await.expect("check");
+        let report = bans.check_firewall(Depth::Quick).await.expect("check");
         assert!(report.in_sync(), "nothing changed, yet: {report}");
         assert_eq!(report.to_string(), "firewall in sync");
 
+        // The periodic (quick) check finds and repairs it.
         sabotage(kind);
-        let report = bans.check_firewall().await.expect("check repairs");
+        let report = bans
+            .check_firewall(Depth::Quick)
+            .await
+            .expect("check repairs");
         assert_own_objects(kind, Hook::Raw);
         assert_eq!(held(kind, OWN), all);
         assert_eq!((report.added, report.removed), (3, 0), "{report:?}");
@@ -1191,13 +1206,33 @@ fn drift_is_repaired(kind: Kind) {
             Kind::Nft { .. } => assert_eq!(repaired, &vec!["table inet sipban".to_string()]),
         }
         assert!(report.to_string().starts_with("repaired "), "{report}");
-        let report = bans.check_firewall().await.expect("check");
+        let report = bans.check_firewall(Depth::Quick).await.expect("check");
         assert!(report.in_sync(), "after the repair: {report:?}");
 
-        // Elements changed by hand: a stranger added, one of ours removed.
+        // One of ours removed by hand: the count tells the quick check.
+        hand_delete(kind, OWN, v4b);
+        let report = bans.check_firewall(Depth::Quick).await.expect("check");
+        assert_eq!((report.added, report.removed), (1, 0), "{report:?}");
+        assert_eq!(held(kind, OWN), all);
+
+        // A stranger added and one of ours removed: the same count, so
+        // only the full check (`check-firewall`) compares the elements on
+        // ipset; nftables has no count and lists them every time.
         hand_add(kind, OWN, "198.51.100.77");
         hand_delete(kind, OWN, v4b);
-        let report = bans.check_firewall().await.expect("check");
+        let quick = bans.check_firewall(Depth::Quick).await.expect("check");
+        match kind {
+            Kind::Ipset { .. } => {
+                assert!(quick.in_sync(), "{quick:?}");
+                assert_eq!(held(kind, OWN), ips(&[V4, "198.51.100.77", V6]));
+            }
+            Kind::Nft { .. } => {
+                assert_eq!((quick.added, quick.removed), (1, 1), "{quick:?}");
+                hand_add(kind, OWN, "198.51.100.77");
+                hand_delete(kind, OWN, v4b);
+            }
+        }
+        let report = bans.check_firewall(Depth::Full).await.expect("check");
         assert!(report.repaired.is_empty(), "{report:?}");
         assert_eq!((report.added, report.removed), (1, 1), "{report:?}");
         assert_eq!(held(kind, OWN), all);
@@ -1211,14 +1246,102 @@ fn drift_is_repaired(kind: Kind) {
                 run_ok("nft", &["flush", "chain", "inet", "sipban", "sipban"]);
             }
         }
-        let report = bans.check_firewall().await.expect("check");
+        let report = bans.check_firewall(Depth::Quick).await.expect("check");
         assert_eq!(report.repaired.len(), 1, "{report:?}");
         assert_eq!((report.added, report.removed), (0, 0), "{report:?}");
         assert_own_objects(kind, Hook::Raw);
-        assert!(bans.check_firewall().await.expect("check").in_sync());
+        assert!(
+            bans.check_firewall(Depth::Quick)
+                .await
+                .expect("check")
+                .in_sync()
+        );
 
         fw.shutdown().await.expect("shutdown");
         assert_own_gone(kind);
+    });
+}
+
+/// A wrapper for the backend's tool that holds every element listing
+/// (`ipset save`, `nft -j list set`) at a gate until the test opens it.
+struct ListingGate {
+    dir: tempfile::TempDir,
+}
+
+impl ListingGate {
+    fn new(kind: Kind) -> ListingGate {
+        let real = Path::new("/usr/sbin").join(kind.tool());
+        let dir = tempfile::tempdir().expect("tempdir");
+        let pattern = match kind {
+            Kind::Ipset { .. } => "\"save \"*",
+            Kind::Nft { .. } => "\"-j list set \"*",
+        };
+        let (started, gate) = (dir.path().join("started"), dir.path().join("gate"));
+        std::fs::write(&gate, "").unwrap();
+        let wrapper = dir.path().join(kind.tool());
+        std::fs::write(
+            &wrapper,
+            format!(
+                "#!/bin/sh\ncase \"$*\" in {pattern})\n  touch '{}'\n  while [ -e '{}' ]; do sleep 0.01; done;;\nesac\nexec '{}' \"$@\"\n",
+                started.display(),
+                gate.display(),
+                real.display()
+            ),
+        )
+        .unwrap();
+        std::fs::set_permissions(&wrapper, std::fs::Permissions::from_mode(0o755)).unwrap();
+        ListingGate { dir }
+    }
+
+    fn bin_dir(&self) -> String {
+        self.dir.path().to_string_lossy().into_owned()
+    }
+
+    fn listing_started(&self) -> bool {
+        self.dir.path().join("started").exists()
+    }
+
+    fn open(&self) {
+        let _ = std::fs::remove_file(self.dir.path().join("gate"));
+    }
+}
+
+/// A drift check lists the elements on a thread of its own: bans queued
+/// while the listing runs are committed at once, and the comparison leaves
+/// out what changed meanwhile (a ban added then is not taken for a
+/// stranger and removed).
+fn a_drift_check_listing_never_holds_up_bans(kind: Kind) {
+    in_private_netns(async move {
+        let gate = ListingGate::new(kind);
+        let fw = Firewall::start(kind.backend(settings(
+            OWN,
+            Hook::Raw,
+            Ownership::Own,
+            &gate.bin_dir(),
+        )))
+        .await
+        .expect("backend starts");
+        fw.add(ip(V4), MIN);
+        fw.sync().await;
+        let check = {
+            let fw = fw.clone();
+            tokio::spawn(async move { fw.reconcile(vec![(ip(V4), MIN)]).await })
+        };
+        eventually("the listing to start", Duration::from_secs(10), || {
+            gate.listing_started()
+        })
+        .await;
+        // The listing is held at the gate; a ban queued now is committed.
+        let late = ip("198.51.100.9");
+        fw.add(late, MIN);
+        let synced = tokio::time::timeout(Duration::from_secs(10), fw.sync()).await;
+        assert!(synced.is_ok(), "a ban waited for the drift check's listing");
+        assert_eq!(held(kind, OWN), sorted(vec![ip(V4), late]));
+        gate.open();
+        let report = check.await.expect("check task").expect("check");
+        assert!(report.in_sync(), "{report:?}");
+        assert_eq!(held(kind, OWN), sorted(vec![ip(V4), late]));
+        fw.shutdown().await.expect("shutdown");
     });
 }
 
@@ -1368,13 +1491,13 @@ fn set_only_leaves_the_admins_elements_alone(kind: Kind) {
             ips(&[V4, V6]),
             "list() in set-only mode: our elements"
         );
-        let report = bans.check_firewall().await.expect("check");
+        let report = bans.check_firewall(Depth::Full).await.expect("check");
         assert!(report.in_sync(), "{report:?}");
         assert_eq!(held(kind, ADMIN), ips(&[by_hand[0], by_hand[1], V4, V6]));
 
         // Ours removed behind our back: put back, theirs untouched.
         hand_delete(kind, ADMIN, V4);
-        let report = bans.check_firewall().await.expect("check");
+        let report = bans.check_firewall(Depth::Full).await.expect("check");
         assert_eq!((report.added, report.removed), (1, 0), "{report:?}");
         assert_eq!(held(kind, ADMIN), ips(&[by_hand[0], by_hand[1], V4, V6]));
 
@@ -1533,6 +1656,51 @@ fn one_bad_element_does_not_block_the_batch(kind: Kind) {
 /// Counted through the tool's invocations, failed ones included, so only
 /// for the spawned tools: `nft monitor` does not see failed transactions of
 /// in-process libnftables.
+/// The periodic (quick) check of ipset reads the sets' headers, never
+/// their elements: `ipset save` of 100k elements each minute was the cost
+/// it had. The full check (`check-firewall`) lists them.
+#[test]
+fn ipset_quick_check_reads_counts_not_elements() {
+    in_private_netns(async {
+        let tools = ToolLog::new(IPSET);
+        let fw = Firewall::start(IPSET.backend(settings(
+            OWN,
+            Hook::Raw,
+            Ownership::Own,
+            &tools.bin_dir(),
+        )))
+        .await
+        .expect("backend starts");
+        let bans: Vec<(IpAddr, Duration)> = many(600).into_iter().map(|a| (a, MIN)).collect();
+        for (a, t) in &bans {
+            fw.add(*a, *t);
+        }
+        fw.set_denied(vec![
+            "192.0.2.0/24".parse().unwrap(),
+            "2001:db8:99::/48".parse().unwrap(),
+        ])
+        .await
+        .expect("deny list");
+        fw.sync().await;
+        tools.reset();
+        let (tx, rx) = tokio::sync::oneshot::channel();
+        fw.send_reconcile(bans.clone(), Depth::Quick, tx);
+        let report = rx.await.expect("reply").expect("quick check");
+        assert!(report.in_sync(), "{report:?}");
+        let calls = tools.calls();
+        assert!(
+            !calls.iter().any(|c| c.starts_with("save")),
+            "the quick check listed elements: {calls:?}"
+        );
+        assert!(calls.iter().any(|c| c.contains("-t")), "{calls:?}");
+        tools.reset();
+        let report = fw.reconcile(bans).await.expect("full check");
+        assert!(report.in_sync(), "{report:?}");
+        assert!(tools.calls().iter().any(|c| c.starts_with("save")));
+        fw.shutdown().await.expect("shutdown");
+    });
+}
+
 #[test]
 fn ipset_deleting_elements_the_kernel_already_expired_stays_batched() {
     deleting_elements_the_kernel_already_expired_stays_batched(Kind::Ipset { spawn: true });

@@ -599,9 +599,23 @@ async fn run(full: bool) {
         return;
     }
     if std::env::var("SIPBAN_BENCH").as_deref() == Ok("binary") {
+        // SIPBAN_BENCH_BACKEND, SIPBAN_BENCH_N and SIPBAN_BENCH_RUNS narrow
+        // it down (e.g. one 100k nftables storm under a profiler).
+        let only = std::env::var("SIPBAN_BENCH_BACKEND").ok();
+        let sizes: Vec<usize> = match std::env::var("SIPBAN_BENCH_N").ok() {
+            Some(n) => n.split(',').filter_map(|n| n.trim().parse().ok()).collect(),
+            None => vec![small, large],
+        };
+        let runs = std::env::var("SIPBAN_BENCH_RUNS")
+            .ok()
+            .and_then(|r| r.parse().ok())
+            .unwrap_or(3);
         for (backend, kind) in [("nftables", Kind::NftLib), ("ipset", Kind::Ipset)] {
-            for n in [small, large] {
-                let (line, _) = binary_storm::report(backend, n, 3, |n| raw(kind, n)).await;
+            if only.as_deref().is_some_and(|b| b != backend) {
+                continue;
+            }
+            for &n in &sizes {
+                let (line, _) = binary_storm::report(backend, n, runs, |n| raw(kind, n)).await;
                 println!("{line}");
             }
         }

@@ -28,7 +28,7 @@ use tokio_util::sync::CancellationToken;
 
 use crate::clock::{Clock, UnixTime};
 use crate::firewall::sets::{KERNEL_GRACE, KERNEL_MAX_TIMEOUT, REFRESH_STEP};
-use crate::firewall::{Firewall, FirewallError, Reconciled};
+use crate::firewall::{Depth, Firewall, FirewallError, Reconciled};
 use confirm::Confirmations;
 use journal::{Journal, Record};
 pub use persist::{DumpEntry, DumpError};
@@ -385,13 +385,14 @@ impl BanManager {
     }
 
     /// Compares the firewall with the store and repairs any drift (our
-    /// objects flushed or deleted, elements missing or extra).
-    pub async fn check_firewall(&self) -> Result<Reconciled, FirewallError> {
+    /// objects flushed or deleted, elements missing or extra), as closely
+    /// as `depth` says.
+    pub async fn check_firewall(&self, depth: Depth) -> Result<Reconciled, FirewallError> {
         let (tx, rx) = tokio::sync::oneshot::channel();
         {
             let store = self.lock();
             self.firewall
-                .send_reconcile(Self::desired(&store, self.clock.now()), tx);
+                .send_reconcile(Self::desired(&store, self.clock.now()), depth, tx);
         }
         let report = rx.await.map_err(|_| FirewallError::Stopped)??;
         if !report.in_sync() {
@@ -400,7 +401,7 @@ impl BanManager {
         Ok(report)
     }
 
-    /// Runs [`Self::check_firewall`] every `every` until shutdown.
+    /// Runs the quick [`Self::check_firewall`] every `every` until shutdown.
     pub async fn run_firewall_check(self: Arc<Self>, every: Duration, shutdown: CancellationToken) {
         let mut tick = tokio::time::interval(every);
         tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
@@ -408,7 +409,7 @@ impl BanManager {
         loop {
             tokio::select! {
                 _ = tick.tick() => {
-                    if let Err(e) = self.check_firewall().await {
+                    if let Err(e) = self.check_firewall(Depth::Quick).await {
                         tracing::error!("CHECK => {e}");
                     }
                 }

@@ -16,6 +16,7 @@ use super::journal::{self, Record};
 use super::networks::NetBan;
 use super::persist::{self, Dump};
 use super::{ADOPTED, Ban, BanManager, DumpEntry, DumpError, LOG_EACH, Upsert};
+use crate::firewall::Depth;
 use crate::firewall::sets::KERNEL_GRACE;
 
 /// Result of a restore.
@@ -251,7 +252,8 @@ impl BanManager {
                     }
                 }
             }
-            self.firewall.send_reconcile(Self::desired(&store, now), tx);
+            self.firewall
+                .send_reconcile(Self::desired(&store, now), Depth::Full, tx);
             earliest != store.next_deadline()
         };
         if wake {

@@ -9,6 +9,7 @@ use super::list_commands::{self, entries_text};
 use super::server::ConsoleContext;
 use crate::bans::UnbanReason;
 use crate::clock::stamp;
+use crate::firewall::Depth;
 
 /// Runs one command; `None` ends the session.
 pub async fn execute(ctx: &ConsoleContext, cmd: Command) -> Option<String> {
@@ -115,7 +116,7 @@ pub async fn execute(ctx: &ConsoleContext, cmd: Command) -> Option<String> {
                 }
             })
             .collect(),
-        Command::CheckFirewall => match ctx.bans.check_firewall().await {
+        Command::CheckFirewall => match ctx.bans.check_firewall(Depth::Full).await {
             Ok(report) => format!("{report}\n"),
             Err(e) => format!("firewall check failed: {e}\n"),
         },

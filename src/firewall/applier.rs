@@ -10,6 +10,7 @@ use ipnet::IpNet;
 use tokio::sync::{mpsc, oneshot};
 
 use super::batch::{Batch, Net};
+use super::check::{self, Checks, Depth, Listing, Request};
 use super::{Backend, FirewallError, Held, MAX_BATCH, Reconciled, TRIM_AFTER, conntrack};
 
 /// A request to the applier thread.
@@ -19,8 +20,11 @@ pub(super) enum Op {
     Delete(IpAddr),
     Reconcile(
         Vec<(IpAddr, Duration)>,
+        Depth,
         oneshot::Sender<Result<Reconciled, FirewallError>>,
     ),
+    /// The lister thread's answer for a reconcile in flight.
+    Listed(u64, Result<Listing, FirewallError>),
     Barrier(oneshot::Sender<()>),
     /// Everything queued before is in the batch being built: once it is
     /// committed, [`Firewall::committed`] reaches this number.
@@ -75,36 +79,97 @@ fn commit(
     }
 }
 
-fn reconcile(
-    backend: &mut dyn Backend,
-    desired: Vec<(IpAddr, Duration)>,
-) -> Result<Reconciled, FirewallError> {
-    let repaired = backend.repair()?;
-    let kernel: HashSet<IpAddr> = backend.list()?.into_iter().collect();
-    let wanted: HashSet<IpAddr> = desired.iter().map(|(ip, _)| *ip).collect();
-    let mut report = Reconciled {
+/// Repairs our objects, then compares the elements: listed here when the
+/// backend has no lister, else by the lister thread (the comparison
+/// follows in [`listed`]).
+fn reconcile(backend: &mut dyn Backend, checks: &mut Checks, depth: Depth, request: Request) {
+    let repaired = match backend.repair(depth) {
+        Ok(repaired) => repaired,
+        Err(e) => {
+            let _ = request.reply.send(Err(e));
+            return;
+        }
+    };
+    let request = Request {
         repaired,
+        ..request
+    };
+    let Some(request) = checks.start(depth, request) else {
+        return;
+    };
+    match backend.list() {
+        Ok(kernel) => compare(backend, request, kernel, &HashSet::new()),
+        Err(e) => {
+            let _ = request.reply.send(Err(e));
+        }
+    }
+}
+
+fn listed(
+    backend: &mut dyn Backend,
+    checks: &mut Checks,
+    id: u64,
+    listing: Result<Listing, FirewallError>,
+) {
+    let Some((request, touched)) = checks.finish(id) else {
+        return;
+    };
+    match listing {
+        Err(e) => {
+            let _ = request.reply.send(Err(e));
+        }
+        Ok(Listing::Counted) => {
+            let _ = request.reply.send(Ok(Reconciled {
+                repaired: request.repaired,
+                ..Reconciled::default()
+            }));
+        }
+        Ok(Listing::Elements(held)) => {
+            let kernel = backend.adopt_listing(held, &touched);
+            compare(backend, request, kernel, &touched);
+        }
+    }
+}
+
+/// Makes the kernel hold the desired bans, leaving out `touched` (changed
+/// while the listing ran: the applier's own last change is current).
+fn compare(
+    backend: &mut dyn Backend,
+    request: Request,
+    kernel: Vec<IpAddr>,
+    touched: &HashSet<IpAddr>,
+) {
+    let kernel: HashSet<IpAddr> = kernel.into_iter().collect();
+    let wanted: HashSet<IpAddr> = request.desired.iter().map(|(ip, _)| *ip).collect();
+    let mut report = Reconciled {
+        repaired: request.repaired,
         ..Reconciled::default()
     };
-    for (ip, t) in desired.into_iter().filter(|(ip, _)| !kernel.contains(ip)) {
-        backend.add(ip, t);
-        report.added += 1;
+    for (ip, t) in request.desired {
+        if !kernel.contains(&ip) && !touched.contains(&ip) {
+            backend.add(ip, t);
+            report.added += 1;
+        }
     }
-    for ip in kernel.iter().filter(|ip| !wanted.contains(ip)) {
-        backend.delete(*ip);
-        report.removed += 1;
+    for ip in kernel.iter() {
+        if !wanted.contains(ip) && !touched.contains(ip) {
+            backend.delete(*ip);
+            report.removed += 1;
+        }
     }
-    backend.commit()?;
-    Ok(report)
+    let result = backend.commit().map(|()| report);
+    let _ = request.reply.send(result);
 }
 
 pub(super) fn applier(
     mut backend: Box<dyn Backend>,
     mut rx: mpsc::UnboundedReceiver<Op>,
+    me: mpsc::WeakUnboundedSender<Op>,
     flusher: Option<conntrack::ConntrackFlusher>,
     marks: tokio::sync::watch::Sender<u64>,
 ) {
     let flusher = flusher.as_ref();
+    let mut checks = Checks::new(backend.lister().and_then(|l| check::spawn(l, me)));
     let limit = backend.batch_limit().clamp(1, MAX_BATCH);
     let mut batch = Batch::default();
     // The highest mark taken into `batch` (or committed before it).
@@ -123,17 +188,35 @@ pub(super) fn applier(
         // isolated event is committed at once.
         while let Some(op) = next.take() {
             match op {
-                Op::Add(ip, t) => batch.push_add(ip, t),
-                Op::Refresh(ip, t) => batch.push_refresh(ip, t),
-                Op::Delete(ip) => batch.push_delete(ip),
+                Op::Add(ip, t) => {
+                    checks.touch(ip);
+                    batch.push_add(ip, t);
+                }
+                Op::Refresh(ip, t) => {
+                    checks.touch(ip);
+                    batch.push_refresh(ip, t);
+                }
+                Op::Delete(ip) => {
+                    checks.touch(ip);
+                    batch.push_delete(ip);
+                }
                 Op::Mark(seq) => mark = mark.max(seq),
                 Op::Barrier(done) => {
                     commit_all(backend.as_mut(), &mut batch, mark);
                     let _ = done.send(());
                 }
-                Op::Reconcile(desired, reply) => {
+                Op::Reconcile(desired, depth, reply) => {
                     commit_all(backend.as_mut(), &mut batch, mark);
-                    let _ = reply.send(reconcile(backend.as_mut(), desired));
+                    let request = Request {
+                        desired,
+                        repaired: Vec::new(),
+                        reply,
+                    };
+                    reconcile(backend.as_mut(), &mut checks, depth, request);
+                }
+                Op::Listed(id, listing) => {
+                    commit_all(backend.as_mut(), &mut batch, mark);
+                    listed(backend.as_mut(), &mut checks, id, listing);
                 }
                 Op::List(reply) => {
                     commit_all(backend.as_mut(), &mut batch, mark);

@@ -7,9 +7,9 @@ use std::fmt::Write as _;
 
 use ipnet::IpNet;
 
-use super::FirewallError;
 use super::deny;
 use super::exec::{run, works};
+use super::{Depth, FirewallError};
 
 /// Longest ipset name (`IPSET_MAXNAMELEN` - 1).
 pub const MAX_NAME: usize = 31;
@@ -19,6 +19,40 @@ pub const MAXELEM: &str = "2000000";
 
 pub fn set_exists(ipset: &str, set: &str) -> bool {
     works(ipset, &["list", set, "-t"])
+}
+
+/// How many entries `set` holds, from its header (`ipset list -t`): the
+/// kernel counts them, nothing is listed.
+pub fn entries(ipset: &str, set: &str) -> Result<usize, FirewallError> {
+    let header = run(ipset, &["list", set, "-t"], None)?;
+    parse_entries(&header).ok_or_else(|| FirewallError::Command {
+        what: format!("{ipset} list {set} -t"),
+        detail: "no \"Number of entries\" in its header".into(),
+    })
+}
+
+fn parse_entries(header: &str) -> Option<usize> {
+    header
+        .lines()
+        .find_map(|l| l.trim().strip_prefix("Number of entries:"))
+        .and_then(|n| n.trim().parse().ok())
+}
+
+/// Whether `set` holds exactly `nets` (as [`swap_fill`] puts them): at
+/// [`Depth::Quick`] by count, at [`Depth::Full`] entry by entry.
+pub fn holds(
+    ipset: &str,
+    set: &str,
+    want: &deny::DenyList,
+    v6: bool,
+    depth: Depth,
+) -> Result<bool, FirewallError> {
+    match depth {
+        Depth::Quick => {
+            Ok(entries(ipset, set)? == deny::without_zero_prefix(want.family(v6)).len())
+        }
+        Depth::Full => Ok(want.matches(v6, &saved_nets(ipset, set)?)),
+    }
 }
 
 /// The temporary set a new content is loaded into before the swap.
@@ -103,6 +137,16 @@ mod tests {
         let tmp = swap_name(long);
         assert!(tmp.len() <= MAX_NAME, "{tmp}");
         assert_ne!(tmp, long);
+    }
+
+    #[test]
+    fn entries_from_the_header() {
+        let header = "Name: t1\nType: hash:ip\nRevision: 6\nHeader: family inet hashsize 1024 \
+                      maxelem 65536 timeout 100\nSize in memory: 344\nReferences: 0\n\
+                      Number of entries: 17\n";
+        assert_eq!(parse_entries(header), Some(17));
+        assert_eq!(parse_entries("Name: t1\n"), None);
+        assert_eq!(parse_entries("Number of entries: many\n"), None);
     }
 
     #[test]

@@ -2,7 +2,10 @@
 //! loaded at run time. A batch goes to the kernel as one netlink
 //! transaction without a fork+exec per batch (about 0.05 ms for a single
 //! element instead of 3-5 ms). Without the library, [`Nft`] spawns
-//! `nft -j -f -` instead.
+//! `nft -j -f -` instead. Set elements, the bulk of a storm, go over
+//! netlink directly when they can ([`elements`]).
+
+pub mod elements;
 
 use std::ffi::{CStr, CString, c_char, c_int, c_uint, c_void};
 
@@ -119,16 +122,41 @@ pub struct Nft {
     /// namespace.
     tried: bool,
     bin: String,
+    /// Our own element writer, opened on first use like the library.
+    elements: Option<elements::Elements>,
+    elements_tried: bool,
 }
 
 impl Nft {
-    /// Uses libnftables if it loads (unless `spawn_only`), else `bin`.
+    /// Uses libnftables if it loads (unless `spawn_only`), else `bin`;
+    /// `spawn_only` also keeps set elements in the scripts.
     pub fn new(bin: String, spawn_only: bool) -> Nft {
         Nft {
             lib: None,
             tried: spawn_only,
             bin,
+            elements: None,
+            elements_tried: spawn_only,
         }
+    }
+
+    /// The netlink element writer, unless it cannot be used here.
+    pub fn elements(&mut self) -> Option<&mut elements::Elements> {
+        if !self.elements_tried {
+            self.elements_tried = true;
+            match elements::Elements::open() {
+                Ok(e) => self.elements = Some(e),
+                Err(e) => tracing::info!(
+                    "NFT => set elements through nft scripts (netlink not usable: {e})"
+                ),
+            }
+        }
+        self.elements.as_mut()
+    }
+
+    /// Stops using the element writer (it failed to talk to the kernel).
+    pub fn drop_elements(&mut self) {
+        self.elements = None;
     }
 
     fn lib(&mut self) -> Option<&mut Lib> {

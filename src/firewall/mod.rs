@@ -6,6 +6,7 @@
 mod applier;
 mod batch;
 pub mod chain;
+mod check;
 pub mod conntrack;
 pub mod deny;
 pub mod dryrun;
@@ -16,11 +17,13 @@ pub mod ipset_tool;
 pub mod libnft;
 pub mod limits;
 mod netlink;
+pub mod nft_listing;
 pub mod nftables;
 pub mod rule;
 pub mod scope;
 pub mod sets;
 
+use std::collections::HashSet;
 use std::net::IpAddr;
 use std::thread;
 use std::time::Duration;
@@ -31,6 +34,7 @@ use tokio::sync::{mpsc, oneshot};
 
 use applier::{Op, applier};
 pub use chain::ChainBackend;
+pub use check::{Depth, Lister};
 pub use deny::DenyList;
 pub use dryrun::{DryRun, DryRunLog, DryRunOp};
 pub use ipset::IpsetBackend;
@@ -106,9 +110,26 @@ pub trait Backend: Send + 'static {
     }
     /// Recreates our objects if someone removed them (drift); returns what
     /// was repaired. Elements are re-added by the caller's reconcile; the
-    /// deny entries are put back here, from the last [`Backend::set_denied`].
-    fn repair(&mut self) -> Result<Vec<String>, FirewallError> {
+    /// deny entries are put back here, from the last [`Backend::set_denied`]
+    /// (compared entry by entry only at [`Depth::Full`]: the periodic check
+    /// costs what our objects cost, not what the elements do).
+    fn repair(&mut self, depth: Depth) -> Result<Vec<String>, FirewallError> {
+        let _ = depth;
         Ok(Vec::new())
+    }
+    /// A reader of the ban elements for the lister thread, so a drift
+    /// check's listing never holds up the bans. Taken once, after `init`.
+    /// `None`: the applier lists with [`Backend::list`].
+    fn lister(&mut self) -> Option<Box<dyn Lister>> {
+        None
+    }
+    /// A listing from the lister: brings the backend's own bookkeeping to
+    /// it and returns the addresses in it that are ours. `touched` were
+    /// changed by the applier while the listing ran; the bookkeeping of
+    /// those is current, not the listing.
+    fn adopt_listing(&mut self, held: Vec<Held>, touched: &HashSet<IpAddr>) -> Vec<IpAddr> {
+        let _ = touched;
+        held.into_iter().map(|h| h.ip).collect()
     }
     /// The permanent deny entries (addresses and CIDR networks) the kernel
     /// holds are exactly `nets` from now on: a replacement, not an
@@ -203,6 +224,7 @@ impl Firewall {
     ) -> Result<Firewall, FirewallError> {
         let name = backend.name();
         let (tx, rx) = mpsc::unbounded_channel();
+        let me = tx.downgrade();
         let (ready_tx, ready_rx) = oneshot::channel();
         let (marks_tx, committed) = tokio::sync::watch::channel(0);
         thread::Builder::new()
@@ -215,7 +237,7 @@ impl Firewall {
                     let flusher = options
                         .conntrack
                         .and_then(conntrack::ConntrackFlusher::start);
-                    applier(backend, rx, flusher, marks_tx);
+                    applier(backend, rx, me, flusher, marks_tx);
                 }
             })
             .map_err(|e| FirewallError::Command {
@@ -295,13 +317,14 @@ impl Firewall {
     }
 
     /// Makes the kernel hold exactly `desired` (repairing our objects
-    /// first): the start-up takeover after a crash, and the drift check.
+    /// first), every element compared: the start-up takeover after a
+    /// crash, and `check-firewall`.
     pub async fn reconcile(
         &self,
         desired: Vec<(IpAddr, Duration)>,
     ) -> Result<Reconciled, FirewallError> {
         let (tx, rx) = oneshot::channel();
-        self.send_reconcile(desired, tx);
+        self.send_reconcile(desired, Depth::Full, tx);
         rx.await.map_err(|_| FirewallError::Stopped)?
     }
 
@@ -310,10 +333,11 @@ impl Firewall {
     pub fn send_reconcile(
         &self,
         desired: Vec<(IpAddr, Duration)>,
+        depth: Depth,
         reply: oneshot::Sender<Result<Reconciled, FirewallError>>,
     ) {
-        if let Err(mpsc::error::SendError(Op::Reconcile(_, reply))) =
-            self.tx.send(Op::Reconcile(desired, reply))
+        if let Err(mpsc::error::SendError(Op::Reconcile(_, _, reply))) =
+            self.tx.send(Op::Reconcile(desired, depth, reply))
         {
             let _ = reply.send(Err(FirewallError::Stopped));
         }

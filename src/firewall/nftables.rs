@@ -20,16 +20,17 @@ use std::net::IpAddr;
 use std::time::Duration;
 
 use ipnet::IpNet;
-use serde_json::Value;
 
 use super::deny::{DenyList, text};
 use super::exec::{tool, works};
 use super::libnft::Nft;
+use super::libnft::elements::{self, ElementsError};
 use super::limits::nft::{NftLimits, Objects};
 use super::limits::{FloodWatch, Limits};
+use super::nft_listing::{parse_elements, parse_held, parse_spans, rules_using};
 use super::rule::Hook;
-use super::sets::{Ownership, SetSettings, kernel_timeout};
-use super::{Backend, FirewallError, Held};
+use super::sets::{Ownership, SetSettings, adopt_known, kernel_timeout};
+use super::{Backend, Depth, FirewallError, Held, Lister};
 
 /// Our chain inside our table.
 const CHAIN: &str = "sipban";
@@ -251,8 +252,9 @@ impl NftBackend {
     }
 
     /// What is missing or wrong in the deny sets and rules (`chain`: our
-    /// chain's listing, own mode).
-    fn deny_drift(&mut self, chain: Option<&str>) -> Vec<String> {
+    /// chain's listing, own mode); their entries are compared only at
+    /// [`Depth::Full`] (nftables gives no count without the listing).
+    fn deny_drift(&mut self, chain: Option<&str>, depth: Depth) -> Vec<String> {
         let t = self.table();
         let mut drift = Vec::new();
         for v6 in [false, true] {
@@ -262,8 +264,13 @@ impl NftBackend {
             if self.s.mode == Ownership::Own && self.deny.family(v6).is_empty() {
                 continue;
             }
-            match self.nft.run(&format!("list set {t} {set}")) {
+            let listing = match depth {
+                Depth::Full => self.nft.run(&format!("list set {t} {set}")),
+                Depth::Quick => self.nft.run_terse(&format!("list set {t} {set}")),
+            };
+            match listing {
                 Err(_) => drift.push(format!("set {set}")),
+                Ok(_) if depth == Depth::Quick => {}
                 Ok(json) => {
                     let held = parse_spans(&json);
                     if !held.is_some_and(|h| self.deny.matches_spans(v6, &h)) {
@@ -311,6 +318,46 @@ impl NftBackend {
         sc
     }
 
+    /// One transaction for `changes`, in the order of [`Self::script`]:
+    /// over netlink when it can be used ([`elements`]: no text for
+    /// libnftables to parse), else as that script.
+    fn apply_changes(&mut self, changes: &[(IpAddr, Change)]) -> Result<(), FirewallError> {
+        let table = self.table();
+        if let Some((family, name)) = elements::table_family(&table)
+            && let Some(nl) = self.nft.elements()
+        {
+            let mut batch = nl.batch(family, name);
+            for delete in [true, false] {
+                for v6 in [false, true] {
+                    let set = if v6 { &self.s.set6 } else { &self.s.set4 };
+                    for (ip, change) in changes.iter().filter(|(ip, _)| ip.is_ipv6() == v6) {
+                        match (delete, change) {
+                            (true, Change::Delete | Change::Refresh(_)) => batch.delete(set, *ip),
+                            (false, Change::Add(t) | Change::Refresh(t)) => {
+                                batch.add(set, *ip, kernel_timeout(*t))
+                            }
+                            _ => {}
+                        }
+                    }
+                }
+            }
+            match nl.apply(batch) {
+                Ok(()) => return Ok(()),
+                Err(ElementsError::Refused(detail)) => {
+                    return Err(FirewallError::Command {
+                        what: format!("nft element batch in {table}"),
+                        detail,
+                    });
+                }
+                Err(ElementsError::Netlink(e)) => {
+                    tracing::warn!("NFT => netlink element writer failed ({e}); using nft scripts");
+                    self.nft.drop_elements();
+                }
+            }
+        }
+        self.apply(&self.script(changes))
+    }
+
     /// The batch without deletes of absent elements, with refreshes of
     /// absent ones turned into adds. `None` if the sets cannot be listed.
     fn fit_to_kernel(&mut self, changes: &[(IpAddr, Change)]) -> Option<Vec<(IpAddr, Change)>> {
@@ -349,8 +396,8 @@ impl NftBackend {
     }
 
     /// Puts back missing limit objects (all of them, in one transaction)
-    /// and the exempt networks if they differ.
-    fn repair_limits(&mut self) -> Result<Vec<String>, FirewallError> {
+    /// and, at [`Depth::Full`], the exempt networks if they differ.
+    fn repair_limits(&mut self, depth: Depth) -> Result<Vec<String>, FirewallError> {
         if !self.limits.limits.any() {
             return Ok(Vec::new());
         }
@@ -362,7 +409,7 @@ impl NftBackend {
             self.apply(&script)?;
             return Ok(missing);
         }
-        let Some(sets) = self.limits.allow_sets() else {
+        let Some(sets) = self.limits.allow_sets().filter(|_| depth == Depth::Full) else {
             return Ok(missing);
         };
         let mut drifted = Vec::new();
@@ -401,6 +448,33 @@ impl NftBackend {
     }
 }
 
+/// Lists our ban sets with `nft -j list set`, on the lister thread.
+struct NftLister {
+    nft: Nft,
+    table: String,
+    sets: [String; 2],
+}
+
+impl Lister for NftLister {
+    fn held(&mut self) -> Result<Vec<Held>, FirewallError> {
+        let mut out = Vec::new();
+        for set in &self.sets {
+            out.extend(list_held(&mut self.nft, &self.table, set)?);
+        }
+        Ok(out)
+    }
+}
+
+/// The elements of one of our ban sets, with their remaining timeouts.
+fn list_held(nft: &mut Nft, table: &str, set: &str) -> Result<Vec<Held>, FirewallError> {
+    let what = format!("list set {table} {set}");
+    let json = nft.run(&what)?;
+    parse_held(&json).map_err(|detail| FirewallError::Command {
+        what: format!("nft {what}"),
+        detail,
+    })
+}
+
 /// `inet sipban` -> `sipban`; a bare name stays.
 fn own_table_name(table: &str) -> &str {
     table.split_whitespace().last().unwrap_or("sipban")
@@ -410,92 +484,6 @@ fn own_table_name(table: &str) -> &str {
 fn deny_set_decl(t: &str, set: &str, v6: bool) -> String {
     let ty = if v6 { "ipv6_addr" } else { "ipv4_addr" };
     format!("add set {t} {set} {{ type {ty}; flags interval; }}")
-}
-
-/// Handles of the rules in an `nft -j list chain` listing that look up
-/// `@set`.
-fn rules_using(json: &str, set: &str) -> Vec<u64> {
-    let Ok(v) = serde_json::from_str::<Value>(json) else {
-        return Vec::new();
-    };
-    let needle = Value::String(format!("@{set}")).to_string();
-    v["nftables"]
-        .as_array()
-        .into_iter()
-        .flatten()
-        .filter_map(|item| {
-            let rule = item.get("rule")?;
-            rule["expr"]
-                .to_string()
-                .contains(&needle)
-                .then(|| rule["handle"].as_u64())
-                .flatten()
-        })
-        .collect()
-}
-
-/// Elements of an interval set in `nft -j list set` output, as inclusive
-/// ranges; `None` if one cannot be read.
-fn parse_spans(json: &str) -> Option<Vec<(IpAddr, IpAddr)>> {
-    fn span(v: &Value) -> Option<(IpAddr, IpAddr)> {
-        if let Some(s) = v.as_str() {
-            let ip: IpAddr = s.parse().ok()?;
-            return Some((ip, ip));
-        }
-        if let Some(p) = v.get("prefix") {
-            let addr: IpAddr = p["addr"].as_str()?.parse().ok()?;
-            let net = IpNet::new(addr, u8::try_from(p["len"].as_u64()?).ok()?).ok()?;
-            return Some((net.network(), net.broadcast()));
-        }
-        if let Some(r) = v.get("range").and_then(Value::as_array) {
-            let a = r.first()?.as_str()?.parse().ok()?;
-            let b = r.get(1)?.as_str()?.parse().ok()?;
-            return Some((a, b));
-        }
-        span(&v.get("elem")?["val"])
-    }
-    let v = serde_json::from_str::<Value>(json).ok()?;
-    let mut out = Vec::new();
-    for item in v["nftables"].as_array()? {
-        for e in item["set"]["elem"].as_array().into_iter().flatten() {
-            out.push(span(e)?);
-        }
-    }
-    Some(out)
-}
-
-/// Addresses in `nft -j list set` output.
-fn parse_elements(json: &str) -> Vec<IpAddr> {
-    parse_held(json).into_iter().map(|h| h.ip).collect()
-}
-
-/// Addresses in `nft -j list set` output with their remaining timeout
-/// (`expires`, seconds) where the element has one.
-fn parse_held(json: &str) -> Vec<Held> {
-    let Ok(v) = serde_json::from_str::<serde_json::Value>(json) else {
-        return Vec::new();
-    };
-    let mut out = Vec::new();
-    let items = v["nftables"].as_array().cloned().unwrap_or_default();
-    for item in items {
-        let Some(elems) = item["set"]["elem"].as_array() else {
-            continue;
-        };
-        for e in elems {
-            let (val, expires) = if e.is_string() {
-                (e, None)
-            } else {
-                (&e["elem"]["val"], e["elem"]["expires"].as_u64())
-            };
-            if let Some(ip) = val.as_str().and_then(|s| s.parse().ok()) {
-                out.push(Held {
-                    ip,
-                    remaining: expires.map(Duration::from_secs),
-                });
-            }
-        }
-    }
-    out
 }
 
 impl Backend for NftBackend {
@@ -561,9 +549,8 @@ impl Backend for NftBackend {
         if changes.is_empty() {
             return Ok(());
         }
-        let script = self.script(&changes);
         let mut failures = Vec::new();
-        if self.apply(&script).is_err() {
+        if self.apply_changes(&changes).is_err() {
             // Usually drift: elements the kernel already dropped make the
             // deletes (and refreshes) fail. Fit the batch to what the kernel
             // holds and retry it whole; only then go one by one, so one bad
@@ -573,7 +560,7 @@ impl Backend for NftBackend {
                 return Ok(());
             }
             if let Some(fitted) = fitted
-                && self.apply(&self.script(&fitted)).is_ok()
+                && self.apply_changes(&fitted).is_ok()
             {
                 self.track(&fitted, &[]);
                 return Ok(());
@@ -611,8 +598,7 @@ impl Backend for NftBackend {
         let t = self.table();
         let mut out = Vec::new();
         for set in [self.s.set4.clone(), self.s.set6.clone()] {
-            let json = self.nft.run(&format!("list set {t} {set}"))?;
-            out.extend(parse_held(&json));
+            out.extend(list_held(&mut self.nft, &t, &set)?);
         }
         if self.s.mode == Ownership::SetOnly {
             out.retain(|h| self.known.contains(&h.ip));
@@ -621,13 +607,31 @@ impl Backend for NftBackend {
         Ok(out)
     }
 
-    fn repair(&mut self) -> Result<Vec<String>, FirewallError> {
+    fn lister(&mut self) -> Option<Box<dyn Lister>> {
+        // The tool, not a second libnftables context: one process a check
+        // is cheap off the applier, and nothing relies on the library being
+        // safe to use from two threads.
+        Some(Box::new(NftLister {
+            nft: Nft::new(tool(&self.s.bin_dir, "nft"), true),
+            table: self.table(),
+            sets: [self.s.set4.clone(), self.s.set6.clone()],
+        }))
+    }
+
+    fn adopt_listing(&mut self, held: Vec<Held>, touched: &HashSet<IpAddr>) -> Vec<IpAddr> {
+        match self.s.mode {
+            Ownership::Own => held.into_iter().map(|h| h.ip).collect(),
+            Ownership::SetOnly => adopt_known(&mut self.known, held, touched),
+        }
+    }
+
+    fn repair(&mut self, depth: Depth) -> Result<Vec<String>, FirewallError> {
         if self.s.mode == Ownership::SetOnly {
             self.check_sets()?;
             if !self.deny_given {
                 return Ok(Vec::new());
             }
-            let drift = self.deny_drift(None);
+            let drift = self.deny_drift(None, depth);
             if !drift.is_empty() {
                 let script = self.deny_script()?;
                 self.apply(&script)?;
@@ -661,14 +665,14 @@ impl Backend for NftBackend {
         }
         if !self.deny.is_empty() {
             let chain = self.nft.run_terse(&format!("list chain {t} {CHAIN}"))?;
-            let drift = self.deny_drift(Some(&chain));
+            let drift = self.deny_drift(Some(&chain), depth);
             if !drift.is_empty() {
                 let script = self.deny_script()?;
                 self.apply(&script)?;
                 missing.extend(drift);
             }
         }
-        missing.extend(self.repair_limits()?);
+        missing.extend(self.repair_limits(depth)?);
         Ok(missing)
     }
 
@@ -759,50 +763,5 @@ impl Backend for NftBackend {
             tracing::info!("NFT => table {t} removed");
         }
         r
-    }
-}
-
-#[cfg(test)]
-mod tests {
-    use super::*;
-
-    #[test]
-    fn elements_from_json_listing() {
-        let json = r#"{"nftables":[{"metainfo":{}},{"set":{"family":"inet","name":"v4","elem":[{"elem":{"val":"1.2.3.4","timeout":60,"expires":59}},"5.6.7.8"]}}]}"#;
-        assert_eq!(
-            parse_elements(json),
-            vec![
-                "1.2.3.4".parse::<IpAddr>().unwrap(),
-                "5.6.7.8".parse().unwrap()
-            ]
-        );
-        assert!(parse_elements("not json").is_empty());
-        let held = parse_held(json);
-        assert_eq!(held[0].remaining, Some(Duration::from_secs(59)));
-        assert_eq!(held[1].remaining, None);
-    }
-
-    #[test]
-    fn interval_elements_and_rules_from_json_listings() {
-        let set = r#"{"nftables":[{"metainfo":{}},{"set":{"name":"d4","flags":["interval"],"elem":[{"prefix":{"addr":"10.0.0.0","len":24}},"10.0.1.5",{"range":["10.0.2.1","10.0.2.9"]},{"elem":{"val":{"prefix":{"addr":"10.0.3.0","len":30}},"counter":{}}}]}}]}"#;
-        let a = |s: &str| s.parse::<IpAddr>().unwrap();
-        assert_eq!(
-            parse_spans(set).unwrap(),
-            vec![
-                (a("10.0.0.0"), a("10.0.0.255")),
-                (a("10.0.1.5"), a("10.0.1.5")),
-                (a("10.0.2.1"), a("10.0.2.9")),
-                (a("10.0.3.0"), a("10.0.3.3")),
-            ]
-        );
-        assert_eq!(
-            parse_spans(r#"{"nftables":[{"set":{"name":"e"}}]}"#),
-            Some(vec![])
-        );
-        assert!(parse_spans(r#"{"nftables":[{"set":{"elem":[{"x":1}]}}]}"#).is_none());
-        let chain = r#"{"nftables":[{"chain":{"name":"sipban"}},{"rule":{"handle":5,"expr":[{"match":{"right":"@v4"}}]}},{"rule":{"handle":6,"expr":[{"match":{"right":"@v4-deny"}}]}}]}"#;
-        assert_eq!(rules_using(chain, "v4"), vec![5]);
-        assert_eq!(rules_using(chain, "v4-deny"), vec![6]);
-        assert!(rules_using(chain, "v6").is_empty());
     }
 }

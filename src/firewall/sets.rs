@@ -1,13 +1,16 @@
 //! Settings shared by the set-based backends (ipset, nftables).
 
+use std::collections::HashSet;
+use std::net::IpAddr;
 use std::time::Duration;
 
+use super::Held;
 use super::rule::{Action, Hook};
 use super::scope::Scope;
 
 /// The longest per-element timeout both ipset and older kernels' nftables
-/// accept (ipset's limit, about 24.8 days). When the kernel drops a longer
-/// ban, the periodic firewall check (`check_interval`) adds it again.
+/// accept (ipset's limit, about 24.8 days). A longer ban has its kernel
+/// timeout renewed a day before it lapses (the ban store's renewals).
 pub const KERNEL_MAX_TIMEOUT: u64 = 2_147_483;
 
 /// Who owns the firewall objects.
@@ -128,4 +131,21 @@ pub const KERNEL_GRACE: u64 = 2;
 /// Remaining ban time as a kernel timeout in whole seconds.
 pub fn kernel_timeout(t: Duration) -> u64 {
     (t.as_secs() + KERNEL_GRACE).clamp(1, KERNEL_MAX_TIMEOUT)
+}
+
+/// Set-only mode's reading of a listing: the sets also hold the
+/// administrator's entries, so ours are the listed addresses we added.
+/// `known` forgets what the kernel no longer holds (timed out), except
+/// what the applier changed while the listing ran (`touched`).
+pub(super) fn adopt_known(
+    known: &mut HashSet<IpAddr>,
+    held: Vec<Held>,
+    touched: &HashSet<IpAddr>,
+) -> Vec<IpAddr> {
+    let listed: HashSet<IpAddr> = held.iter().map(|h| h.ip).collect();
+    known.retain(|ip| listed.contains(ip) || touched.contains(ip));
+    held.into_iter()
+        .map(|h| h.ip)
+        .filter(|ip| known.contains(ip))
+        .collect()
 }

@@ -324,6 +324,11 @@ fn sync_dir(path: &Path) -> std::io::Result<()> {
     }
 }
 
+/// One journal line as replay reads it (public for the fuzzer).
+pub fn parse_record(line: &str) -> Result<Record, String> {
+    Record::parse(line)
+}
+
 /// The journal record of a ban (`reason` as the store holds it).
 pub fn ban_record(ip: IpAddr, expiry: UnixTime, reason: Arc<str>, count: u32) -> Record {
     let reason = if reason.len() > super::persist::MAX_REASON {

@@ -59,7 +59,7 @@ pub struct DumpEntry {
 #[derive(Debug, Default)]
 pub struct Dump {
     pub bans: Vec<DumpEntry>,
-    /// Network bans (`ipset save` dumps only, today).
+    /// The policy's per-source ban history, as written.
     pub history: Option<serde_json::Value>,
     /// Bans of whole networks.
     pub nets: Vec<crate::bans::networks::NetBan>,

@@ -29,11 +29,11 @@ use ipnet::IpNet;
 use iptables::IPTables;
 
 use super::{DNS_MAX_BYTES, Limits, OverLimitReader, RateLimit, tftp_ports};
-use crate::firewall::FirewallError;
 use crate::firewall::exec::run;
 use crate::firewall::ipset_tool::{self, MAX_NAME, fit, set_exists};
 use crate::firewall::rule::Hook;
 use crate::firewall::scope::Scope;
+use crate::firewall::{Depth, FirewallError};
 
 /// Longest iptables chain name.
 const MAX_CHAIN: usize = 28;
@@ -282,8 +282,9 @@ impl IptLimits {
         Ok(found)
     }
 
-    /// What is missing or wrong in this family's objects.
-    pub fn drift(&self, ipt: &IPTables, v6: bool, allow: &[IpNet]) -> Vec<String> {
+    /// What is missing or wrong in this family's objects (the exempt set's
+    /// entries by count at [`Depth::Quick`]).
+    pub fn drift(&self, ipt: &IPTables, v6: bool, allow: &[IpNet], depth: Depth) -> Vec<String> {
         let mut out = Vec::new();
         if !self.limits.any() {
             return out;
@@ -314,9 +315,9 @@ impl IptLimits {
         }
         if self.limits.per_source() {
             let want = crate::firewall::DenyList::new(allow);
-            match ipset_tool::saved_nets(&self.ipset, &self.allow[f]) {
-                Ok(held) if want.matches(v6, &held) => {}
-                Ok(_) => out.push(format!("entries of ipset {}", self.allow[f])),
+            match ipset_tool::holds(&self.ipset, &self.allow[f], &want, v6, depth) {
+                Ok(true) => {}
+                Ok(false) => out.push(format!("entries of ipset {}", self.allow[f])),
                 Err(_) => out.push(format!("ipset {}", self.allow[f])),
             }
         }
