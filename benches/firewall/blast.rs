@@ -132,13 +132,7 @@ pub fn send(t: &Traffic) -> io::Result<Sent> {
         !t.sources.is_empty() && t.ports > 0,
         "traffic needs sources and ports"
     );
-    let udp = std::env::var_os("BLAST_UDP").is_some();
-    let _keep;
-    let fd = if udp {
-        let u = UdpSocket::bind(SocketAddrV4::new(t.sources[0], 0))?;
-        _keep = u.try_clone()?;
-        OwnedFd::from(u)
-    } else { raw_socket()? };
+    let fd = raw_socket()?;
     let mut dest = sockaddr(t.dest);
     let template = packet(t.dest);
     let mut bufs = [template; BATCH];
@@ -170,13 +164,8 @@ pub fn send(t: &Traffic) -> io::Result<Sent> {
             set_source(buf, t.sources[src], FIRST_PORT + port);
             src = (src + 1) % t.sources.len();
             port = (port + 1) % t.ports;
-            if udp {
-                v.iov_base = buf[IP_HEADER + UDP_HEADER..].as_mut_ptr().cast();
-                v.iov_len = PAYLOAD;
-            } else {
-                v.iov_base = buf.as_mut_ptr().cast();
-                v.iov_len = PACKET;
-            }
+            v.iov_base = buf.as_mut_ptr().cast();
+            v.iov_len = PACKET;
             let h = &mut m.msg_hdr;
             h.msg_name = (&raw mut dest).cast();
             h.msg_namelen = size_of::<libc::sockaddr_in>() as libc::socklen_t;
