@@ -10,7 +10,9 @@
 //!   protection loaded: one source on the allow list (exempt from the
 //!   limits, so the SIP rate does not drop its packets), and 32,000 sources
 //!   each below the SIP rate (their meter and hashlimit buckets updated
-//!   with every packet). The chain backend, rule per ban, for reference.
+//!   with every packet). For reference: the bans alone (the issue's own
+//!   measurement), the bans and the deny list (the rest is what the limits
+//!   cost), and the chain backend, rule per ban.
 //! - A banned source flooding at 100k packets/s with a new source port
 //!   every packet: what reaches the listener, and the pbx's conntrack
 //!   table (a host rule using conntrack is loaded, as on any stateful
@@ -21,7 +23,6 @@
 use std::fmt::Write as _;
 use std::io::Write as _;
 use std::net::{Ipv4Addr, SocketAddrV4};
-use std::sync::atomic::{AtomicBool, Ordering};
 use std::time::Duration;
 
 use ipnet::{IpNet, Ipv4Net};
@@ -30,9 +31,11 @@ use sipban::firewall::{
     Action, Backend, ChainBackend, Firewall, IpsetBackend, Limits, NftBackend, RateLimit, Scope,
 };
 
-use super::blast::{self, Received, Sent, Traffic};
-use super::netns::{self, NamedNetns};
-use super::{addr, sh, verdict};
+mod runs;
+
+use super::blast::{self, Traffic};
+use super::{addr, netns, verdict};
+use runs::{Pair, Sides, in_ns, rate, sample};
 
 const PBX: Ipv4Addr = Ipv4Addr::new(10, 77, 0, 1);
 /// The test host on the allow list.
@@ -50,8 +53,6 @@ const SIP: u16 = 5060;
 /// tuple, far below nf_conntrack_max).
 const FLOOD_RATE: u64 = 100_000;
 const FLOOD_PORTS: u16 = 10_000;
-/// The listener stops this long after the last packet.
-const QUIET: Duration = Duration::from_millis(50);
 
 struct Sizes {
     bans: usize,
@@ -79,8 +80,8 @@ impl Sizes {
                 deny: 100,
                 chain: 200,
                 rounds: 1,
-                run: Duration::from_millis(100),
-                flood: Duration::from_millis(200),
+                run: Duration::from_millis(50),
+                flood: Duration::from_millis(100),
             }
         }
     }
@@ -155,40 +156,6 @@ fn deny_nets(n: usize) -> Vec<IpNet> {
         .collect()
 }
 
-/// A pbx and a sender namespace joined by a veth pair.
-struct Pair {
-    pbx: NamedNetns,
-    atk: NamedNetns,
-}
-
-impl Pair {
-    fn new() -> Pair {
-        let (p, a) = (format!("{PBX}/16"), format!("{SENDER}/16"));
-        let (pbx, atk) = netns::wire("pkt", &[p.as_str()], &[a.as_str()]);
-        Pair { pbx, atk }
-    }
-
-    /// `PROG ARGS` inside the pbx namespace, fed `stdin`.
-    fn pbx_run(&self, prog: &str, args: &[&str], stdin: &str) {
-        let mut all = vec!["netns", "exec", &self.pbx.name, prog];
-        all.extend_from_slice(args);
-        sh("ip", &all, Some(stdin));
-    }
-}
-
-/// Runs `f` on a thread inside `ns` (threads and processes it starts stay
-/// there).
-fn in_ns<T: Send>(ns: &NamedNetns, f: impl FnOnce() -> T + Send) -> T {
-    std::thread::scope(|s| {
-        s.spawn(|| {
-            ns.enter();
-            f()
-        })
-        .join()
-        .expect("thread in a namespace")
-    })
-}
-
 /// The backend started in `fw`'s pbx namespace and loaded: the bans and,
 /// for the full ruleset, the deny list and the allow list (the sender); for
 /// the chain its rules.
@@ -232,130 +199,6 @@ async fn load(kind: Kind, ruleset: Ruleset, fw: &Pair, s: &Sizes) -> Firewall {
     let held = firewall.list().await.expect("list").len();
     assert_eq!(held, want, "{}: every ban in the kernel", kind.label());
     firewall
-}
-
-/// One run of `t` from `pair`'s sender to its pbx's listener.
-struct Sample {
-    sent: Sent,
-    got: Received,
-    /// Datagrams the listener's buffer had no room for.
-    overflow: u64,
-    /// Conntrack entries before and at most during the run.
-    conntrack: Option<(u64, u64)>,
-}
-
-impl Sample {
-    /// Received packets per second of the run.
-    fn pps(&self) -> f64 {
-        self.got.packets as f64 / self.sent.elapsed.as_secs_f64().max(1e-9)
-    }
-
-    /// Received packets per second of the sender's CPU time.
-    fn per_cpu(&self) -> f64 {
-        self.got.packets as f64 / self.sent.cpu.as_secs_f64().max(1e-9)
-    }
-}
-
-fn sample(pair: &Pair, t: &Traffic, watch: Option<Ipv4Addr>, conntrack: bool) -> Sample {
-    let done = AtomicBool::new(false);
-    let done = &done;
-    std::thread::scope(|s| {
-        let (ready_tx, ready_rx) = std::sync::mpsc::channel::<()>();
-        let ready = ready_tx.clone();
-        let counter = s.spawn(move || {
-            pair.pbx.enter();
-            let l = blast::listener(SocketAddrV4::new(PBX, SIP)).expect("listener");
-            let before = blast::udp_counter("RcvbufErrors").unwrap_or(0);
-            let _ = ready.send(());
-            let got = blast::count(&l, watch, done, QUIET).expect("counting");
-            let after = blast::udp_counter("RcvbufErrors").unwrap_or(0);
-            (got, after.saturating_sub(before))
-        });
-        let tracker = conntrack.then(|| {
-            let ready = ready_tx.clone();
-            s.spawn(move || {
-                pair.pbx.enter();
-                let before = blast::conntrack_count();
-                let _ = ready.send(());
-                let mut most = before;
-                while !done.load(Ordering::SeqCst) {
-                    most = most.max(blast::conntrack_count());
-                    std::thread::sleep(Duration::from_millis(10));
-                }
-                (before, most.max(blast::conntrack_count()))
-            })
-        });
-        drop(ready_tx);
-        for _ in 0..1 + usize::from(conntrack) {
-            ready_rx.recv().expect("listener ready");
-        }
-        let sent = s
-            .spawn(|| {
-                pair.atk.enter();
-                blast::send(t)
-            })
-            .join()
-            .expect("sender")
-            .expect("sending");
-        done.store(true, Ordering::SeqCst);
-        let (got, overflow) = counter.join().expect("counter");
-        let conntrack = tracker.map(|t| t.join().expect("conntrack sampler"));
-        Sample {
-            sent,
-            got,
-            overflow,
-            conntrack,
-        }
-    })
-}
-
-/// Median, low and high.
-fn spread(mut v: Vec<f64>) -> (f64, f64, f64) {
-    v.sort_by(f64::total_cmp);
-    let at = |i: usize| v.get(i).copied().unwrap_or(0.0);
-    (at(v.len() / 2), at(0), at(v.len().saturating_sub(1)))
-}
-
-fn rate(pps: f64) -> String {
-    if pps >= 10_000.0 {
-        format!("{:.0}k/s", pps / 1000.0)
-    } else {
-        format!("{pps:.0}/s")
-    }
-}
-
-fn show((mid, lo, hi): (f64, f64, f64)) -> String {
-    format!("{} ({}-{})", rate(mid), rate(lo), rate(hi))
-}
-
-/// Both sides of one run pair: with the ruleset, without.
-#[derive(Default)]
-struct Sides {
-    with: Vec<f64>,
-    without: Vec<f64>,
-    /// with / without, per pair (neighbours share the machine's load).
-    ratios: Vec<f64>,
-}
-
-impl Sides {
-    fn push(&mut self, with: f64, without: f64) {
-        self.with.push(with);
-        self.without.push(without);
-        self.ratios.push(with / without.max(1e-9));
-    }
-
-    fn ratio(&self) -> f64 {
-        spread(self.ratios.clone()).0
-    }
-
-    fn text(&self) -> String {
-        format!(
-            "{} vs {}: {:>5.1}%",
-            show(spread(self.with.clone())),
-            show(spread(self.without.clone())),
-            self.ratio() * 100.0
-        )
-    }
 }
 
 /// `t` into `fw` and into `bare`, alternating which goes first; two lines:
