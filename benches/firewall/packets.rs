@@ -291,14 +291,14 @@ pub async fn report(full: bool) {
     print(&format!(
         "packets: {}-byte UDP to {PBX}:{SIP} over a veth pair, one sender thread (raw socket, \
          sendmmsg) as fast as it can, received packets/s at the listener: medians (low-high) of {} \
-         runs of {:.1} s with the ruleset, each paired with one into a twin namespace with none \
+         run(s) of {} ms with the ruleset, each paired with one into a twin namespace with none \
          (ratio: median of the pairs'); second line: the same per second of the sender's CPU \
          (which carries the receive path). Ruleset \"bans only\": {} bans; \"+ deny list\": a \
          {}-network deny list too; the others add the sender on the allow list and every [limits] \
          protection (SIP 50/s, TFTP, TCP connect, DNS). No conntrack in the pbx but for the flood.",
         blast::PAYLOAD,
         s.rounds,
-        s.run.as_secs_f64(),
+        s.run.as_millis(),
         s.bans,
         s.deny
     ));
