@@ -6,10 +6,14 @@
 //! without `--bench` (e.g. under `cargo test --all-targets`) it runs a small
 //! smoke pass so the code stays exercised.
 
+#[path = "../../tests/netns/mod.rs"]
+mod netns;
 #[path = "../../tests/support/mod.rs"]
 mod support;
 
 mod binary_storm;
+mod blast;
+mod packets;
 
 use std::fmt::Write as _;
 use std::io::Write as _;
@@ -617,6 +621,10 @@ async fn run(full: bool) {
         }
         return;
     }
+    if std::env::var("SIPBAN_BENCH").as_deref() == Ok("packets") {
+        packets::report(full).await;
+        return;
+    }
     if std::env::var("SIPBAN_BENCH").as_deref() == Ok("policy") {
         let rate = policy_rate(50_000, 100_000, 200_000).await;
         println!("policy: {rate:.0} events/s");
@@ -820,6 +828,7 @@ async fn run(full: bool) {
         }
     }
     print!("{out}");
+    packets::report(full).await;
 }
 
 fn main() {
