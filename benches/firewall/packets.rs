@@ -287,7 +287,14 @@ fn print(line: &str) {
 
 /// Every packet figure, printed as it comes.
 pub async fn report(full: bool) {
-    let s = Sizes::new(full);
+    let mut s = Sizes::new(full);
+    // SIPBAN_BENCH_DENY: another deny list size (what the deny set costs).
+    if let Some(n) = std::env::var("SIPBAN_BENCH_DENY")
+        .ok()
+        .and_then(|n| n.parse().ok())
+    {
+        s.deny = n;
+    }
     print(&format!(
         "packets: {}-byte UDP to {PBX}:{SIP} over a veth pair, one sender thread (raw socket, \
          sendmmsg) as fast as it can, received packets/s at the listener: medians (low-high) of {} \
