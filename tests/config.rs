@@ -855,3 +855,22 @@ mod properties {
         }
     }
 }
+
+/// Found by the `config` fuzz target: a legacy scope with more ports than
+/// one multiport rule takes was left out of the `--check-config` listing
+/// altogether, so the listing loaded back as the default ports.
+#[test]
+fn a_scope_beyond_one_multiport_rule_is_listed_as_its_ports() {
+    let ports: Vec<String> = (1..=16).map(|p| p.to_string()).collect();
+    let text = format!(
+        "[iptables]\ninterface = eno1\nscope = \"-i eno1 -p udp --dport {}\"\n",
+        ports.join(",")
+    );
+    let c = parse(&text);
+    let listing = c.to_string();
+    let again = parse(&listing);
+    assert_eq!(again.to_string(), listing);
+    assert_eq!(again.scope(), c.scope());
+    assert!(listing.contains("ports = \"udp/1, udp/2,"), "{listing}");
+    assert!(listing.contains("interface = \"eno1\""), "{listing}");
+}

@@ -49,9 +49,14 @@ impl fmt::Display for Config {
         writeln!(f, "\n[iptables]")?;
         writeln!(f, "path = {}", q(&c.iptables.path))?;
         writeln!(f, "chain = {}", q(&c.iptables.chain))?;
-        if let Some(words) = c.iptables.scope.as_ref().and_then(|s| s.legacy_words()) {
-            writeln!(f, "scope = {}", q(&words))?;
+        let scope_words = c.iptables.scope.as_ref().and_then(|s| s.legacy_words());
+        if let Some(words) = &scope_words {
+            writeln!(f, "scope = {}", q(words))?;
         }
+        // A scope that one `scope` string cannot say (more ports than one
+        // multiport rule takes) is listed as what it bans: `[firewall]`
+        // ports and interface.
+        let scope_as_ports = c.iptables.scope.as_ref().filter(|_| scope_words.is_none());
         writeln!(f, "rule = {}", q(&c.iptables.rule))?;
         writeln!(f, "rule6 = {}", q(&c.iptables.rule6))?;
         writeln!(f, "white_list = {}", q(&c.iptables.white_list.display()))?;
@@ -86,11 +91,16 @@ impl fmt::Display for Config {
         )?;
         let yn = |b: bool| if b { "yes" } else { "no" };
         writeln!(f, "conntrack = {}", yn(c.firewall.conntrack))?;
-        if c.iptables.scope.is_none() {
+        if c.iptables.scope.is_none() || scope_as_ports.is_some() {
             writeln!(f, "ports = {}", q(&c.firewall.ports))?;
         }
         writeln!(f, "block = {}", q(&c.firewall.block))?;
-        if let Some(i) = &c.firewall.interface {
+        let interface = c
+            .firewall
+            .interface
+            .as_ref()
+            .or(scope_as_ports.and_then(|s| s.interface.as_ref()));
+        if let Some(i) = interface {
             writeln!(f, "interface = {}", q(i))?;
         }
         writeln!(f, "set_type = {}", q(&c.firewall.set_type))?;
