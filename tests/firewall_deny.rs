@@ -218,12 +218,20 @@ fn nft_set(table: &str, set: &str) -> Option<Value> {
         .find_map(|i| i.get("set").cloned())
 }
 
-/// Elements of an interval set in `nft -j` output.
+/// Elements of an interval set in `nft -j` output; of our own deny sets
+/// (address . protocol) the address part, every protocol checked.
 fn nft_elements(set: &Value) -> Vec<IpNet> {
     set["elem"]
         .as_array()
         .into_iter()
         .flatten()
+        .map(|e| match e.get("concat") {
+            Some(c) => {
+                assert_eq!(c[1], serde_json::json!({"range": [0, 255]}), "{e}");
+                &c[0]
+            }
+            None => e,
+        })
         .map(|e| match e.as_str() {
             Some(s) => net(s),
             None => {
@@ -300,7 +308,7 @@ fn deny_held(kind: Kind, v6: bool) -> Option<Vec<IpNet>> {
         Kind::Nft { .. } => {
             let set = nft_set("inet sipban", if v6 { DENY6 } else { DENY4 })?;
             let ty = if v6 { "ipv6_addr" } else { "ipv4_addr" };
-            assert_eq!(set["type"], ty, "{set}");
+            assert_eq!(set["type"], serde_json::json!([ty, "inet_proto"]), "{set}");
             assert_eq!(set["flags"], serde_json::json!(["interval"]), "{set}");
             Some(sorted_nets(nft_elements(&set)))
         }
@@ -349,7 +357,7 @@ fn deny_wiring(kind: Kind, v6: bool) -> usize {
         }
         Kind::Nft { .. } => {
             let (fam, set) = if v6 { ("ip6", DENY6) } else { ("ip", DENY4) };
-            let want = format!("udp dport 5060 {fam} saddr @{set} drop");
+            let want = format!("udp dport 5060 {fam} saddr . meta l4proto @{set} drop");
             nft_chain_lines()
                 .expect("our chain exists")
                 .iter()
@@ -753,7 +761,7 @@ fn deny_drift_is_repaired_with_the_last_list(kind: Kind) {
                         "inet",
                         "sipban",
                         DENY4,
-                        "{ 192.0.2.9 }",
+                        "{ 192.0.2.9 . 0-255 }",
                     ],
                 );
                 run_ok(
@@ -764,7 +772,7 @@ fn deny_drift_is_repaired_with_the_last_list(kind: Kind) {
                         "inet",
                         "sipban",
                         DENY6,
-                        "{ 2001:db8:77::/48 }",
+                        "{ 2001:db8:77::/48 . 0-255 }",
                     ],
                 );
             }

@@ -226,6 +226,10 @@ pub fn parse_spans(json: &str) -> Option<Vec<(IpAddr, IpAddr)>> {
             let net = IpNet::new(addr, u8::try_from(p["len"].as_u64()?).ok()?).ok()?;
             return Some((net.network(), net.broadcast()));
         }
+        if let Some(c) = v.get("concat").and_then(Value::as_array) {
+            // Our deny sets: address . protocol range.
+            return span(c.first()?);
+        }
         if let Some(r) = v.get("range").and_then(Value::as_array) {
             let a = r.first()?.as_str()?.parse().ok()?;
             let b = r.get(1)?.as_str()?.parse().ok()?;
@@ -324,6 +328,16 @@ mod tests {
             Some(vec![])
         );
         assert!(parse_spans(r#"{"nftables":[{"set":{"elem":[{"x":1}]}}]}"#).is_none());
+        // Our deny sets: address . protocol (as nft 1.0.6 lists them).
+        let concat = r#"{"nftables":[{"set":{"name":"d","type":["ipv4_addr","inet_proto"],"elem":[{"concat":[{"prefix":{"addr":"100.64.0.0","len":24}},{"range":[0,255]}]},{"concat":["10.0.0.1",{"range":[0,255]}]},{"concat":[{"range":["10.1.0.0","10.1.0.9"]},{"range":[0,255]}]}]}}]}"#;
+        assert_eq!(
+            parse_spans(concat).unwrap(),
+            vec![
+                (a("100.64.0.0"), a("100.64.0.255")),
+                (a("10.0.0.1"), a("10.0.0.1")),
+                (a("10.1.0.0"), a("10.1.0.9")),
+            ]
+        );
         let chain = r#"{"nftables":[{"chain":{"name":"sipban"}},{"rule":{"handle":5,"expr":[{"match":{"right":"@v4"}}]}},{"rule":{"handle":6,"expr":[{"match":{"right":"@v4-deny"}}]}}]}"#;
         assert_eq!(rules_using(chain, "v4"), vec![5]);
         assert_eq!(rules_using(chain, "v4-deny"), vec![6]);

@@ -5,7 +5,8 @@
 //! ([`super::libnft`]).
 //!
 //! Permanent deny entries go to interval sets `<set4>-deny` / `<set6>-deny`
-//! (`flags interval`, no timeouts) with their own rule each in our chain;
+//! (address . protocol, `flags interval`, no timeouts: a concatenation is
+//! looked up in constant time) with their own rule each in our chain;
 //! a family's deny set and rule exist only while it has deny entries. A new
 //! deny list is one transaction: `flush set` and `add element` together, so
 //! no packet ever sees the set half filled. Overlaps are removed before
