@@ -203,15 +203,9 @@ fn header(dump: &mut Dump, key: &str, value: Value, line: usize, w: &mut Warning
     }
 }
 
-/// A dump entry from its JSON, checked field by field.
-pub(crate) fn entry_from(v: Option<&Value>) -> Result<DumpEntry, String> {
-    let Some(Value::Object(map)) = v else {
-        return Err("not a JSON object".into());
-    };
-    let ip = map.get("ip").and_then(Value::as_str).ok_or("no \"ip\"")?;
-    let ip: IpAddr = ip
-        .parse()
-        .map_err(|_| format!("{} is not an IP address", quote(ip)))?;
+/// The fields a ban and a network ban share: expiry, reason (bounded),
+/// count (1 if absent).
+fn ban_fields(map: &serde_json::Map<String, Value>) -> Result<(UnixTime, String, u32), String> {
     let expiry = map
         .get("expiry")
         .and_then(Value::as_u64)
@@ -228,6 +222,19 @@ pub(crate) fn entry_from(v: Option<&Value>) -> Result<DumpEntry, String> {
             .and_then(|c| u32::try_from(c).ok())
             .ok_or("\"count\" is not a count")?,
     };
+    Ok((expiry, reason, count))
+}
+
+/// A dump entry from its JSON, checked field by field.
+pub(crate) fn entry_from(v: Option<&Value>) -> Result<DumpEntry, String> {
+    let Some(Value::Object(map)) = v else {
+        return Err("not a JSON object".into());
+    };
+    let ip = map.get("ip").and_then(Value::as_str).ok_or("no \"ip\"")?;
+    let ip: IpAddr = ip
+        .parse()
+        .map_err(|_| format!("{} is not an IP address", quote(ip)))?;
+    let (expiry, reason, count) = ban_fields(map)?;
     Ok(DumpEntry {
         ip: ip.to_canonical(),
         expiry,
@@ -246,22 +253,7 @@ pub(crate) fn net_entry_from(v: &Value) -> Result<NetBan, String> {
     let net: IpNet = net
         .parse()
         .map_err(|_| format!("{} is not a network", quote(net)))?;
-    let expiry = map
-        .get("expiry")
-        .and_then(Value::as_u64)
-        .ok_or("\"expiry\" is not a unix time")?;
-    let reason = match map.get("reason") {
-        None => String::new(),
-        Some(Value::String(r)) => bounded(r),
-        Some(_) => return Err("\"reason\" is not text".into()),
-    };
-    let count = match map.get("count") {
-        None => 1,
-        Some(c) => c
-            .as_u64()
-            .and_then(|c| u32::try_from(c).ok())
-            .ok_or("\"count\" is not a count")?,
-    };
+    let (expiry, reason, count) = ban_fields(map)?;
     Ok(NetBan {
         net: crate::cidr::normalize(net),
         expiry,
