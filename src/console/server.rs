@@ -1,6 +1,6 @@
 //! The line console on `[control] address:port`: the accept loop and what
 //! every session shares. Each session runs in its own task
-//! ([`session`](super::session)); the [`Registry`] bounds them and makes
+//! ([`super::session`]); the [`Registry`] bounds them and makes
 //! room for a newcomer when all slots are taken.
 
 use std::sync::Arc;

@@ -3,8 +3,8 @@
 //! the console. The binary and the tests
 //! both start the daemon through [`Daemon::start`].
 //!
-//! - [`settings`]: what the daemon is started with, from the config;
-//! - [`backend`]: the firewall backend the config asks for;
+//! - `settings`: what the daemon is started with, from the config;
+//! - `backend`: the firewall backend the config asks for;
 //! - `restore`: the start-up restore and what it reports;
 //! - `judge`: events to verdicts to bans, escalation to the deny list;
 //! - `lists`: list files written and the deny list put in force;

@@ -79,7 +79,7 @@ impl Settings {
 }
 
 /// The detection policy and list files (`[policy]`, `[lists]`). Without
-/// it, [`Daemon::start`] runs the original's policy on `Settings::whitelist`.
+/// it, [`Daemon::start`](super::Daemon::start) runs the original's policy on `Settings::whitelist`.
 #[derive(Clone, Debug)]
 pub struct PolicySettings {
     pub detector: DetectorConfig,

@@ -75,7 +75,7 @@ pub struct DetectorConfig {
     /// Most history entries kept (oldest by last ban dropped beyond).
     pub max_history: usize,
     /// How long an idle source's details stay available to
-    /// [`Detector::source_info`] (the console's `check` and `report`).
+    /// [`Detector::source_info`](super::Detector::source_info) (the console's `check` and `report`).
     pub source_retention: Duration,
 }
 
