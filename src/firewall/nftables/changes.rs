@@ -15,6 +15,52 @@ pub(super) enum Change {
 }
 
 impl NftBackend {
+    /// [`Backend::commit`]: the pending changes as one transaction, fitted
+    /// to the kernel or one by one if it refuses them.
+    pub(super) fn commit_pending(&mut self) -> Result<(), FirewallError> {
+        let changes = std::mem::take(&mut self.pending);
+        if changes.is_empty() {
+            return Ok(());
+        }
+        let mut failures = Vec::new();
+        if self.apply_changes(&changes).is_err() {
+            // Usually drift: elements the kernel already dropped make the
+            // deletes (and refreshes) fail. Fit the batch to what the kernel
+            // holds and retry it whole; only then go one by one, so one bad
+            // element cannot block the others.
+            let fitted = self.fit_to_kernel(&changes);
+            if fitted.as_ref().is_some_and(|f| f.is_empty()) {
+                return Ok(());
+            }
+            if let Some(fitted) = fitted
+                && self.apply_changes(&fitted).is_ok()
+            {
+                self.track(&fitted, &[]);
+                return Ok(());
+            }
+            for &(ip, change) in &changes {
+                let one = self.script(&[(ip, change)]);
+                let Err(e) = self.apply(&one) else { continue };
+                let outcome = match change {
+                    // Already gone (drift): nothing left to delete.
+                    Change::Delete => Ok(()),
+                    // Gone under us: add it afresh.
+                    Change::Refresh(t) => self.apply(&self.script(&[(ip, Change::Add(t))])),
+                    Change::Add(_) => Err(e),
+                };
+                if let Err(e) = outcome {
+                    failures.push((ip, e.to_string()));
+                }
+            }
+        }
+        self.track(&changes, &failures);
+        if failures.is_empty() {
+            Ok(())
+        } else {
+            Err(FirewallError::Elements(failures))
+        }
+    }
+
     /// Script lines for `changes`: deletes first, then adds, so a refresh
     /// (delete + add) renews the timeout within one transaction.
     pub(super) fn script(&self, changes: &[(IpAddr, Change)]) -> String {

@@ -37,7 +37,6 @@ mod changes;
 mod objects;
 
 use changes::{CHUNK, Change, NftLister, list_held};
-use objects::Expected;
 
 /// Our chain inside our table.
 const CHAIN: &str = "sipban";
@@ -184,47 +183,7 @@ impl Backend for NftBackend {
     }
 
     fn commit(&mut self) -> Result<(), FirewallError> {
-        let changes = std::mem::take(&mut self.pending);
-        if changes.is_empty() {
-            return Ok(());
-        }
-        let mut failures = Vec::new();
-        if self.apply_changes(&changes).is_err() {
-            // Usually drift: elements the kernel already dropped make the
-            // deletes (and refreshes) fail. Fit the batch to what the kernel
-            // holds and retry it whole; only then go one by one, so one bad
-            // element cannot block the others.
-            let fitted = self.fit_to_kernel(&changes);
-            if fitted.as_ref().is_some_and(|f| f.is_empty()) {
-                return Ok(());
-            }
-            if let Some(fitted) = fitted
-                && self.apply_changes(&fitted).is_ok()
-            {
-                self.track(&fitted, &[]);
-                return Ok(());
-            }
-            for &(ip, change) in &changes {
-                let one = self.script(&[(ip, change)]);
-                let Err(e) = self.apply(&one) else { continue };
-                let outcome = match change {
-                    // Already gone (drift): nothing left to delete.
-                    Change::Delete => Ok(()),
-                    // Gone under us: add it afresh.
-                    Change::Refresh(t) => self.apply(&self.script(&[(ip, Change::Add(t))])),
-                    Change::Add(_) => Err(e),
-                };
-                if let Err(e) = outcome {
-                    failures.push((ip, e.to_string()));
-                }
-            }
-        }
-        self.track(&changes, &failures);
-        if failures.is_empty() {
-            Ok(())
-        } else {
-            Err(FirewallError::Elements(failures))
-        }
+        self.commit_pending()
     }
 
     /// What the kernel holds; in set-only mode only the elements we added
@@ -247,25 +206,7 @@ impl Backend for NftBackend {
     }
 
     fn object_check(&mut self) -> Option<ObjectCheck> {
-        let own = self.s.mode == Ownership::Own;
-        let mut sets = vec![self.s.set4.clone(), self.s.set6.clone()];
-        for v6 in [false, true] {
-            let in_use = if own {
-                !self.deny.family(v6).is_empty()
-            } else {
-                self.deny_given
-            };
-            if let Some(set) = self.s.deny_set(v6).filter(|_| in_use) {
-                sets.push(set);
-            }
-        }
-        let expected = Expected {
-            bin: tool(&self.s.bin_dir, "nft"),
-            table: self.table(),
-            sets,
-            rules_per_set: own.then(|| self.rules_per_set()),
-            limits: (own && self.limits.limits.any()).then(|| self.limits.clone()),
-        };
+        let expected = self.expected();
         Some(Box::new(move || expected.check()))
     }
 
@@ -288,54 +229,7 @@ impl Backend for NftBackend {
     }
 
     fn repair(&mut self, depth: Depth) -> Result<Vec<String>, FirewallError> {
-        if self.s.mode == Ownership::SetOnly {
-            self.check_sets()?;
-            if !self.deny_given {
-                return Ok(Vec::new());
-            }
-            let drift = self.deny_drift(None, depth);
-            if !drift.is_empty() {
-                let script = self.deny_script()?;
-                self.apply(&script)?;
-            }
-            return Ok(drift);
-        }
-        let t = self.table();
-        let mut missing = Vec::new();
-        if !self.nft.ok(&format!("list table {t}")) {
-            missing.push(format!("table {t}"));
-        } else {
-            for set in [self.s.set4.clone(), self.s.set6.clone()] {
-                if !self.nft.ok(&format!("list set {t} {set}")) {
-                    missing.push(format!("set {set}"));
-                }
-            }
-            match self.nft.run_terse(&format!("list chain {t} {CHAIN}")) {
-                Err(_) => missing.push(format!("chain {CHAIN}")),
-                Ok(json) => {
-                    let ours = [&self.s.set4, &self.s.set6];
-                    let want = self.rules_per_set();
-                    if ours.iter().any(|set| rules_using(&json, set).len() != want) {
-                        missing.push(format!("rules of chain {CHAIN}"));
-                    }
-                }
-            }
-        }
-        if !missing.is_empty() {
-            let script = self.setup_script()?;
-            self.apply(&script)?;
-        }
-        if !self.deny.is_empty() {
-            let chain = self.nft.run_terse(&format!("list chain {t} {CHAIN}"))?;
-            let drift = self.deny_drift(Some(&chain), depth);
-            if !drift.is_empty() {
-                let script = self.deny_script()?;
-                self.apply(&script)?;
-                missing.extend(drift);
-            }
-        }
-        missing.extend(self.repair_limits(depth)?);
-        Ok(missing)
+        self.repair_objects(depth)
     }
 
     fn set_allowed(&mut self, nets: &[IpNet]) -> Result<(), FirewallError> {

@@ -5,6 +5,58 @@ use super::*;
 use crate::firewall::nft_listing::chain_rules_using;
 
 impl NftBackend {
+    /// [`Backend::repair`]: our objects put back where they drifted.
+    pub(super) fn repair_objects(&mut self, depth: Depth) -> Result<Vec<String>, FirewallError> {
+        if self.s.mode == Ownership::SetOnly {
+            self.check_sets()?;
+            if !self.deny_given {
+                return Ok(Vec::new());
+            }
+            let drift = self.deny_drift(None, depth);
+            if !drift.is_empty() {
+                let script = self.deny_script()?;
+                self.apply(&script)?;
+            }
+            return Ok(drift);
+        }
+        let t = self.table();
+        let mut missing = Vec::new();
+        if !self.nft.ok(&format!("list table {t}")) {
+            missing.push(format!("table {t}"));
+        } else {
+            for set in [self.s.set4.clone(), self.s.set6.clone()] {
+                if !self.nft.ok(&format!("list set {t} {set}")) {
+                    missing.push(format!("set {set}"));
+                }
+            }
+            match self.nft.run_terse(&format!("list chain {t} {CHAIN}")) {
+                Err(_) => missing.push(format!("chain {CHAIN}")),
+                Ok(json) => {
+                    let ours = [&self.s.set4, &self.s.set6];
+                    let want = self.rules_per_set();
+                    if ours.iter().any(|set| rules_using(&json, set).len() != want) {
+                        missing.push(format!("rules of chain {CHAIN}"));
+                    }
+                }
+            }
+        }
+        if !missing.is_empty() {
+            let script = self.setup_script()?;
+            self.apply(&script)?;
+        }
+        if !self.deny.is_empty() {
+            let chain = self.nft.run_terse(&format!("list chain {t} {CHAIN}"))?;
+            let drift = self.deny_drift(Some(&chain), depth);
+            if !drift.is_empty() {
+                let script = self.deny_script()?;
+                self.apply(&script)?;
+                missing.extend(drift);
+            }
+        }
+        missing.extend(self.repair_limits(depth)?);
+        Ok(missing)
+    }
+
     /// Table, sets, chain and rules. Existing sets (and their elements) are
     /// kept; the chain is rebuilt so a changed hook or scope takes effect.
     pub(super) fn setup_script(&mut self) -> Result<String, FirewallError> {
@@ -87,6 +139,29 @@ impl NftBackend {
                 format!("add rule {t} {CHAIN} {m}{sep}{family} {key} @{set} {action}")
             })
             .collect()
+    }
+
+    /// What the periodic check of our objects expects now.
+    pub(super) fn expected(&self) -> Expected {
+        let own = self.s.mode == Ownership::Own;
+        let mut sets = vec![self.s.set4.clone(), self.s.set6.clone()];
+        for v6 in [false, true] {
+            let in_use = if own {
+                !self.deny.family(v6).is_empty()
+            } else {
+                self.deny_given
+            };
+            if let Some(set) = self.s.deny_set(v6).filter(|_| in_use) {
+                sets.push(set);
+            }
+        }
+        Expected {
+            bin: tool(&self.s.bin_dir, "nft"),
+            table: self.table(),
+            sets,
+            rules_per_set: own.then(|| self.rules_per_set()),
+            limits: (own && self.limits.limits.any()).then(|| self.limits.clone()),
+        }
     }
 
     /// Rules one set needs in our chain.
