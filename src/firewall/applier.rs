@@ -90,23 +90,25 @@ fn reconcile(backend: &mut dyn Backend, checks: &mut Checks, depth: Depth, reque
     };
     let deferred = objects.is_some();
     let request = if deferred {
-        request
+        Some(request)
     } else {
-        let Some(request) = repaired(backend, depth, request) else {
-            return;
-        };
-        request
+        repaired(backend, depth, request)
     };
-    let Some(mut request) = checks.start(depth, request, objects) else {
+    let Some(request) = request else {
         return;
     };
-    if deferred {
-        let Some(r) = repaired(backend, depth, request) else {
-            return;
-        };
-        request = r;
+    let Some(request) = checks.start(depth, request, objects) else {
+        return;
+    };
+    // No lister thread after all (it has ended): the deferred repair too.
+    let request = if deferred {
+        repaired(backend, depth, request)
+    } else {
+        Some(request)
+    };
+    if let Some(request) = request {
+        list_here(backend, request);
     }
-    list_here(backend, request);
 }
 
 /// The request with what [`Backend::repair`] repaired; `None` (the error
