@@ -56,6 +56,12 @@ use super::netlink::{
     NetlinkError, Socket, begin_nest, end_msg, end_nest, put_attr,
 };
 
+mod errors;
+mod message;
+
+pub use errors::{meaning, protocol_rejected};
+use message::{begin_msg, check_name, encode};
+
 // include/uapi/linux/netfilter/nfnetlink.h
 const NFNL_SUBSYS_IPSET: u16 = 6;
 
@@ -372,155 +378,6 @@ impl IpsetNetlink {
         }
         Ok((remaining > 0).then(|| acked.iter().position(|a| !a).unwrap_or(0)))
     }
-}
-
-fn check_name(set: &str) -> Result<(), String> {
-    if set.is_empty() {
-        Err("empty set name".into())
-    } else if set.len() >= IPSET_MAXNAMELEN {
-        Err(format!(
-            "set name longer than {} bytes",
-            IPSET_MAXNAMELEN - 1
-        ))
-    } else if set.as_bytes().contains(&0) {
-        Err("NUL byte in set name".into())
-    } else {
-        Ok(())
-    }
-}
-
-/// Starts an ipset command message; returns where it starts.
-fn begin_msg(buf: &mut Vec<u8>, cmd: u16, family: u8, seq: u32) -> usize {
-    netlink::begin_msg(
-        buf,
-        (NFNL_SUBSYS_IPSET << 8) | cmd,
-        NLM_F_REQUEST | NLM_F_ACK,
-        family,
-        seq,
-    )
-}
-
-/// Appends one add/del message. The set name must have passed `check_name`.
-fn encode(buf: &mut Vec<u8>, protocol: u8, seq: u32, c: &Change<'_>) {
-    let (cmd, family) = match (c.timeout, c.ip) {
-        (Some(_), IpAddr::V4(_)) => (IPSET_CMD_ADD, libc::AF_INET),
-        (Some(_), IpAddr::V6(_)) => (IPSET_CMD_ADD, libc::AF_INET6),
-        (None, IpAddr::V4(_)) => (IPSET_CMD_DEL, libc::AF_INET),
-        (None, IpAddr::V6(_)) => (IPSET_CMD_DEL, libc::AF_INET6),
-    };
-    let at = begin_msg(buf, cmd, family as u8, seq);
-    put_attr(buf, IPSET_ATTR_PROTOCOL, &[protocol]);
-    let mut name = [0u8; IPSET_MAXNAMELEN];
-    name[..c.set.len()].copy_from_slice(c.set.as_bytes());
-    put_attr(buf, IPSET_ATTR_SETNAME, &name[..=c.set.len()]);
-    let data = begin_nest(buf, IPSET_ATTR_DATA);
-    let ip = begin_nest(buf, IPSET_ATTR_IP);
-    match c.ip {
-        IpAddr::V4(a) => put_attr(
-            buf,
-            IPSET_ATTR_IPADDR_IPV4 | NLA_F_NET_BYTEORDER,
-            &a.octets(),
-        ),
-        IpAddr::V6(a) => put_attr(
-            buf,
-            IPSET_ATTR_IPADDR_IPV6 | NLA_F_NET_BYTEORDER,
-            &a.octets(),
-        ),
-    }
-    end_nest(buf, ip);
-    if let Some(t) = c.timeout {
-        put_attr(
-            buf,
-            IPSET_ATTR_TIMEOUT | NLA_F_NET_BYTEORDER,
-            &t.to_be_bytes(),
-        );
-    }
-    end_nest(buf, data);
-    end_msg(buf, at);
-}
-
-/// What an error code from the ipset subsystem means, with its name and
-/// number. `add`: the command was an add (some codes differ by command).
-pub fn meaning(code: i32, add: bool, kernel_text: Option<&str>) -> String {
-    let (name, what): (&str, String) = match code {
-        libc::ENOENT => ("ENOENT", "the set does not exist".into()),
-        libc::EPERM => (
-            "EPERM",
-            "operation not permitted (CAP_NET_ADMIN needed)".into(),
-        ),
-        4097 => (
-            "IPSET_ERR_PROTOCOL",
-            "the kernel rejected the message (ipset protocol error: is the \
-             set a hash:ip of this address family?)"
-                .into(),
-        ),
-        4098 => ("IPSET_ERR_FIND_TYPE", "set type not supported".into()),
-        4099 => ("IPSET_ERR_MAX_SETS", "too many sets".into()),
-        4100 => ("IPSET_ERR_BUSY", "set is in use".into()),
-        4101 => ("IPSET_ERR_EXIST_SETNAME2", "second set exists".into()),
-        4102 => ("IPSET_ERR_TYPE_MISMATCH", "set types do not match".into()),
-        4103 if add => ("IPSET_ERR_EXIST", "element is already in the set".into()),
-        4103 => ("IPSET_ERR_EXIST", "element is not in the set".into()),
-        4104 => ("IPSET_ERR_INVALID_CIDR", "invalid CIDR".into()),
-        4105 => ("IPSET_ERR_INVALID_NETMASK", "invalid netmask".into()),
-        4106 => (
-            "IPSET_ERR_INVALID_FAMILY",
-            "address family does not match the set's".into(),
-        ),
-        4107 => (
-            "IPSET_ERR_TIMEOUT",
-            "the set was created without timeout support".into(),
-        ),
-        4108 => ("IPSET_ERR_REFERENCED", "set is referenced".into()),
-        4109 => (
-            "IPSET_ERR_IPADDR_IPV4",
-            "the set expects an IPv4 address".into(),
-        ),
-        4110 => (
-            "IPSET_ERR_IPADDR_IPV6",
-            "the set expects an IPv6 address".into(),
-        ),
-        4111 => ("IPSET_ERR_COUNTER", "the set has no counters".into()),
-        4112 => ("IPSET_ERR_COMMENT", "the set has no comments".into()),
-        4113 => ("IPSET_ERR_INVALID_MARKMASK", "invalid markmask".into()),
-        4114 => ("IPSET_ERR_SKBINFO", "the set has no skbinfo".into()),
-        // Type specific: ip_set_hash.h (our sets are hash:ip).
-        4352 => (
-            "IPSET_ERR_HASH_FULL",
-            "the set is full (maxelem reached), cannot add more elements".into(),
-        ),
-        4353 => (
-            "IPSET_ERR_HASH_ELEM",
-            "null-valued element (0.0.0.0 or ::) cannot be added or deleted".into(),
-        ),
-        4354 => ("IPSET_ERR_INVALID_PROTO", "invalid protocol".into()),
-        4355 => ("IPSET_ERR_MISSING_PROTO", "protocol missing".into()),
-        4356 => (
-            "IPSET_ERR_HASH_RANGE_UNSUPPORTED",
-            "range not supported".into(),
-        ),
-        4357 => ("IPSET_ERR_HASH_RANGE", "invalid range".into()),
-        4358..4608 => ("IPSET_ERR_TYPE_SPECIFIC", "set type specific error".into()),
-        c => ("errno", io::Error::from_raw_os_error(c).to_string()),
-    };
-    let mut s = if name == "errno" {
-        format!("{what} (errno {code})")
-    } else if code < 4096 {
-        format!("{what} ({name}, errno {code})")
-    } else {
-        format!("{what} ({name}, ipset error {code})")
-    };
-    if let Some(t) = kernel_text.filter(|t| !t.is_empty()) {
-        s.push_str(": ");
-        s.push_str(t);
-    }
-    s
-}
-
-/// Whether every refusal in a batch says the kernel does not understand
-/// our messages (`IPSET_ERR_PROTOCOL` on all of them).
-pub fn protocol_rejected(refused: &[Refused], sent: usize) -> bool {
-    sent > 0 && refused.len() == sent && refused.iter().all(|r| r.code == IPSET_ERR_PROTOCOL)
 }
 
 #[cfg(test)]
