@@ -1589,10 +1589,18 @@ fn ten_thousand_adds_in_a_few_transactions(kind: Kind) {
             .expect("backend starts");
         let all = many(10_000);
         tx.reset();
+        // The applier is held by a full drift check (listings of our
+        // objects, changing nothing) while the adds are queued, so they
+        // wait for it: how many transactions they take is then the
+        // batching's, not the race between this loop and commits (one over
+        // netlink is faster than queueing a hundred adds).
+        let (held, check) = tokio::sync::oneshot::channel();
+        fw.send_reconcile(Vec::new(), Depth::Full, held);
         let start = Instant::now();
         for a in &all {
             fw.add(*a, Duration::from_secs(3600));
         }
+        check.await.expect("reply").expect("check");
         fw.sync().await;
         let took = start.elapsed();
         let v4 = set_elements(kind, OWN.table, OWN.set4).unwrap();
