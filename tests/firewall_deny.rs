@@ -306,13 +306,56 @@ fn deny_held(kind: Kind, v6: bool) -> Option<Vec<IpNet>> {
             ))
         }
         Kind::Nft { .. } => {
-            let set = nft_set("inet sipban", if v6 { DENY6 } else { DENY4 })?;
+            let set = nft_set("inet sipban", if v6 { DENY6 } else { DENY4 });
+            if !v6 && set.is_none() {
+                assert_eq!(nft_prefilter(), None, "a prefilter without its deny set");
+            }
+            let set = set?;
             let ty = if v6 { "ipv6_addr" } else { "ipv4_addr" };
             assert_eq!(set["type"], serde_json::json!([ty, "inet_proto"]), "{set}");
             assert_eq!(set["flags"], serde_json::json!(["interval"]), "{set}");
-            Some(sorted_nets(nft_elements(&set)))
+            let held = sorted_nets(nft_elements(&set));
+            if !v6 {
+                assert_eq!(
+                    nft_prefilter(),
+                    Some(first_16_bits(&held)),
+                    "the IPv4 prefilter against the deny entries {held:?}"
+                );
+            }
+            Some(held)
         }
     }
+}
+
+/// The values of our IPv4 deny set's prefilter, `None` if it does not
+/// exist.
+fn nft_prefilter() -> Option<Vec<u64>> {
+    let set = nft_set("inet sipban", &format!("{DENY4}-hi16"))?;
+    assert_eq!(set["type"], "integer", "{set}");
+    let mut v: Vec<u64> = set["elem"]
+        .as_array()
+        .into_iter()
+        .flatten()
+        .map(|e| e.as_u64().expect("an integer element"))
+        .collect();
+    v.sort_unstable();
+    Some(v)
+}
+
+/// The first 16 bits of every address in `nets` (IPv4), sorted.
+fn first_16_bits(nets: &[IpNet]) -> Vec<u64> {
+    let mut v: Vec<u64> = nets
+        .iter()
+        .filter_map(|n| match n {
+            IpNet::V4(n) => Some(n),
+            IpNet::V6(_) => None,
+        })
+        .flat_map(|n| (u32::from(n.network()) >> 16)..=(u32::from(n.broadcast()) >> 16))
+        .map(u64::from)
+        .collect();
+    v.sort_unstable();
+    v.dedup();
+    v
 }
 
 /// The rules sending traffic to a family's deny entries: the jump in our
@@ -357,7 +400,13 @@ fn deny_wiring(kind: Kind, v6: bool) -> usize {
         }
         Kind::Nft { .. } => {
             let (fam, set) = if v6 { ("ip6", DENY6) } else { ("ip", DENY4) };
-            let want = format!("udp dport 5060 {fam} saddr . meta l4proto @{set} drop");
+            // IPv4: the prefilter of the first 16 bits goes first.
+            let pre = if v6 {
+                String::new()
+            } else {
+                format!("@nh,96,16 @{set}-hi16 ")
+            };
+            let want = format!("udp dport 5060 {pre}{fam} saddr . meta l4proto @{set} drop");
             nft_chain_lines()
                 .expect("our chain exists")
                 .iter()
@@ -490,6 +539,7 @@ fn sabotage_deny(kind: Kind) {
             nft_script(&format!(
                 "delete rule inet sipban sipban handle {handle}\n\
                  delete set inet sipban {DENY4}\n\
+                 delete set inet sipban {DENY4}-hi16\n\
                  flush set inet sipban {DENY6}\n"
             ));
         }
@@ -1166,6 +1216,13 @@ fn denied_network_is_cut_off_on_the_wire(kind: Kind) {
         fw.set_denied(Vec::new()).await.expect("clear");
         assert_reaches(&bad4, &listen4, "after the deny list was cleared (IPv4)");
         assert_reaches(&bad6, &listen6, "after the deny list was cleared (IPv6)");
+
+        // Shorter than /16: every /16 it covers in the nftables prefilter.
+        fw.set_denied(nets(&["10.8.0.0/15"]))
+            .await
+            .expect("a /15");
+        assert_blocked(&bad4, &listen4, silent, "inside a denied /15");
+        assert_blocked(&good4, &listen4, silent, "inside a denied /15");
 
         fw.set_denied(nets(&["10.9.1.7"]))
             .await

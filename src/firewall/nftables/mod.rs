@@ -35,6 +35,7 @@ use super::{Backend, Depth, FirewallError, Held, Lister, ObjectCheck};
 
 mod changes;
 mod objects;
+mod prefilter;
 
 use changes::{CHUNK, Change, NftLister, list_held};
 

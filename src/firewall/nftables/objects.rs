@@ -98,13 +98,21 @@ impl NftBackend {
             let Some(set) = self.s.deny_set(v6) else {
                 continue;
             };
+            let pre = self.prefilter(v6, &set);
             if !self.deny.family(v6).is_empty() {
                 let _ = writeln!(sc, "{}", deny_set_decl(&t, &set, v6));
+                if let Some(pre) = &pre {
+                    let _ = writeln!(sc, "{}", prefilter::decl(&t, pre));
+                }
                 for rule in self.deny_rule_lines(v6, &set) {
                     let _ = writeln!(sc, "{rule}");
                 }
-            } else if self.nft.ok(&format!("list set {t} {set}")) {
-                let _ = writeln!(sc, "delete set {t} {set}");
+            } else {
+                for set in std::iter::once(&set).chain(&pre) {
+                    if self.nft.ok(&format!("list set {t} {set}")) {
+                        let _ = writeln!(sc, "delete set {t} {set}");
+                    }
+                }
             }
         }
         Ok(sc)
@@ -113,21 +121,32 @@ impl NftBackend {
     /// `add rule` lines dropping (or rejecting) sources in `set`: one per
     /// protocol of the scope (or one for every packet, `block = all`).
     pub(super) fn rule_lines(&self, v6: bool, set: &str) -> Vec<String> {
-        self.lines(v6, set, "saddr")
+        self.lines(v6, set, &format!("{} saddr", family(v6)))
     }
 
     /// The same for our deny set of the family, keyed by address and
     /// protocol ([`deny_set_decl`]).
     pub(super) fn deny_rule_lines(&self, v6: bool, set: &str) -> Vec<String> {
-        self.lines(v6, set, DENY_KEY)
+        let key = format!("{} {DENY_KEY}", family(v6));
+        let lookup = match self.prefilter(v6, set) {
+            Some(pre) => format!("{} {key}", prefilter::matches(&pre)),
+            None => key,
+        };
+        self.lines(v6, set, &lookup)
     }
 
-    fn lines(&self, v6: bool, set: &str, key: &str) -> Vec<String> {
+    /// Own mode, IPv4: the prefilter in front of deny set `set`.
+    pub(super) fn prefilter(&self, v6: bool, set: &str) -> Option<String> {
+        (!v6 && self.s.mode == Ownership::Own).then(|| prefilter::name(set))
+    }
+
+    /// One rule per match of the scope: `lookup` (`ip saddr`, ...) in `set`.
+    fn lines(&self, v6: bool, set: &str, lookup: &str) -> Vec<String> {
         let t = self.table();
-        let (family, action) = if v6 {
-            ("ip6", &self.s.action6)
+        let action = if v6 {
+            &self.s.action6
         } else {
-            ("ip", &self.s.action4)
+            &self.s.action4
         };
         let action = action.at(self.s.hook).to_nft();
         self.s
@@ -136,7 +155,7 @@ impl NftBackend {
             .into_iter()
             .map(|m| {
                 let sep = if m.is_empty() { "" } else { " " };
-                format!("add rule {t} {CHAIN} {m}{sep}{family} {key} @{set} {action}")
+                format!("add rule {t} {CHAIN} {m}{sep}{lookup} @{set} {action}")
             })
             .collect()
     }
@@ -152,6 +171,7 @@ impl NftBackend {
                 self.deny_given
             };
             if let Some(set) = self.s.deny_set(v6).filter(|_| in_use) {
+                sets.extend(self.prefilter(v6, &set));
                 sets.push(set);
             }
         }
@@ -190,6 +210,7 @@ impl NftBackend {
                 .as_deref()
                 .map(|json| rules_using(json, &set))
                 .unwrap_or_default();
+            let pre = self.prefilter(v6, &set);
             if own && nets.is_empty() {
                 if self.nft.ok(&format!("list set {t} {set}")) {
                     for handle in rules {
@@ -197,10 +218,17 @@ impl NftBackend {
                     }
                     let _ = writeln!(sc, "delete set {t} {set}");
                 }
+                if let Some(pre) = pre.filter(|p| self.nft.ok(&format!("list set {t} {p}"))) {
+                    let _ = writeln!(sc, "delete set {t} {pre}");
+                }
                 continue;
             }
             if own {
                 let _ = writeln!(sc, "{}", deny_set_decl(&t, &set, v6));
+            }
+            if let Some(pre) = &pre {
+                let _ = writeln!(sc, "{}", prefilter::decl(&t, pre));
+                sc.push_str(&prefilter::fill(&t, pre, &prefilter::values(nets)));
             }
             let _ = writeln!(sc, "flush set {t} {set}");
             let elements: Vec<String> = if own {
@@ -250,6 +278,21 @@ impl NftBackend {
                     if !held.is_some_and(|h| self.deny.matches_spans(v6, &h)) {
                         drift.push(format!("deny entries of set {set}"));
                     }
+                }
+            }
+            if let Some(pre) = self.prefilter(v6, &set) {
+                let want = prefilter::values(self.deny.family(v6));
+                let held = match depth {
+                    Depth::Full => self.nft.run(&format!("list set {t} {pre}")).ok(),
+                    Depth::Quick => self.nft.run_terse(&format!("list set {t} {pre}")).ok(),
+                };
+                match held {
+                    None => drift.push(format!("set {pre}")),
+                    Some(_) if depth == Depth::Quick => {}
+                    Some(json) if prefilter::parse(&json) != Some(want) => {
+                        drift.push(format!("entries of set {pre}"));
+                    }
+                    Some(_) => {}
                 }
             }
             if let Some(json) = chain
@@ -321,6 +364,10 @@ impl NftBackend {
 /// red-black tree, about 10 points of SIP throughput at 5,000 networks
 /// (`SIPBAN_BENCH=packets`).
 const DENY_KEY: &str = "saddr . meta l4proto";
+
+fn family(v6: bool) -> &'static str {
+    if v6 { "ip6" } else { "ip" }
+}
 
 /// `add set` of one of our deny sets: an interval set of the family's
 /// addresses and the protocol (elements `NET . 0-255`), no timeouts.
