@@ -831,6 +831,18 @@ fn deny_drift_is_repaired_with_the_last_list(kind: Kind) {
         assert!(!report.repaired.is_empty(), "{report:?}");
         assert_denied(kind, LIST4, LIST6);
 
+        // nftables: the IPv4 prefilter emptied (every IPv4 deny entry
+        // silently lost) is drift too.
+        if let Kind::Nft { .. } = kind {
+            nft_script(&format!("flush set inet sipban {DENY4}-hi16\n"));
+            let report = fw.reconcile(bans.clone()).await.expect("reconcile");
+            assert!(
+                report.repaired.iter().any(|r| r.contains("-hi16")),
+                "{report:?}"
+            );
+            assert_denied(kind, LIST4, LIST6);
+        }
+
         // Everything of ours removed: bans and deny entries come back.
         sabotage_everything(kind);
         let report = fw.reconcile(bans.clone()).await.expect("reconcile repairs");
