@@ -94,6 +94,8 @@ fn botnet(sources: u32, rounds: u32, scan: bool) -> Figures {
         port: 5060,
         transport: Some("UDP".into()),
         event_time: None,
+        origin: Default::default(),
+        sip: None,
     };
     let mut challenge = SecurityEvent {
         kind: EventKind::ChallengeSent,

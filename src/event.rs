@@ -1,8 +1,10 @@
 //! What every source turns its input into: one security event about one
-//! remote address. The AMI reports Asterisk's security events; the
-//! firewall's flood watch ([`crate::firewall::limits::watch`]) reports a
-//! source that kept exceeding the SIP rate limit in the kernel. Policy
-//! decides what the event means.
+//! remote address. The AMI reports Asterisk's security events; the SIP
+//! sensor ([`crate::sensor`]) what it saw on the wire (a scanner's
+//! User-Agent, an unanswered challenge, a request flood); the firewall's
+//! flood watch ([`crate::firewall::limits::watch`]) a source that kept
+//! exceeding the SIP rate limit in the kernel. Policy decides what the
+//! event means; [`Origin`] says who saw it, for the log and the report.
 
 use std::fmt;
 use std::net::IpAddr;
@@ -23,6 +25,19 @@ pub enum EventKind {
     /// Not Asterisk's: the kernel counted a source over `[limits] sip_rate`
     /// for `sip_ban_after` (a persistent flooder).
     RateLimit,
+    /// The sensor: a request whose User-Agent names a scanner
+    /// (`[sip] user_agents`); bans at once.
+    Scanner,
+    /// The sensor: a request answered 401/407 and not followed by a success
+    /// within `[sip] auth_window`, or a REGISTER/INVITE answered 403/404;
+    /// counted like Asterisk's failures.
+    SipFailure,
+    /// The sensor: a REGISTER or INVITE naming a user. Not counted; only the
+    /// test-account rule looks at it.
+    SipRequest,
+    /// The sensor: more requests from one source than `[sip] max_requests`
+    /// in `[sip] request_window`; bans at once.
+    RequestFlood,
     Other(String),
 }
 
@@ -41,6 +56,10 @@ impl EventKind {
             n if n.eq_ignore_ascii_case("RequestNotAllowed") => EventKind::RequestNotAllowed,
             n if n.eq_ignore_ascii_case("UnexpectedAddress") => EventKind::UnexpectedAddress,
             n if n.eq_ignore_ascii_case("RateLimit") => EventKind::RateLimit,
+            n if n.eq_ignore_ascii_case("Scanner") => EventKind::Scanner,
+            n if n.eq_ignore_ascii_case("SipFailure") => EventKind::SipFailure,
+            n if n.eq_ignore_ascii_case("SipRequest") => EventKind::SipRequest,
+            n if n.eq_ignore_ascii_case("RequestFlood") => EventKind::RequestFlood,
             other => EventKind::Other(other.to_string()),
         }
     }
@@ -58,6 +77,10 @@ impl EventKind {
             EventKind::RequestNotAllowed => "RequestNotAllowed",
             EventKind::UnexpectedAddress => "UnexpectedAddress",
             EventKind::RateLimit => "RateLimit",
+            EventKind::Scanner => "Scanner",
+            EventKind::SipFailure => "SipFailure",
+            EventKind::SipRequest => "SipRequest",
+            EventKind::RequestFlood => "RequestFlood",
             EventKind::Other(name) => name,
         }
     }
@@ -76,6 +99,10 @@ impl EventKind {
             EventKind::RequestNotAllowed => "Request Not Allowed",
             EventKind::UnexpectedAddress => "Unexpected Address",
             EventKind::RateLimit => "rate limit",
+            EventKind::Scanner => "scanner User-Agent",
+            EventKind::SipFailure => "SIP authentication failed",
+            EventKind::SipRequest => "SIP request",
+            EventKind::RequestFlood => "SIP request flood",
             EventKind::Other(name) => name,
         }
     }
@@ -99,6 +126,53 @@ pub struct SecurityEvent {
     pub port: u16,
     /// `UDP`, `TCP`, ... when Asterisk reported it.
     pub transport: Option<String>,
-    /// Asterisk's own timestamp (`EventTV`), kept verbatim for messages.
+    /// Asterisk's own timestamp (`EventTV`), kept verbatim for messages;
+    /// the sensor writes the packet's time the same way.
     pub event_time: Option<String>,
+    /// Who saw it.
+    pub origin: Origin,
+    /// What the sensor read off the wire (boxed: most events carry none).
+    pub sip: Option<Box<SipDetail>>,
+}
+
+/// Who reported an event: shown with every ban, counted in `report`.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Hash, PartialOrd, Ord)]
+pub enum Origin {
+    /// Asterisk, over the Manager Interface.
+    #[default]
+    Ami,
+    /// The SIP sensor, from live traffic or a capture file.
+    Sensor,
+    /// The kernel (the SIP rate limit's flood watch).
+    Kernel,
+}
+
+impl Origin {
+    pub fn name(self) -> &'static str {
+        match self {
+            Origin::Ami => "AMI",
+            Origin::Sensor => "sensor",
+            Origin::Kernel => "kernel",
+        }
+    }
+}
+
+impl fmt::Display for Origin {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(self.name())
+    }
+}
+
+/// The SIP request behind a sensor event, as far as it was seen. Both texts
+/// are the attacker's, already made safe to print (control characters
+/// escaped, length capped: [`crate::sensor::sip::SipText::to_sanitized`]).
+#[derive(Clone, Debug, Default, PartialEq, Eq)]
+pub struct SipDetail {
+    pub user_agent: Option<String>,
+    /// `REGISTER`, `INVITE`, ... (an unknown method as sent, sanitized).
+    pub method: Option<String>,
+    /// For a [`EventKind::SipFailure`]: when the failing answer left the
+    /// PBX (ms since the epoch), which the policy compares with what the
+    /// AMI reported so one attempt is not counted twice.
+    pub answered_ms: Option<u64>,
 }

@@ -32,6 +32,8 @@ fn ev(kind: EventKind, service: &str, account: &str, ip: &str) -> SecurityEvent 
         port: 5060,
         transport: Some("UDP".into()),
         event_time: Some("2026-11-21T12:53:39.022+0000".into()),
+        origin: Default::default(),
+        sip: None,
     }
 }
 

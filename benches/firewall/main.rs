@@ -539,6 +539,8 @@ async fn policy_rate(cidrs: usize, live: usize, events: usize) -> f64 {
             port: 5060,
             transport: Some("UDP".into()),
             event_time: None,
+            origin: Default::default(),
+            sip: None,
         })
         .collect();
     let t = Instant::now();

@@ -5,7 +5,7 @@ use thiserror::Error;
 
 use super::message::AmiMessage;
 use super::remote_address::{AddressError, RemoteAddress};
-use crate::event::{EventKind, SecurityEvent};
+use crate::event::{EventKind, Origin, SecurityEvent};
 
 #[derive(Debug, Error, PartialEq, Eq)]
 pub enum EventError {
@@ -49,6 +49,8 @@ pub fn from_message(msg: &AmiMessage) -> Result<Option<SecurityEvent>, EventErro
         port: addr.port,
         transport: addr.transport,
         event_time: msg.get("EventTV").map(str::to_string),
+        origin: Origin::Ami,
+        sip: None,
     }))
 }
 

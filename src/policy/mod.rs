@@ -2,6 +2,7 @@
 //! checks come first (white list, loopback, the AMI host), then the event
 //! type decides. Thresholds and escalation will live here too.
 
+pub mod correlate;
 pub mod detector;
 pub mod lists;
 pub mod whitelist;
@@ -12,7 +13,8 @@ use std::time::Duration;
 
 use ipnet::IpNet;
 
-use crate::event::SecurityEvent;
+use crate::event::{EventKind, Origin, SecurityEvent};
+use correlate::AmiSightings;
 use detector::{Detector, DetectorConfig, InvalidSetting};
 use lists::{AddressList, ListVerdict, Lists};
 pub use whitelist::{ListError, Whitelist};
@@ -113,10 +115,19 @@ pub struct Policy {
     lists: RwLock<Arc<Lists>>,
     ami_hosts: Vec<IpAddr>,
     detector: Mutex<Detector>,
+    /// What the AMI reported lately, so the sensor does not count an
+    /// attempt again ([`correlate`]).
+    sightings: Mutex<AmiSightings>,
     /// The original's rule (first counted event bans, no escalation): the
     /// detector is not fed, so no per-source state or history is kept.
     original: bool,
 }
+
+/// Sources whose last AMI report is remembered for the sensor's
+/// correlation, and how long one is worth keeping (longer than any
+/// `[sip] auth_window` plus [`correlate::SLACK_MS`]).
+const SIGHTINGS_CAP: usize = 100_000;
+const SIGHTINGS_KEEP_MS: u64 = 120_000;
 
 /// Whether `c` bans exactly like the original SIPban.
 fn is_original(c: &DetectorConfig) -> bool {
@@ -144,6 +155,7 @@ impl Policy {
             lists: RwLock::new(Arc::new(lists)),
             ami_hosts: ami_hosts.into_iter().map(|ip| ip.to_canonical()).collect(),
             detector: Mutex::new(Detector::original(ban_time)),
+            sightings: Mutex::new(AmiSightings::new(SIGHTINGS_CAP, SIGHTINGS_KEEP_MS)),
             original: true,
         }
     }
@@ -164,6 +176,7 @@ impl Policy {
             ami_hosts: ami_hosts.into_iter().map(|ip| ip.to_canonical()).collect(),
             original: is_original(&detector),
             detector: Mutex::new(Detector::new(detector)?),
+            sightings: Mutex::new(AmiSightings::new(SIGHTINGS_CAP, SIGHTINGS_KEEP_MS)),
         })
     }
 
@@ -245,6 +258,16 @@ impl Policy {
     }
 
     /// The detector (per-source state, history); never held across await.
+    fn sightings(&self) -> MutexGuard<'_, AmiSightings> {
+        self.sightings.lock().unwrap_or_else(|p| p.into_inner())
+    }
+
+    /// Sensor failures not counted because the AMI had reported the source
+    /// around the same answer.
+    pub fn sensor_duplicates(&self) -> u64 {
+        self.sightings().duplicates()
+    }
+
     pub fn detector(&self) -> MutexGuard<'_, Detector> {
         self.detector.lock().unwrap_or_else(|p| p.into_inner())
     }
@@ -309,6 +332,19 @@ impl Policy {
 
     /// `now_ms`: wall-clock milliseconds (the detector's windows).
     pub fn judge(&self, event: &SecurityEvent, now_ms: u64) -> Verdict {
+        match (event.origin, &event.kind) {
+            (Origin::Ami, _) => self.sightings().note(event.source, now_ms),
+            (Origin::Sensor, EventKind::SipFailure) => {
+                let answered = event.sip.as_ref().and_then(|s| s.answered_ms);
+                if self
+                    .sightings()
+                    .reported(event.source, answered.unwrap_or(now_ms))
+                {
+                    return Verdict::Ignore;
+                }
+            }
+            _ => {}
+        }
         if let Some(p) = self.protection(event.source) {
             // Only attack events are worth a log line about sparing.
             let attack = self
@@ -378,6 +414,8 @@ mod tests {
             port: 5060,
             transport: Some("UDP".into()),
             event_time: None,
+            origin: Default::default(),
+            sip: None,
         }
     }
 

@@ -20,7 +20,7 @@ use tokio::sync::mpsc;
 
 use super::FloodWatch;
 use crate::clock::Clock;
-use crate::event::{EventKind, SecurityEvent};
+use crate::event::{EventKind, Origin, SecurityEvent};
 use crate::stats::Stats;
 
 /// How often the counts are read: often enough to see `ban_after` within
@@ -118,6 +118,8 @@ pub fn event(ip: IpAddr) -> SecurityEvent {
         port: 0,
         transport: None,
         event_time: None,
+        origin: Origin::Kernel,
+        sip: None,
     }
 }
 

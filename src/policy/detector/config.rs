@@ -95,8 +95,21 @@ impl DetectorConfig {
     /// once whatever `max_failures`: the persistence is already measured).
     pub fn default_counted_events() -> BTreeSet<EventKind> {
         let mut events = Self::original_counted_events();
+        events.extend(Self::sensor_counted_events());
         events.insert(EventKind::RateLimit);
         events
+    }
+
+    /// The sensor's events that count (only reported with `[sip] enabled`):
+    /// its failures go through `max_failures` as Asterisk's do, a scanner
+    /// and a request flood ban at once. `SipRequest` is not among them: it
+    /// is looked at for the test accounts only.
+    pub fn sensor_counted_events() -> [EventKind; 3] {
+        [
+            EventKind::SipFailure,
+            EventKind::Scanner,
+            EventKind::RequestFlood,
+        ]
     }
 
     /// The values the shipped config recommends (the tests replay the
@@ -148,7 +161,11 @@ impl DetectorConfig {
             );
         }
         sliding("find_time", self.find_time)?;
-        for kind in [EventKind::ChallengeSent, EventKind::SuccessfulAuth] {
+        for kind in [
+            EventKind::ChallengeSent,
+            EventKind::SuccessfulAuth,
+            EventKind::SipRequest,
+        ] {
             if self.counted_events.contains(&kind) {
                 return bad(
                     "counted_events",

@@ -118,7 +118,7 @@ use std::collections::HashSet;
 use std::net::IpAddr;
 use std::time::Duration;
 
-use crate::event::{EventKind, SecurityEvent};
+use crate::event::{EventKind, Origin, SecurityEvent};
 
 pub use account::{MAX_ACCOUNT_BYTES, normalize_account};
 pub use config::{
@@ -285,8 +285,8 @@ impl Detector {
     /// Feeds one event; returns a ban if this event completes one.
     pub fn observe(&mut self, event: &SecurityEvent, now_ms: u64) -> Option<Decision> {
         // `[policy] services` names Asterisk's services; the kernel's
-        // rate-limit reports are no service's.
-        if event.kind != EventKind::RateLimit && !self.watches(&event.service) {
+        // rate-limit reports and the sensor's are no service's.
+        if event.origin == Origin::Ami && !self.watches(&event.service) {
             return None;
         }
         let ip = event.source.to_canonical();
@@ -311,13 +311,20 @@ impl Detector {
         let now_s = secs(now_ms);
         let counted = self.config.counted_events.contains(&event.kind);
         let challenge = event.kind == EventKind::ChallengeSent;
-        let test = (counted && rules::names_tried_account(&event.kind))
+        let request = event.kind == EventKind::SipRequest;
+        let test = ((counted || request) && rules::names_tried_account(&event.kind))
             .then_some(account)
             .flatten()
             .filter(|a| self.test_accounts.contains(*a) && !self.proven_accounts.contains(*a));
         let accounts_cap = self.config.accounts_cap();
+        if request && test.is_none() {
+            // A request is only ever looked at for the test accounts.
+            return None;
+        }
 
-        if counted && let Some(reason) = rules::at_once(&self.config, &event.kind, test) {
+        if (counted || request)
+            && let Some(reason) = rules::at_once(&self.config, &event.kind, test)
+        {
             // No state needed to decide; a tracked source's ends here.
             let (first_seen, accounts) = match self.sources.find(ip) {
                 Some(at) => {

@@ -10,14 +10,20 @@ use super::table::Family;
 use super::window::{self, Tick};
 
 /// A ban that needs no per-source state: the original rule
-/// (`max_failures = 1`: every counted event bans), a test account, or a
-/// `RateLimit` (the kernel measured the persistence already).
+/// (`max_failures = 1`: every counted failure bans), a test account, or an
+/// event that is a verdict already: `RateLimit` (the kernel measured the
+/// persistence), `Scanner` and `RequestFlood` (the sensor did). A
+/// `SipRequest` is no failure: only its test account can ban.
 pub(super) fn at_once(
     config: &DetectorConfig,
     kind: &EventKind,
     test_account: Option<&str>,
 ) -> Option<String> {
-    if config.max_failures == 1 || *kind == EventKind::RateLimit {
+    let verdict = matches!(
+        kind,
+        EventKind::RateLimit | EventKind::Scanner | EventKind::RequestFlood
+    );
+    if verdict || (config.max_failures == 1 && *kind != EventKind::SipRequest) {
         Some(kind.reason().to_string())
     } else {
         test_account.map(|a| format!("test account {a}"))
@@ -79,5 +85,7 @@ pub(super) fn names_tried_account(kind: &EventKind) -> bool {
         EventKind::InvalidAccountId
             | EventKind::InvalidPassword
             | EventKind::ChallengeResponseFailed
+            | EventKind::SipFailure
+            | EventKind::SipRequest
     )
 }
