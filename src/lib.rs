@@ -9,8 +9,9 @@
 //!
 //! - [`ami`]: source. Codec, security-event mapping, the client that keeps
 //!   the manager connection alive (login, ping, reconnect).
-//! - [`sensor`]: source. A passive SIP sensor: captured frames, TCP
-//!   reassembly and SIP message boundaries.
+//! - [`sensor`]: source. A passive SIP sensor on the PBX's own traffic:
+//!   live capture (a kernel-side filter on a packet socket) or a capture
+//!   file, TCP reassembly, SIP fields, and the signals it turns them into.
 //! - [`event`]: what sources produce: one security event about one address.
 //! - [`policy`]: what an event means: never-ban rules (white list,
 //!   loopback, the AMI host) first, then the event rules.
