@@ -9,6 +9,8 @@
 //!
 //! - [`ami`]: source. Codec, security-event mapping, the client that keeps
 //!   the manager connection alive (login, ping, reconnect).
+//! - [`sensor`]: source. SIP traffic read passively; [`sensor::sip`] reads
+//!   the fields of one message.
 //! - [`event`]: what sources produce: one security event about one address.
 //! - [`policy`]: what an event means: never-ban rules (white list,
 //!   loopback, the AMI host) first, then the event rules.
@@ -39,6 +41,7 @@ pub mod firewall;
 pub mod logging;
 pub mod policy;
 pub mod replay;
+pub mod sensor;
 pub mod stats;
 
 /// Hands memory freed after a burst (a storm, a big batch or dump) back to
