@@ -135,6 +135,20 @@ pub struct SecurityEvent {
     pub sip: Option<Box<SipDetail>>,
 }
 
+impl SecurityEvent {
+    /// The reason a ban on this event alone gives: the kind's, and for a
+    /// scanner the name it matched.
+    pub fn reason(&self) -> String {
+        match (
+            &self.kind,
+            self.sip.as_ref().and_then(|s| s.scanner.as_deref()),
+        ) {
+            (EventKind::Scanner, Some(name)) => format!("scanner User-Agent {name}"),
+            _ => self.kind.reason().to_string(),
+        }
+    }
+}
+
 /// Who reported an event: shown with every ban, counted in `report`.
 #[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Hash, PartialOrd, Ord)]
 pub enum Origin {
@@ -171,6 +185,9 @@ pub struct SipDetail {
     pub user_agent: Option<String>,
     /// `REGISTER`, `INVITE`, ... (an unknown method as sent, sanitized).
     pub method: Option<String>,
+    /// For a [`EventKind::Scanner`]: the `[sip] user_agents` entry it
+    /// matched (the ban's reason names it, not the sender's text).
+    pub scanner: Option<String>,
     /// For a [`EventKind::SipFailure`]: when the failing answer left the
     /// PBX (ms since the epoch), which the policy compares with what the
     /// AMI reported so one attempt is not counted twice.

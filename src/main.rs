@@ -104,11 +104,15 @@ impl Cli {
 
 #[derive(Subcommand, Debug)]
 enum Cmd {
-    /// Replay a recorded AMI stream through the real codec and ban logic
-    /// (dry run) and print what would be banned and why.
+    /// Replay a recorded AMI stream and/or a packet capture (pcap, pcapng)
+    /// through the real codec, SIP sensor and ban logic (dry run) and print
+    /// what would be banned and why. Given a capture and the AMI stream
+    /// recorded with it, both go to the policy together, in time order.
     Replay {
-        /// Raw AMI bytes, as captured from the manager port.
-        file: PathBuf,
+        /// Raw AMI bytes as captured from the manager port, or a capture of
+        /// the SIP traffic (told apart by their first bytes).
+        #[arg(num_args = 1..=2, required = true)]
+        files: Vec<PathBuf>,
     },
     /// Interactive console session: history, tab completion of commands and
     /// banned addresses, Ctrl-D to leave. Runs the commands read from
@@ -235,7 +239,7 @@ fn run(cli: Cli) -> Result<ExitCode> {
         .build()
         .context("starting the async runtime")?;
     match &cli.command {
-        Some(Cmd::Replay { file }) => runtime.block_on(replay(&cli, file)),
+        Some(Cmd::Replay { files }) => runtime.block_on(replay(&cli, files)),
         Some(Cmd::Console | Cmd::Remote(_)) => unreachable!("handled above"),
         None if cli.check_config => check_config(&cli),
         None => runtime.block_on(daemon(&cli)),
@@ -344,7 +348,7 @@ fn check_config(cli: &Cli) -> Result<()> {
     Ok(())
 }
 
-async fn replay(cli: &Cli, file: &Path) -> Result<()> {
+async fn replay(cli: &Cli, files: &[PathBuf]) -> Result<()> {
     let loaded = load_config(cli, true)?;
     for w in &loaded.warnings {
         eprintln!("warning: {w}");
@@ -358,7 +362,23 @@ async fn replay(cli: &Cli, file: &Path) -> Result<()> {
     if let Some(w) = warning {
         eprintln!("warning: {w}");
     }
-    let bytes = std::fs::read(file).with_context(|| format!("cannot read {}", file.display()))?;
+    let mut ami = None;
+    let mut capture = None;
+    for file in files {
+        let bytes =
+            std::fs::read(file).with_context(|| format!("cannot read {}", file.display()))?;
+        let (slot, what) = if sipban::replay::is_packet_capture(&bytes) {
+            (&mut capture, "packet captures")
+        } else {
+            (&mut ami, "AMI streams")
+        };
+        if slot.replace((file, bytes)).is_some() {
+            anyhow::bail!(
+                "two {what} given ({}): replay takes one AMI stream and one packet capture",
+                file.display()
+            );
+        }
+    }
     let hosts = resolve_ami_host(&c.ami.host, c.ami.port).await;
     // With a config, its [policy] and [lists] apply: test a config against
     // recorded traffic.
@@ -368,7 +388,18 @@ async fn replay(cli: &Cli, file: &Path) -> Result<()> {
     } else {
         Policy::new(wl, hosts, c.ban_time)
     };
-    let report = sipban::replay::replay(&bytes, &policy, c.ban_time).await?;
+    let capture = capture.map(|(path, _)| sipban::replay::CaptureInput {
+        path,
+        signals: sipban::sensor::signals::SignalConfig::default(),
+        tls_ports: vec![5061],
+    });
+    let report = sipban::replay::replay_all(
+        ami.as_ref().map(|(_, b)| b.as_slice()),
+        capture,
+        &policy,
+        c.ban_time,
+    )
+    .await?;
     print!("{report}");
     Ok(())
 }

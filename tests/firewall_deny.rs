@@ -1230,9 +1230,7 @@ fn denied_network_is_cut_off_on_the_wire(kind: Kind) {
         assert_reaches(&bad6, &listen6, "after the deny list was cleared (IPv6)");
 
         // Shorter than /16: every /16 it covers in the nftables prefilter.
-        fw.set_denied(nets(&["10.8.0.0/15"]))
-            .await
-            .expect("a /15");
+        fw.set_denied(nets(&["10.8.0.0/15"])).await.expect("a /15");
         assert_blocked(&bad4, &listen4, silent, "inside a denied /15");
         assert_blocked(&good4, &listen4, silent, "inside a denied /15");
 

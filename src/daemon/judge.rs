@@ -52,7 +52,7 @@ pub(super) async fn judge_events(
                 if policy.is_attack(&event.kind)
                     && bans.get(event.source).is_some_and(|b| b.active) =>
             {
-                bans.ban_for(event.source, event.kind.reason(), None);
+                bans.ban_for(event.source, &event.reason(), None);
             }
             Verdict::Ignore => {}
         }

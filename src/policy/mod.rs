@@ -380,7 +380,7 @@ impl Policy {
             let watched = c.counted_events.contains(&event.kind);
             return if watched {
                 Verdict::Ban {
-                    reason: event.kind.reason().to_string(),
+                    reason: event.reason(),
                     ban_for: Some(c.ban_time),
                     permanent: false,
                 }

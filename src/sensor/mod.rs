@@ -4,10 +4,14 @@
 //! AMI link is down. Frames from the interface ([`capture`]) or a capture
 //! file ([`pcap_file`]) -> UDP/TCP packets ([`packet`]) -> SIP messages,
 //! one per UDP datagram or cut out of a reassembled TCP stream
-//! ([`reassembly`], by [`framing`]'s message boundaries).
+//! ([`reassembly`], by [`framing`]'s message boundaries) -> the few fields
+//! that matter ([`sip`]) -> events for the policy ([`signals`]).
 
 pub mod capture;
 pub mod framing;
 pub mod packet;
 pub mod pcap_file;
+pub mod pipeline;
 pub mod reassembly;
+pub mod signals;
+pub mod sip;

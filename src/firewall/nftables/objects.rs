@@ -143,11 +143,7 @@ impl NftBackend {
     /// One rule per match of the scope: `lookup` (`ip saddr`, ...) in `set`.
     fn lines(&self, v6: bool, set: &str, lookup: &str) -> Vec<String> {
         let t = self.table();
-        let action = if v6 {
-            &self.s.action6
-        } else {
-            &self.s.action4
-        };
+        let action = if v6 { &self.s.action6 } else { &self.s.action4 };
         let action = action.at(self.s.hook).to_nft();
         self.s
             .scope

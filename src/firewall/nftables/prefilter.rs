@@ -80,7 +80,12 @@ mod tests {
 
     #[test]
     fn one_value_per_slash16_and_a_range_for_shorter_networks() {
-        let v = values(&nets(&["100.64.1.0/24", "100.64.2.7/32", "10.0.0.0/15", "2001:db8::/32"]));
+        let v = values(&nets(&[
+            "100.64.1.0/24",
+            "100.64.2.7/32",
+            "10.0.0.0/15",
+            "2001:db8::/32",
+        ]));
         let want: BTreeSet<u16> = [0x0a00, 0x0a01, 0x6440].into_iter().collect();
         assert_eq!(v, want);
         assert_eq!(values(&nets(&["0.0.0.0/0"])).len(), 65_536);

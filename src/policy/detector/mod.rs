@@ -323,7 +323,7 @@ impl Detector {
         }
 
         if (counted || request)
-            && let Some(reason) = rules::at_once(&self.config, &event.kind, test)
+            && let Some(reason) = rules::at_once(&self.config, event, test)
         {
             // No state needed to decide; a tracked source's ends here.
             let (first_seen, accounts) = match self.sources.find(ip) {

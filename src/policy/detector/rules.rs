@@ -2,7 +2,7 @@
 //! the reason given for it (the most specific rule first, see the module
 //! documentation).
 
-use crate::event::EventKind;
+use crate::event::{EventKind, SecurityEvent};
 
 use super::account;
 use super::config::{DetectorConfig, human, window_ms};
@@ -16,15 +16,16 @@ use super::window::{self, Tick};
 /// `SipRequest` is no failure: only its test account can ban.
 pub(super) fn at_once(
     config: &DetectorConfig,
-    kind: &EventKind,
+    event: &SecurityEvent,
     test_account: Option<&str>,
 ) -> Option<String> {
+    let kind = &event.kind;
     let verdict = matches!(
         kind,
         EventKind::RateLimit | EventKind::Scanner | EventKind::RequestFlood
     );
     if verdict || (config.max_failures == 1 && *kind != EventKind::SipRequest) {
-        Some(kind.reason().to_string())
+        Some(event.reason())
     } else {
         test_account.map(|a| format!("test account {a}"))
     }

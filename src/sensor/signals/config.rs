@@ -67,8 +67,11 @@ fn contains_ignore_case(hay: &[u8], needle: &[u8]) -> bool {
     if needle.is_empty() {
         return false;
     }
-    hay.windows(needle.len())
-        .any(|w| w.iter().zip(needle).all(|(a, b)| a.to_ascii_lowercase() == *b))
+    hay.windows(needle.len()).any(|w| {
+        w.iter()
+            .zip(needle)
+            .all(|(a, b)| a.to_ascii_lowercase() == *b)
+    })
 }
 
 #[cfg(test)]
@@ -80,9 +83,15 @@ mod tests {
         let c = SignalConfig::default();
         assert_eq!(c.scanner(b"friendly-scanner"), Some("friendly-scanner"));
         assert_eq!(c.scanner(b"SIPVicious 0.3.8"), Some("sipvicious"));
-        assert_eq!(c.scanner(b"x PortSIP VoIP SDK 11.2"), Some("portsip voip sdk"));
+        assert_eq!(
+            c.scanner(b"x PortSIP VoIP SDK 11.2"),
+            Some("portsip voip sdk")
+        );
         assert_eq!(c.scanner(b"Yealink SIP-T46S 66.86.0.15"), None);
         assert_eq!(c.scanner(b""), None);
-        assert_eq!(c.scanner(&[0xff, 0xfe, b'i', b'W', b'a', b'r']), Some("iwar"));
+        assert_eq!(
+            c.scanner(&[0xff, 0xfe, b'i', b'W', b'a', b'r']),
+            Some("iwar")
+        );
     }
 }

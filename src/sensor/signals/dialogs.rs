@@ -4,7 +4,11 @@
 //! method, account, whether it carried credentials) and the 401/407s sent
 //! back since the last success. A challenge followed within the window by
 //! a success (any 101-299 answer on the same Call-ID) was a good login;
-//! one that is not becomes a failure when the window has passed.
+//! one that is not becomes a failure when the window has passed: each 401
+//! to a request that carried credentials (a wrong guess), and a 401 to one
+//! without that the client never answered with credentials (svwar, svmap
+//! giving up). So one wrong password is one failure, as in the AMI, not
+//! two (the first, credential-less REGISTER's challenge is answered).
 
 use std::collections::{HashMap, VecDeque};
 use std::hash::{BuildHasher, RandomState};
@@ -30,7 +34,11 @@ pub(super) struct Dialog {
     pub port: u16,
     /// The last request carried Authorization/Proxy-Authorization.
     pub credentialed: bool,
+    /// 401/407s to requests with credentials.
     challenges: u32,
+    /// A 401/407 to a request without credentials, not answered by one
+    /// with them yet.
+    unanswered: bool,
     challenged_at: Option<Duration>,
     last: Duration,
 }
@@ -107,7 +115,11 @@ impl Dialogs {
         let Some((d, _)) = self.entry(key, now) else {
             return;
         };
-        d.challenges = d.challenges.saturating_add(1);
+        if d.credentialed {
+            d.challenges = d.challenges.saturating_add(1);
+        } else {
+            d.unanswered = true;
+        }
         if d.challenged_at.is_none() {
             d.challenged_at = Some(now);
             self.due.push_back((now.saturating_add(window), key, now));
@@ -119,7 +131,16 @@ impl Dialogs {
     pub fn settled(&mut self, key: Key) {
         if let Some(d) = self.map.get_mut(&key) {
             d.challenges = 0;
+            d.unanswered = false;
             d.challenged_at = None;
+        }
+    }
+
+    /// The requester of `key` sent credentials: a challenge without them
+    /// was answered.
+    pub fn answered(&mut self, key: Key) {
+        if let Some(d) = self.map.get_mut(&key) {
+            d.unanswered = false;
         }
     }
 
@@ -138,12 +159,19 @@ impl Dialogs {
             let Some(d) = self.map.get_mut(&key) else {
                 continue;
             };
-            if d.challenged_at != Some(at) || d.challenges == 0 {
+            if d.challenged_at != Some(at) {
                 continue;
             }
-            let failures = d.challenges.min(MAX_FAILURES_PER_WINDOW);
+            let failures = d
+                .challenges
+                .saturating_add(u32::from(d.unanswered))
+                .min(MAX_FAILURES_PER_WINDOW);
             d.challenges = 0;
+            d.unanswered = false;
             d.challenged_at = None;
+            if failures == 0 {
+                continue;
+            }
             out.push(Matured {
                 requester: key.requester,
                 dialog: d.clone(),
@@ -195,7 +223,12 @@ mod tests {
     fn unanswered_challenges_mature_after_the_window_all_of_them() {
         let mut d = Dialogs::new(W, 10);
         let k = d.key("203.0.113.12".parse().unwrap(), b"1234");
-        for i in 0..22 {
+        // svcrack: a first REGISTER without credentials, then 21 guesses.
+        d.challenged(k, s(1.0));
+        for i in 1..22 {
+            let (dialog, _) = d.entry(k, s(1.0)).unwrap();
+            dialog.credentialed = true;
+            d.answered(k);
             d.challenged(k, s(1.0 + f64::from(i) * 0.005));
         }
         let mut out = Vec::new();
@@ -203,11 +236,23 @@ mod tests {
         assert!(out.is_empty(), "not yet");
         d.mature(s(6.0), &mut out);
         assert_eq!(out.len(), 1);
-        assert_eq!(out[0].failures, 22);
+        assert_eq!(out[0].failures, 21, "the guesses, not the first challenge");
         assert_eq!(out[0].answered, s(1.0));
         // Settled: nothing more from the same challenges.
         d.mature(s(60.0), &mut out);
         assert_eq!(out.len(), 1);
+    }
+
+    #[test]
+    fn a_challenge_nobody_answers_is_one_failure() {
+        let mut d = Dialogs::new(W, 10);
+        let k = d.key("203.0.113.11".parse().unwrap(), b"svwar");
+        d.entry(k, s(0.0));
+        d.challenged(k, s(0.0));
+        let mut out = Vec::new();
+        d.mature(s(5.0), &mut out);
+        assert_eq!(out.len(), 1);
+        assert_eq!(out[0].failures, 1);
     }
 
     #[test]

@@ -77,6 +77,9 @@ pub struct SignalStats {
     pub floods: u64,
     /// Not tracked because a table was full.
     pub untracked: u64,
+    /// Dialogs and rated sources held now.
+    pub dialogs: usize,
+    pub rated: usize,
 }
 
 pub struct Signals {
@@ -112,6 +115,8 @@ impl Signals {
             .dialogs
             .full
             .saturating_add(self.rates.as_ref().map_or(0, |r| r.full));
+        s.dialogs = self.dialogs.len();
+        s.rated = self.rates.as_ref().map_or(0, |r| r.len());
         s
     }
 
@@ -144,6 +149,7 @@ impl Signals {
                 user_agent: m.dialog.agent.clone(),
                 method: m.dialog.method.clone(),
                 answered_ms: Some(millis(m.answered)),
+                scanner: None,
             };
             let addr = SocketAddr::new(m.requester, m.dialog.port);
             for _ in 0..m.failures {
@@ -173,12 +179,19 @@ impl Signals {
             user_agent: agent.clone(),
             method: method.clone(),
             answered_ms: None,
+            scanner: None,
         };
-        if let Some(ua) = msg.user_agent
-            && let Some(name) = self.config.scanner(ua.as_bytes())
+        let scanner = msg
+            .user_agent
+            .and_then(|ua| self.config.scanner(ua.as_bytes()))
+            .map(str::to_string);
+        if let Some(name) = scanner
             && self.first_report(seen, 0)
         {
-            tracing::debug!("SENSOR => scanner {name:?} from {}", seen.src.ip());
+            let detail = SipDetail {
+                scanner: Some(name),
+                ..detail.clone()
+            };
             self.stats.scanners = self.stats.scanners.saturating_add(1);
             out.push(event(
                 EventKind::Scanner,
@@ -186,7 +199,7 @@ impl Signals {
                 seen.transport,
                 &account,
                 seen.at,
-                detail.clone(),
+                detail,
             ));
         }
         self.rate(seen, Some(&detail), out);
@@ -203,6 +216,9 @@ impl Signals {
         d.transport = seen.transport;
         d.port = seen.src.port();
         d.credentialed = msg.authorization;
+        if msg.authorization {
+            self.dialogs.answered(key);
+        }
         let dialing = matches!(msg.method(), Some(Method::Register | Method::Invite));
         if new && dialing && !account.is_empty() {
             out.push(event(
@@ -216,7 +232,13 @@ impl Signals {
         }
     }
 
-    fn answer(&mut self, seen: &Seen, msg: &Message<'_>, status: u16, out: &mut Vec<SecurityEvent>) {
+    fn answer(
+        &mut self,
+        seen: &Seen,
+        msg: &Message<'_>,
+        status: u16,
+        out: &mut Vec<SecurityEvent>,
+    ) {
         if seen.direction == Direction::Incoming {
             return;
         }
@@ -232,9 +254,8 @@ impl Signals {
                 let answers = msg.cseq.map(|c| c.method);
                 let dialing = matches!(answers, Some(Method::Register | Method::Invite));
                 let known = self.dialogs.get(&key).cloned().unwrap_or_default();
-                let phone_dialling = status == 404
-                    && matches!(answers, Some(Method::Invite))
-                    && known.credentialed;
+                let phone_dialling =
+                    status == 404 && matches!(answers, Some(Method::Invite)) && known.credentialed;
                 self.dialogs.settled(key);
                 if dialing && !phone_dialling {
                     self.stats.failures = self.stats.failures.saturating_add(1);
@@ -247,6 +268,7 @@ impl Signals {
                         user_agent: known.agent,
                         method: answers.map(method_name),
                         answered_ms: Some(millis(seen.at)),
+                        scanner: None,
                     };
                     out.push(event(
                         EventKind::SipFailure,
@@ -325,10 +347,7 @@ fn account(msg: &Message<'_>) -> String {
 
 /// `EventTV`'s shape, so the log, the replay and the AMI's events read alike.
 fn event_time(at: Duration) -> Option<String> {
-    let t = chrono::DateTime::from_timestamp(
-        i64::try_from(at.as_secs()).ok()?,
-        at.subsec_nanos(),
-    )?;
+    let t = chrono::DateTime::from_timestamp(i64::try_from(at.as_secs()).ok()?, at.subsec_nanos())?;
     Some(t.format("%Y-%m-%dT%H:%M:%S%.3f+0000").to_string())
 }
 

@@ -38,7 +38,10 @@ impl Rates {
         if !self.tat_ms.contains_key(&ip) && self.tat_ms.len() >= self.cap {
             // Drained sources carry no information: they go, in one scan
             // a second at most.
-            if self.last_purge.is_none_or(|t| now_ms.saturating_sub(t) >= 1_000) {
+            if self
+                .last_purge
+                .is_none_or(|t| now_ms.saturating_sub(t) >= 1_000)
+            {
                 self.last_purge = Some(now_ms);
                 self.tat_ms.retain(|_, t| *t > now_ms);
             }
