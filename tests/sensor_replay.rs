@@ -75,8 +75,11 @@ fn ip(s: &str) -> IpAddr {
     s.parse().unwrap()
 }
 
+/// A source banned with this reason, led to it by this User-Agent.
+type Ban = (&'static str, &'static str, &'static str);
+
 /// Sensor alone: (scenario, [(source, reason, User-Agent)]).
-const EXPECTED: &[(&str, &[(&str, &str, &str)])] = &[
+const EXPECTED: &[(&str, &[Ban])] = &[
     (
         "s1-svmap",
         &[
