@@ -78,103 +78,55 @@ fn ip(s: &str) -> IpAddr {
 /// A source banned with this reason, led to it by this User-Agent.
 type Ban = (&'static str, &'static str, &'static str);
 
+/// Banned as a SIPVicious scanner.
+const fn scanner(ip: &'static str) -> Ban {
+    (
+        ip,
+        "scanner User-Agent friendly-scanner",
+        "friendly-scanner",
+    )
+}
+
+/// Banned for its failed logins, sent with this User-Agent.
+const fn failed(ip: &'static str, agent: &'static str) -> Ban {
+    (ip, "SIP authentication failed", agent)
+}
+
+const PYTEST: &str = "pytest-sipreg/1.0";
+const GRANDSTREAM: &str = "Grandstream GXP2170 1.0.11.6";
+
 /// Sensor alone: (scenario, [(source, reason, User-Agent)]).
 const EXPECTED: &[(&str, &[Ban])] = &[
     (
         "s1-svmap",
-        &[
-            (
-                "203.0.113.11",
-                "scanner User-Agent friendly-scanner",
-                "friendly-scanner",
-            ),
-            (
-                "2001:db8:113::11",
-                "scanner User-Agent friendly-scanner",
-                "friendly-scanner",
-            ),
-        ],
+        &[scanner("203.0.113.11"), scanner("2001:db8:113::11")],
     ),
-    (
-        "s2-svwar",
-        &[(
-            "203.0.113.11",
-            "scanner User-Agent friendly-scanner",
-            "friendly-scanner",
-        )],
-    ),
-    (
-        "s3-svcrack",
-        &[(
-            "203.0.113.12",
-            "scanner User-Agent friendly-scanner",
-            "friendly-scanner",
-        )],
-    ),
+    ("s2-svwar", &[scanner("203.0.113.11")]),
+    ("s3-svcrack", &[scanner("203.0.113.12")]),
     (
         "s4-wrongpass-unknownuser",
         &[
-            (
-                "203.0.113.13",
-                "SIP authentication failed",
-                "pytest-sipreg/1.0",
-            ),
-            (
-                "203.0.113.14",
-                "SIP authentication failed",
-                "pytest-sipreg/1.0",
-            ),
+            failed("203.0.113.13", PYTEST),
+            failed("203.0.113.14", PYTEST),
         ],
     ),
     ("s5-office", &[]),
     (
         "s6-mixed",
         &[
-            (
-                "203.0.113.11",
-                "scanner User-Agent friendly-scanner",
-                "friendly-scanner",
-            ),
-            (
-                "203.0.113.12",
-                "scanner User-Agent friendly-scanner",
-                "friendly-scanner",
-            ),
-            (
-                "203.0.113.13",
-                "SIP authentication failed",
-                "pytest-sipreg/1.0",
-            ),
-            (
-                "203.0.113.14",
-                "SIP authentication failed",
-                "pytest-sipreg/1.0",
-            ),
-            (
-                "2001:db8:113::11",
-                "scanner User-Agent friendly-scanner",
-                "friendly-scanner",
-            ),
+            scanner("203.0.113.11"),
+            scanner("203.0.113.12"),
+            failed("203.0.113.13", PYTEST),
+            failed("203.0.113.14", PYTEST),
+            scanner("2001:db8:113::11"),
         ],
     ),
     (
         "s8-tcp",
         &[
-            (
-                "203.0.113.13",
-                "SIP authentication failed",
-                "pytest-sipreg/1.0",
-            ),
-            (
-                "203.0.113.14",
-                "SIP authentication failed",
-                "Grandstream GXP2170 1.0.11.6",
-            ),
-            (
-                "2001:db8:113::14",
-                "SIP authentication failed",
-                "Grandstream GXP2170 1.0.11.6",
-            ),
+            failed("203.0.113.13", PYTEST),
+            failed("203.0.113.14", GRANDSTREAM),
+            failed("2001:db8:113::14", GRANDSTREAM),
         ],
     ),
 ];
