@@ -102,8 +102,6 @@ const SET4: &str = "sipban-udp-v4";
 const SET6: &str = "sipban-udp-v6";
 const DENY4: &str = "sipban-udp-v4-deny";
 const DENY6: &str = "sipban-udp-v6-deny";
-/// The ipset backend's IPv4 deny prefilter.
-const IPSET_PRE: &str = "sipban-udp-v4-deny-hi16";
 
 fn set_settings(
     table: &str,
@@ -173,12 +171,6 @@ impl Kind {
     /// Whether the kernel answers a denied source with an ICMP error.
     fn rejects(self) -> bool {
         self == Kind::Chain
-    }
-
-    /// Whether the IPv4 deny set has a prefilter in front (the set
-    /// backends).
-    fn prefilters(self) -> bool {
-        self != Kind::Chain
     }
 }
 
@@ -292,11 +284,7 @@ fn deny_held(kind: Kind, v6: bool) -> Option<Vec<IpNet>> {
         }
         Kind::Ipset { .. } => {
             let set = if v6 { DENY6 } else { DENY4 };
-            let listing = ipset_list(set);
-            if !v6 && listing.is_none() {
-                assert_eq!(ipset_prefilter(), None, "a prefilter without its deny set");
-            }
-            let listing = listing?;
+            let listing = ipset_list(set)?;
             assert!(listing.contains("Type: hash:net"), "{listing}");
             let family = if v6 { "family inet6 " } else { "family inet " };
             assert!(listing.contains(family), "{listing}");
@@ -304,15 +292,18 @@ fn deny_held(kind: Kind, v6: bool) -> Option<Vec<IpNet>> {
                 !listing.contains(" timeout "),
                 "deny set with timeouts: {listing}"
             );
-            let held = sorted_nets(ipset_members(&listing).into_iter().map(net).collect());
-            if !v6 {
-                assert_eq!(
-                    ipset_prefilter(),
-                    Some(first_16_bits(&held)),
-                    "the IPv4 prefilter against the deny entries {held:?}"
-                );
-            }
-            Some(held)
+            let members = listing
+                .split("Members:")
+                .nth(1)
+                .expect("Members: in ipset list");
+            Some(sorted_nets(
+                members
+                    .lines()
+                    .map(str::trim)
+                    .filter(|l| !l.is_empty())
+                    .map(net)
+                    .collect(),
+            ))
         }
         Kind::Nft { .. } => {
             let set = nft_set("inet sipban", if v6 { DENY6 } else { DENY4 });
@@ -334,40 +325,6 @@ fn deny_held(kind: Kind, v6: bool) -> Option<Vec<IpNet>> {
             Some(held)
         }
     }
-}
-
-/// The members of an `ipset list` listing.
-fn ipset_members(listing: &str) -> Vec<&str> {
-    listing
-        .split("Members:")
-        .nth(1)
-        .expect("Members: in ipset list")
-        .lines()
-        .map(str::trim)
-        .filter(|l| !l.is_empty())
-        .collect()
-}
-
-/// The ipset prefilter of our IPv4 deny set: its /16s as first-16-bit
-/// values, sorted; `None` if it does not exist.
-fn ipset_prefilter() -> Option<Vec<u64>> {
-    let listing = ipset_list(IPSET_PRE)?;
-    assert!(listing.contains("Type: bitmap:ip"), "{listing}");
-    assert!(
-        listing.contains("range 0.0.0.0-255.255.255.255 netmask 16"),
-        "{listing}"
-    );
-    let mut v: Vec<u64> = ipset_members(&listing)
-        .into_iter()
-        .map(|m| {
-            // Listed as the network's first address (`10.1.0.0`).
-            let a: std::net::Ipv4Addr = m.parse().unwrap_or_else(|e| panic!("{m}: {e}"));
-            assert_eq!(u32::from(a) & 0xffff, 0, "{m}");
-            u64::from(u32::from(a) >> 16)
-        })
-        .collect();
-    v.sort_unstable();
-    Some(v)
 }
 
 /// The values of our IPv4 deny set's prefilter, `None` if it does not
@@ -427,14 +384,8 @@ fn deny_wiring(kind: Kind, v6: bool) -> usize {
             } else {
                 ("iptables", DENY4)
             };
-            // IPv4: the prefilter's match goes first.
-            let pre = if v6 {
-                String::new()
-            } else {
-                format!("-m set --match-set {IPSET_PRE} src ")
-            };
             let want = format!(
-                "-A PREROUTING -p udp -m udp --dport 5060 {pre}-m set --match-set {set} src -j DROP"
+                "-A PREROUTING -p udp -m udp --dport 5060 -m set --match-set {set} src -j DROP"
             );
             let mut n = 0;
             for (table, chain) in [("raw", "PREROUTING"), ("filter", "INPUT")] {
@@ -562,14 +513,12 @@ fn sabotage_deny(kind: Kind) {
         }
         Kind::Ipset { .. } => {
             let rule = format!(
-                "PREROUTING -p udp -m udp --dport 5060 -m set --match-set {IPSET_PRE} src \
-                 -m set --match-set {DENY4} src -j DROP"
+                "PREROUTING -p udp -m udp --dport 5060 -m set --match-set {DENY4} src -j DROP"
             );
             let mut args = vec!["-w", "-t", "raw", "-D"];
             args.extend(rule.split_whitespace());
             run_ok("iptables", &args);
             run_ok("ipset", &["destroy", DENY4]);
-            run_ok("ipset", &["destroy", IPSET_PRE]);
             run_ok("ipset", &["flush", DENY6]);
         }
         Kind::Nft { .. } => {
@@ -882,15 +831,10 @@ fn deny_drift_is_repaired_with_the_last_list(kind: Kind) {
         assert!(!report.repaired.is_empty(), "{report:?}");
         assert_denied(kind, LIST4, LIST6);
 
-        // The IPv4 prefilter emptied (every IPv4 deny entry silently
-        // lost) is drift too.
-        if kind.prefilters() {
-            match kind {
-                Kind::Nft { .. } => nft_script(&format!("flush set inet sipban {DENY4}-hi16\n")),
-                _ => {
-                    run_ok("ipset", &["flush", IPSET_PRE]);
-                }
-            }
+        // nftables: the IPv4 prefilter emptied (every IPv4 deny entry
+        // silently lost) is drift too.
+        if let Kind::Nft { .. } = kind {
+            nft_script(&format!("flush set inet sipban {DENY4}-hi16\n"));
             let report = fw.reconcile(bans.clone()).await.expect("reconcile");
             assert!(
                 report.repaired.iter().any(|r| r.contains("-hi16")),

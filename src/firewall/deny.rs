@@ -15,22 +15,6 @@ use std::net::{IpAddr, Ipv4Addr, Ipv6Addr};
 
 use ipnet::{IpNet, Ipv4Net, Ipv6Net};
 
-/// The first 16 bits of every address the IPv4 networks cover (IPv6 ones
-/// are skipped): one value for a /16 or longer, 2^(16-len) for a shorter
-/// one (at most 65,536). What the deny prefilters of the nftables and
-/// ipset backends hold: a packet from outside every denied /16 is let
-/// through after one bit test, before the interval or `hash:net` lookup.
-pub fn first_16_bits(nets: &[IpNet]) -> std::collections::BTreeSet<u16> {
-    let mut out = std::collections::BTreeSet::new();
-    for net in nets {
-        let IpNet::V4(n) = net else { continue };
-        let first = (u32::from(n.network()) >> 16) as u16;
-        let last = (u32::from(n.broadcast()) >> 16) as u16;
-        out.extend(first..=last);
-    }
-    out
-}
-
 /// A deny list ready for the kernel: per family, host bits cleared, sorted
 /// by address, without duplicates and without networks covered by another.
 #[derive(Clone, Debug, Default, PartialEq, Eq)]

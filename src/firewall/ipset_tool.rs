@@ -82,58 +82,6 @@ pub fn swap_fill(
     family: &str,
     nets: &[IpNet],
 ) -> Result<(), FirewallError> {
-    let nets = deny::without_zero_prefix(nets);
-    let kind = format!("hash:net family {family} maxelem {MAXELEM}");
-    swap_fill_members(ipset, set, &kind, nets.iter().map(|n| n.to_string()))
-}
-
-/// The IPv4 deny prefilter's type: one bit per /16 of the whole address
-/// space (65,536 entries, 8 KiB), so the kernel tests a packet's first 16
-/// bits with one bit test before the `hash:net` lookup.
-pub const PREFILTER_KIND: &str = "bitmap:ip range 0.0.0.0-255.255.255.255 netmask 16";
-
-/// Makes the prefilter `set` hold the /16 of every value (first 16 bits).
-pub fn swap_fill_prefilter(
-    ipset: &str,
-    set: &str,
-    values: &std::collections::BTreeSet<u16>,
-) -> Result<(), FirewallError> {
-    let members = values.iter().map(|v| {
-        let [a, b] = v.to_be_bytes();
-        format!("{a}.{b}.0.0")
-    });
-    swap_fill_members(ipset, set, PREFILTER_KIND, members)
-}
-
-/// The /16s (as first-16-bit values) a prefilter holds, from `ipset save`.
-pub fn saved_prefilter(
-    ipset: &str,
-    set: &str,
-) -> Result<std::collections::BTreeSet<u16>, FirewallError> {
-    let saved = run(ipset, &["save", set], None)?;
-    Ok(saved
-        .lines()
-        .filter_map(|l| {
-            let mut w = l.split_whitespace();
-            (w.next() == Some("add") && w.next() == Some(set))
-                .then(|| {
-                    let addr: std::net::Ipv4Addr = w.next()?.split('/').next()?.parse().ok()?;
-                    let [a, b, _, _] = addr.octets();
-                    Some(u16::from_be_bytes([a, b]))
-                })
-                .flatten()
-        })
-        .collect())
-}
-
-/// Makes `set` (of type `kind`, created if missing) hold exactly
-/// `members`, in one `ipset restore` with a swap.
-fn swap_fill_members(
-    ipset: &str,
-    set: &str,
-    kind: &str,
-    members: impl Iterator<Item = String>,
-) -> Result<(), FirewallError> {
     if set.len() > MAX_NAME {
         return Err(FirewallError::Command {
             what: format!("ipset {set}"),
@@ -144,13 +92,15 @@ fn swap_fill_members(
     if set_exists(ipset, &tmp) {
         run(ipset, &["destroy", &tmp], None)?;
     }
-    let mut script = String::with_capacity(4096);
+    let nets = deny::without_zero_prefix(nets);
+    let mut script = String::with_capacity(128 + nets.len() * 40);
+    let create = |name: &str| format!("create {name} hash:net family {family} maxelem {MAXELEM}");
     if !set_exists(ipset, set) {
-        let _ = writeln!(script, "create {set} {kind}");
+        let _ = writeln!(script, "{}", create(set));
     }
-    let _ = writeln!(script, "create {tmp} {kind}");
-    for m in members {
-        let _ = writeln!(script, "add {tmp} {m}");
+    let _ = writeln!(script, "{}", create(&tmp));
+    for net in &nets {
+        let _ = writeln!(script, "add {tmp} {net}");
     }
     let _ = writeln!(script, "swap {tmp} {set}");
     let _ = writeln!(script, "destroy {tmp}");

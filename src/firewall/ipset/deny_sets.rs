@@ -22,13 +22,6 @@ impl IpsetBackend {
             .flatten()
     }
 
-    /// Own mode, IPv4: the `bitmap:ip` prefilter in front of the deny set
-    /// (the first 16 bits of every denied network, [`deny::first_16_bits`]).
-    pub(super) fn own_prefilter(&self, v6: bool) -> Option<String> {
-        let set = self.own_deny_set(v6).filter(|_| !v6)?;
-        Some(ipset_tool::fit(&set, "hi16", ipset_tool::MAX_NAME))
-    }
-
     /// Entries of a `hash:net` set as `ipset save` lists them.
     pub(super) fn saved_nets(&self, set: &str) -> Result<Vec<IpNet>, FirewallError> {
         ipset_tool::saved_nets(&self.ipset, set)
@@ -38,13 +31,7 @@ impl IpsetBackend {
     /// swaps it in, in one `ipset restore`; creates the set if missing.
     pub(super) fn fill_own_deny(&self, v6: bool, set: &str) -> Result<(), FirewallError> {
         let family = if v6 { "inet6" } else { "inet" };
-        let nets = self.deny.family(v6);
-        // The prefilter first: for a moment it may let through more than
-        // needed to the full lookup, never less.
-        if let Some(pre) = self.own_prefilter(v6) {
-            ipset_tool::swap_fill_prefilter(&self.ipset, &pre, &deny::first_16_bits(nets))?;
-        }
-        ipset_tool::swap_fill(&self.ipset, set, family, nets)
+        ipset_tool::swap_fill(&self.ipset, set, family, self.deny.family(v6))
     }
 
     /// Set-only mode: brings the administrator's deny set to the list, adds
@@ -75,10 +62,8 @@ impl IpsetBackend {
         };
         if self.deny.family(v6).is_empty() {
             self.remove_rules_of(v6, &set)?;
-            for name in std::iter::once(set).chain(self.own_prefilter(v6)) {
-                if self.set_exists(&name) {
-                    run(&self.ipset, &["destroy", &name], None)?;
-                }
+            if self.set_exists(&set) {
+                run(&self.ipset, &["destroy", &set], None)?;
             }
             return Ok(());
         }
@@ -107,7 +92,7 @@ impl IpsetBackend {
         };
         let (table, chain) = self.table_chain();
         let mut made = None;
-        for rule in self.deny_match_rules(v6, set) {
+        for rule in self.match_rules(v6, set) {
             let present = ipt
                 .exists(table, chain, &rule)
                 .map_err(ipt_err(format!("{} -C {chain} {rule}", ipt.cmd)))?;
@@ -131,9 +116,7 @@ impl IpsetBackend {
             let Some(set) = self.own_deny_set(v6) else {
                 continue;
             };
-            let pre = self.own_prefilter(v6);
-            let pres = pre.iter().flat_map(|p| [swap_name(p), p.clone()]);
-            for name in [swap_name(&set), set].into_iter().chain(pres) {
+            for name in [swap_name(&set), set] {
                 if self.set_exists(&name) {
                     run(&self.ipset, &["destroy", &name], None)?;
                     destroyed += 1;
@@ -149,23 +132,6 @@ impl IpsetBackend {
     pub(super) fn deny_drift(&self, v6: bool, set: &str, depth: Depth) -> Option<String> {
         if !self.set_exists(set) {
             return Some(format!("ipset {set}"));
-        }
-        if let Some(pre) = self.own_prefilter(v6) {
-            if !self.set_exists(&pre) {
-                return Some(format!("ipset {pre}"));
-            }
-            let want = deny::first_16_bits(self.deny.family(v6));
-            let held = match depth {
-                Depth::Quick => ipset_tool::entries(&self.ipset, &pre)
-                    .ok()
-                    .map(|n| n == want.len()),
-                Depth::Full => ipset_tool::saved_prefilter(&self.ipset, &pre)
-                    .ok()
-                    .map(|h| h == want),
-            };
-            if held != Some(true) {
-                return Some(format!("entries of ipset {pre}"));
-            }
         }
         match ipset_tool::holds(&self.ipset, set, &self.deny, v6, depth) {
             Ok(true) => None,

@@ -182,22 +182,6 @@ impl IpsetBackend {
             .collect()
     }
 
-    /// The rules matching our deny set `set`: as [`Self::match_rules`],
-    /// IPv4 in own mode with the prefilter's match first (iptables tests
-    /// the `hash:net` set only for packets in a denied /16).
-    fn deny_match_rules(&self, v6: bool, set: &str) -> Vec<String> {
-        let rules = self.match_rules(v6, set);
-        let Some(pre) = self.own_prefilter(v6) else {
-            return rules;
-        };
-        let plain = format!("-m set --match-set {set} src");
-        let with = format!("-m set --match-set {pre} src {plain}");
-        rules
-            .into_iter()
-            .map(|r| r.replace(&plain, &with))
-            .collect()
-    }
-
     /// Whether a `-S` line of the hook chain is one of our rules (bans or
     /// deny entries), which the limits' jump goes after.
     fn is_ours(&self, line: &str) -> bool {

@@ -33,9 +33,17 @@ pub(super) fn matches(name: &str) -> String {
     format!("meta nfproto ipv4 @nh,96,16 @{name}")
 }
 
-/// The first 16 bits of every address the IPv4 networks cover.
+/// The first 16 bits of every address the IPv4 networks cover: one value
+/// for a /16 or longer, 2^(16-len) for a shorter one (at most 65,536).
 pub(super) fn values(nets: &[IpNet]) -> BTreeSet<u16> {
-    crate::firewall::deny::first_16_bits(nets)
+    let mut out = BTreeSet::new();
+    for net in nets {
+        let IpNet::V4(n) = net else { continue };
+        let first = (u32::from(n.network()) >> 16) as u16;
+        let last = (u32::from(n.broadcast()) >> 16) as u16;
+        out.extend(first..=last);
+    }
+    out
 }
 
 /// `flush set` and `add element` lines making the prefilter hold `values`.
