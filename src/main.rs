@@ -390,8 +390,10 @@ async fn replay(cli: &Cli, files: &[PathBuf]) -> Result<()> {
     };
     let capture = capture.map(|(path, _)| sipban::replay::CaptureInput {
         path,
-        signals: sipban::sensor::signals::SignalConfig::default(),
-        tls_ports: vec![5061],
+        // The config's [sip] windows and agents, whether or not it enables
+        // the live sensor: a replay tests them.
+        signals: c.sip.signals.clone(),
+        tls_ports: c.sip.tls_ports.clone(),
     });
     let report = sipban::replay::replay_all(
         ami.as_ref().map(|(_, b)| b.as_slice()),

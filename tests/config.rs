@@ -874,3 +874,87 @@ fn a_scope_beyond_one_multiport_rule_is_listed_as_its_ports() {
     assert!(listing.contains("ports = \"udp/1, udp/2,"), "{listing}");
     assert!(listing.contains("interface = \"eno1\""), "{listing}");
 }
+
+#[test]
+fn sip_sensor_keys() {
+    // Off by default: an original config captures nothing.
+    let c = parse("[timer]\nban = 3600\n");
+    assert!(!c.sip.enabled);
+    let c = parse(
+        "[sip]\nenabled = yes\ninterfaces = eth0, eth1\nports = udp/5060, udp/5070, tcp/5060\n\
+         tls_ports = 5061, 5062\nuser_agents = Friendly-Scanner, evil agent\nauth_window = 8\n\
+         max_requests = 50\nrequest_window = 5\n",
+    );
+    let s = &c.sip;
+    assert!(s.enabled);
+    assert_eq!(s.interfaces.len(), 2);
+    assert_eq!(s.tls_ports, vec![5061, 5062]);
+    assert_eq!(
+        s.signals.user_agents,
+        vec!["friendly-scanner", "evil agent"]
+    );
+    assert_eq!(s.signals.auth_window, Duration::from_secs(8));
+    assert_eq!(s.signals.max_requests, Some(50));
+    assert_eq!(s.signals.request_window, Duration::from_secs(5));
+    let filter: Vec<String> = s
+        .capture_ports(&c.scope().sip)
+        .iter()
+        .map(|p| p.to_string())
+        .collect();
+    assert_eq!(filter, vec!["udp/5060", "udp/5070", "tcp/5060"]);
+    // Listed by --check-config and loaded back the same.
+    let listing = c.to_string();
+    assert!(listing.lines().any(|l| l == "[sip]"), "{listing}");
+    assert_eq!(parse(&listing).sip, c.sip, "{listing}");
+    // Without ports: the firewall's SIP ports; `any` is every interface.
+    let c =
+        parse("[sip]\nenabled = yes\ninterfaces = any\nmax_requests = off\nuser_agents = none\n");
+    assert!(c.sip.interfaces.is_empty());
+    assert_eq!(c.sip.signals.max_requests, None);
+    assert!(c.sip.signals.user_agents.is_empty());
+    let filter: Vec<String> = c
+        .sip
+        .capture_ports(&c.scope().sip)
+        .iter()
+        .map(|p| p.to_string())
+        .collect();
+    assert_eq!(filter, vec!["udp/5060", "tcp/5060", "tcp/5061"]);
+    assert_eq!(parse(&c.to_string()).sip, c.sip);
+}
+
+#[test]
+fn bad_sip_sensor_values_name_the_line_and_key() {
+    for (text, line, key, why) in [
+        ("[sip]\nenabled = maybe\n", 2, "enabled", "yes or no"),
+        (
+            "[sip]\n\ninterfaces = eth0; rm -rf\n",
+            3,
+            "interfaces",
+            "not an interface name",
+        ),
+        ("[sip]\nports = udp/99999\n", 2, "ports", ""),
+        (
+            "[sip]\ntls_ports = 5061, x\n",
+            2,
+            "tls_ports",
+            "not a port number",
+        ),
+        ("[sip]\nuser_agents = ,\n", 2, "user_agents", "at least one"),
+        (
+            "[sip]\nauth_window = 3600\n",
+            2,
+            "auth_window",
+            "at most 60 s",
+        ),
+        (
+            "[sip]\nmax_requests = lots\n",
+            2,
+            "max_requests",
+            "whole number",
+        ),
+    ] {
+        let e = refused(text);
+        assert!(e.contains(&format!("t.conf:{line}")), "{text}: {e}");
+        assert!(e.contains(key) && e.contains(why), "{text}: {e}");
+    }
+}

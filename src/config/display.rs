@@ -154,6 +154,51 @@ impl fmt::Display for Config {
             writeln!(f, "block_threshold = {b}")?;
         }
         writeln!(f, "forget_after = {}", secs(p.forget_after))?;
+        let sip = &c.sip;
+        writeln!(f, "\n[sip]")?;
+        writeln!(f, "enabled = {}", yn(sip.enabled))?;
+        let names: Vec<String> = sip
+            .interfaces
+            .iter()
+            .map(|i| match i {
+                crate::sensor::capture::Interface::Any => "any".to_string(),
+                crate::sensor::capture::Interface::Named(n) => n.clone(),
+            })
+            .collect();
+        let names = if names.is_empty() {
+            "any".to_string()
+        } else {
+            names.join(", ")
+        };
+        writeln!(f, "interfaces = {}", q(&names))?;
+        match &sip.ports {
+            Some(p) => writeln!(f, "ports = {}", q(p))?,
+            None => writeln!(
+                f,
+                "# ports = {} (the firewall's SIP ports)",
+                q(&c.scope().sip)
+            )?,
+        }
+        let tls: Vec<String> = sip.tls_ports.iter().map(u16::to_string).collect();
+        let tls = if tls.is_empty() {
+            "none".to_string()
+        } else {
+            tls.join(", ")
+        };
+        writeln!(f, "tls_ports = {}", q(&tls))?;
+        let g = &sip.signals;
+        let agents = if g.user_agents.is_empty() {
+            "none".to_string()
+        } else {
+            g.user_agents.join(", ")
+        };
+        writeln!(f, "user_agents = {}", q(&agents))?;
+        writeln!(f, "auth_window = {}", secs(g.auth_window))?;
+        match g.max_requests {
+            Some(n) => writeln!(f, "max_requests = {n}")?,
+            None => writeln!(f, "max_requests = off")?,
+        }
+        writeln!(f, "request_window = {}", secs(g.request_window))?;
         writeln!(f, "\n[lists]")?;
         writeln!(f, "allow = {}", q(&c.lists.allow.display()))?;
         writeln!(f, "deny = {}", q(&c.lists.deny.display()))?;

@@ -98,6 +98,19 @@ const KNOWN: &[(&str, &[&str])] = &[
         ],
     ),
     ("lists", &["allow", "deny"]),
+    (
+        "sip",
+        &[
+            "enabled",
+            "interfaces",
+            "ports",
+            "tls_ports",
+            "user_agents",
+            "auth_window",
+            "max_requests",
+            "request_window",
+        ],
+    ),
 ];
 
 /// Keys whose value is a password: a file holding one must be private.
@@ -208,6 +221,7 @@ pub(super) fn config(ini: &Ini, path: &Path) -> Result<Config, ConfigError> {
     firewall_keys::limits(&f, &mut c)?;
     super::original::sections(&f, &mut c)?;
     policy(&f, &mut c)?;
+    super::sip_keys::sip(&f, &mut c)?;
     c.lists.allow = c.iptables.white_list.clone();
     f.set("lists", "allow", &mut c.lists.allow, parse_path)?;
     f.set("lists", "deny", &mut c.lists.deny, parse_path)?;

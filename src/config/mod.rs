@@ -11,6 +11,7 @@
 //!   interface`, and what they mean for the rest;
 //! - `firewall_keys`: `[firewall]`, `[limits]` and the original's
 //!   `[iptables] scope`, with the checks between them;
+//! - `sip_keys`: `[sip]`, the SIP sensor;
 //! - `display`: the effective settings, as `--check-config` prints them.
 
 mod display;
@@ -18,6 +19,7 @@ mod firewall_keys;
 mod from_ini;
 pub mod ini;
 mod original;
+mod sip_keys;
 pub mod values;
 
 use std::fmt;
@@ -36,6 +38,7 @@ use crate::firewall::{
 use crate::policy::detector::DetectorConfig;
 
 pub use ini::SyntaxError;
+pub use sip_keys::SipConfig;
 pub use values::{MAX_DURATION, parse_duration};
 
 /// Largest config file read: a real one is a few kilobytes.
@@ -229,6 +232,8 @@ pub struct Config {
     pub limits: Limits,
     /// `[policy]` (and the newer SIPban's `[flood]`); defaults = the original.
     pub policy: DetectorConfig,
+    /// `[sip]`: the SIP sensor (off by default).
+    pub sip: SipConfig,
     pub lists: ListsConfig,
     pub log_file: PathBuf,
 }
@@ -282,6 +287,7 @@ impl Default for Config {
             ipset: None,
             limits: Limits::default(),
             policy: DetectorConfig::default(),
+            sip: SipConfig::default(),
             lists: ListsConfig {
                 allow: "/etc/sipban.wl".into(),
                 deny: "/etc/sipban.deny".into(),

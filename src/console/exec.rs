@@ -222,6 +222,13 @@ fn status(ctx: &ConsoleContext, view: StatusView) -> String {
             .collect()
     };
     let section = |title: &str, body: String| format!("\n{title}:\n{body}");
+    // After the original's table, only when the sensor is on.
+    if let Some(sensor) = &ctx.sensor {
+        for line in sensor.lines() {
+            out.push_str(&line);
+            out.push('\n');
+        }
+    }
     match view {
         StatusView::Summary => {}
         StatusView::Allow => out.push_str(&section("Allow", entries_text(&lists.allow))),

@@ -40,6 +40,8 @@ pub struct ConsoleContext {
     pub ipset_name: Option<String>,
     /// Where `whois` asks.
     pub whois: super::whois::WhoisSettings,
+    /// The SIP sensor's state, when `[sip]` enabled it.
+    pub sensor: Option<Arc<crate::sensor::live::SensorStatus>>,
 }
 
 pub async fn serve(listener: TcpListener, ctx: Arc<ConsoleContext>, shutdown: CancellationToken) {

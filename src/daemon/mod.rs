@@ -227,6 +227,13 @@ impl Daemon {
         // buffering a whole storm in memory.
         let (events_tx, events_rx) = mpsc::channel(1024);
         let limit_events = events_tx.clone();
+        // The sensor's tasks are not watched: their end (no capture) must
+        // not stop the daemon, which goes on with the AMI.
+        let sensor = settings.sensor.clone().map(|s| {
+            let status = Arc::new(crate::sensor::live::SensorStatus::default());
+            crate::sensor::live::spawn(s, events_tx.clone(), Arc::clone(&status), shutdown.clone());
+            status
+        });
         let (ami, ami_task) = ami::client::spawn(settings.ami.clone(), events_tx, shutdown.clone());
         tasks.push(watch("AMI client").spawn(async move {
             if let Err(e) = ami_task.await {
@@ -271,6 +278,7 @@ impl Daemon {
             import_dir: settings.import_dir.clone(),
             ipset_name: settings.ipset_name.clone(),
             whois: settings.whois.clone(),
+            sensor,
         });
         tasks.push(watch("console").spawn(console::serve(listener, ctx, shutdown.clone())));
         tracing::info!("CONSOLE => listening on {console_addr}");

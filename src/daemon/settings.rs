@@ -40,6 +40,8 @@ pub struct Settings {
     pub ipset_name: Option<String>,
     /// Where the console's `whois` asks.
     pub whois: WhoisSettings,
+    /// `[sip] enabled`: what the SIP sensor captures.
+    pub sensor: Option<crate::sensor::live::LiveSettings>,
 }
 
 impl Settings {
@@ -74,6 +76,12 @@ impl Settings {
                 server: c.control.whois_server.clone(),
                 ..WhoisSettings::default()
             },
+            sensor: c.sip.enabled.then(|| crate::sensor::live::LiveSettings {
+                interfaces: c.sip.interfaces.clone(),
+                ports: c.sip.capture_ports(&c.scope().sip),
+                tls_ports: c.sip.tls_ports.clone(),
+                signals: c.sip.signals.clone(),
+            }),
         }
     }
 }

@@ -9,6 +9,7 @@
 
 pub mod capture;
 pub mod framing;
+pub mod live;
 pub mod packet;
 pub mod pcap_file;
 pub mod pipeline;

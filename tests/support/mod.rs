@@ -438,5 +438,6 @@ pub fn settings_without_dump(ami: &FakeAmi) -> Settings {
         conntrack: None,
         ipset_name: None,
         whois: sipban::console::whois::WhoisSettings::default(),
+        sensor: None,
     }
 }
