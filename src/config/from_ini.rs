@@ -222,6 +222,8 @@ pub(super) fn config(ini: &Ini, path: &Path) -> Result<Config, ConfigError> {
     super::original::sections(&f, &mut c)?;
     policy(&f, &mut c)?;
     super::sip_keys::sip(&f, &mut c)?;
+    // The sensor reports requests to the policy's test accounts.
+    c.sip.signals.test_accounts = c.policy.test_accounts.clone();
     c.lists.allow = c.iptables.white_list.clone();
     f.set("lists", "allow", &mut c.lists.allow, parse_path)?;
     f.set("lists", "deny", &mut c.lists.deny, parse_path)?;

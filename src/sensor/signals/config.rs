@@ -31,6 +31,9 @@ pub struct SignalConfig {
     /// a flood (`None`: off).
     pub max_requests: Option<u32>,
     pub request_window: Duration,
+    /// The policy's test accounts (`[policy] test_accounts`): a new
+    /// REGISTER/INVITE dialog naming one is reported.
+    pub test_accounts: Vec<String>,
     /// Sources and dialogs tracked at most (each table); beyond, the
     /// oldest idle ones go first.
     pub max_sources: usize,
@@ -47,6 +50,7 @@ impl Default for SignalConfig {
             auth_window: Duration::from_secs(5),
             max_requests: Some(200),
             request_window: Duration::from_secs(10),
+            test_accounts: vec!["100".into(), "1000".into()],
             max_sources: 100_000,
         }
     }

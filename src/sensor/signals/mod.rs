@@ -11,8 +11,9 @@
 //!   (chan_sip's wrong password and unknown user), except a 404 to an
 //!   INVITE that carried credentials (a known phone dialling a number that
 //!   does not exist);
-//! - each new REGISTER/INVITE dialog naming a user, for the test-account
-//!   rule; requests per source over `max_requests` in `request_window`
+//! - each new REGISTER/INVITE dialog naming a test account
+//!   ([`SignalConfig::test_accounts`], the policy's), for the test-account
+//!   rule (which the policy still applies, with its proven accounts); requests per source over `max_requests` in `request_window`
 //!   (a TLS connection attempt counts as one request: TLS is not
 //!   decrypted).
 //!
@@ -137,7 +138,7 @@ impl Signals {
             return;
         }
         self.stats.requests = self.stats.requests.saturating_add(1);
-        self.rate(seen, None, out);
+        self.rate(seen, &SipDetail::default, out);
     }
 
     /// Failures whose window has passed by `now`.
@@ -172,12 +173,11 @@ impl Signals {
             return;
         }
         self.stats.requests = self.stats.requests.saturating_add(1);
-        let agent = msg.user_agent.map(|a| a.to_sanitized(AGENT_MAX));
-        let method = msg.method().map(method_name);
-        let account = account(msg);
-        let detail = SipDetail {
-            user_agent: agent.clone(),
-            method: method.clone(),
+        // Owned text only when an event or a new dialog needs it: a flood
+        // is mostly requests that need none.
+        let detail = || SipDetail {
+            user_agent: msg.user_agent.map(|a| a.to_sanitized(AGENT_MAX)),
+            method: msg.method().map(method_name),
             answered_ms: None,
             scanner: None,
         };
@@ -190,19 +190,19 @@ impl Signals {
         {
             let detail = SipDetail {
                 scanner: Some(name),
-                ..detail.clone()
+                ..detail()
             };
             self.stats.scanners = self.stats.scanners.saturating_add(1);
             out.push(event(
                 EventKind::Scanner,
                 seen.src,
                 seen.transport,
-                &account,
+                &account(msg),
                 seen.at,
                 detail,
             ));
         }
-        self.rate(seen, Some(&detail), out);
+        self.rate(seen, &detail, out);
         let Some(call_id) = msg.call_id else {
             return;
         };
@@ -210,24 +210,36 @@ impl Signals {
         let Some((d, new)) = self.dialogs.entry(key, seen.at) else {
             return;
         };
-        d.agent = agent.or(d.agent.take());
-        d.method = method;
-        d.account = account.clone();
+        let method = msg.method();
+        if new {
+            d.agent = msg.user_agent.map(|a| a.to_sanitized(AGENT_MAX));
+            d.account = account(msg);
+        }
+        if new || d.method.as_deref() != method.and_then(|m| m.as_str()) {
+            d.method = method.map(method_name);
+        }
         d.transport = seen.transport;
         d.port = seen.src.port();
         d.credentialed = msg.authorization;
+        let named = new
+            && matches!(method, Some(Method::Register | Method::Invite))
+            && self.config.test_accounts.iter().any(|a| *a == d.account);
+        let account = if named {
+            d.account.clone()
+        } else {
+            String::new()
+        };
         if msg.authorization {
             self.dialogs.answered(key);
         }
-        let dialing = matches!(msg.method(), Some(Method::Register | Method::Invite));
-        if new && dialing && !account.is_empty() {
+        if named {
             out.push(event(
                 EventKind::SipRequest,
                 seen.src,
                 seen.transport,
                 &account,
                 seen.at,
-                detail,
+                detail(),
             ));
         }
     }
@@ -284,7 +296,7 @@ impl Signals {
         }
     }
 
-    fn rate(&mut self, seen: &Seen, detail: Option<&SipDetail>, out: &mut Vec<SecurityEvent>) {
+    fn rate(&mut self, seen: &Seen, detail: &dyn Fn() -> SipDetail, out: &mut Vec<SecurityEvent>) {
         let Some(rates) = &mut self.rates else {
             return;
         };
@@ -296,7 +308,7 @@ impl Signals {
                 seen.transport,
                 "",
                 seen.at,
-                detail.cloned().unwrap_or_default(),
+                detail(),
             ));
         }
     }
