@@ -223,7 +223,7 @@ impl Signals {
         d.credentialed = msg.authorization;
         let named = new
             && matches!(method, Some(Method::Register | Method::Invite))
-            && self.config.test_accounts.iter().any(|a| *a == d.account);
+            && self.config.test_accounts.contains(&d.account);
         let account = if named {
             d.account.clone()
         } else {
