@@ -102,6 +102,7 @@ fn flood(packets: usize, sources: u32) -> Vec<(Duration, Vec<u8>)> {
     out
 }
 
+#[derive(Default)]
 struct Figures {
     packets: u64,
     bytes: u64,
@@ -136,12 +137,7 @@ fn main() {
     } else {
         Duration::from_millis(20)
     };
-    let mut f = Figures {
-        packets: 0,
-        bytes: 0,
-        elapsed: Duration::ZERO,
-        events: Vec::new(),
-    };
+    let mut f = Figures::default();
     let start = Instant::now();
     while start.elapsed() < budget {
         let mut p = Pipeline::new(SignalConfig::default(), vec![5061]);
@@ -174,12 +170,7 @@ fn main() {
     };
     let frames = flood(packets, sources);
     let mut p = Pipeline::new(SignalConfig::default(), vec![5061]);
-    let mut f = Figures {
-        packets: 0,
-        bytes: 0,
-        elapsed: Duration::ZERO,
-        events: Vec::new(),
-    };
+    let mut f = Figures::default();
     let start = Instant::now();
     for (at, data) in &frames {
         p.frame(
