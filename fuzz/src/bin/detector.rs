@@ -17,12 +17,12 @@ use std::net::{IpAddr, Ipv4Addr, Ipv6Addr};
 use std::time::Duration;
 
 use arbitrary::{Result, Unstructured};
-use sipban::event::{EventKind, SecurityEvent};
+use sipban::event::{EventKind, Origin, SecurityEvent};
 use sipban::policy::detector::{
     Detector, DetectorConfig, EnumRule, FloodRule, History, normalize_account,
 };
 
-const KINDS: [EventKind; 9] = [
+const KINDS: [EventKind; 14] = [
     EventKind::InvalidAccountId,
     EventKind::InvalidPassword,
     EventKind::ChallengeResponseFailed,
@@ -32,6 +32,11 @@ const KINDS: [EventKind; 9] = [
     EventKind::RequestBadFormat,
     EventKind::RequestNotAllowed,
     EventKind::UnexpectedAddress,
+    EventKind::RateLimit,
+    EventKind::Scanner,
+    EventKind::SipFailure,
+    EventKind::SipRequest,
+    EventKind::RequestFlood,
 ];
 
 const SERVICES: [&str; 5] = ["PJSIP", "SIP", " sip ", "IAX2", "AMI"];
@@ -126,6 +131,12 @@ fn event(u: &mut Unstructured<'_>) -> Result<SecurityEvent> {
         port: u.arbitrary()?,
         transport: None,
         event_time: None,
+        origin: match u.int_in_range(0..=2u8)? {
+            0 => Origin::Ami,
+            1 => Origin::Sensor,
+            _ => Origin::Kernel,
+        },
+        sip: None,
     })
 }
 

@@ -24,11 +24,11 @@ fn texts<'a>(m: &Message<'a>) -> Vec<SipText<'a>> {
         Start::Request { uri: u, .. } => uri(&u, &mut out),
         Start::Response { reason, .. } => out.push(reason),
     }
-    for a in [m.from, m.to, m.contact].into_iter().flatten() {
+    for a in [m.from(), m.to(), m.contact()].into_iter().flatten() {
         out.extend([a.display_name, a.tag].into_iter().flatten());
         uri(&a.uri, &mut out);
     }
-    if let Some(v) = m.via {
+    if let Some(v) = m.via() {
         out.extend([v.host, v.branch].into_iter().flatten());
     }
     out.extend([m.call_id, m.user_agent, m.server].into_iter().flatten());

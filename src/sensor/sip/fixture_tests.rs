@@ -69,7 +69,7 @@ pub(super) fn summary(m: &Message<'_>) -> String {
             let _ = write!(s, "{status} {reason}");
         }
     }
-    for (name, a) in [("from", m.from), ("to", m.to), ("contact", m.contact)] {
+    for (name, a) in [("from", m.from()), ("to", m.to()), ("contact", m.contact())] {
         let _ = match a {
             Some(a) => write!(
                 s,
@@ -86,7 +86,7 @@ pub(super) fn summary(m: &Message<'_>) -> String {
         Some(c) => write!(s, " | cseq {} {}", c.seq, c.method),
         None => write!(s, " | cseq -"),
     };
-    let _ = match m.via {
+    let _ = match m.via() {
         Some(v) => write!(
             s,
             " | via {:?} {} {:?} {}",

@@ -81,17 +81,18 @@ pub enum Framing {
 
 /// The fields of one message, borrowed from its bytes. Duplicate headers:
 /// the first one counts. Every field is `None` when absent or unreadable.
+/// The addresses (From, To, Contact, Via) are found by [`parse`] and read
+/// only when asked ([`Message::from`], ...): their URIs are most of the
+/// work, and most messages need one of them at most.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub struct Message<'a> {
     pub start: Start<'a>,
-    pub from: Option<NameAddr<'a>>,
-    pub to: Option<NameAddr<'a>>,
-    /// The first Contact value.
-    pub contact: Option<NameAddr<'a>>,
+    from: Option<&'a [u8]>,
+    to: Option<&'a [u8]>,
+    contact: Option<&'a [u8]>,
     pub call_id: Option<SipText<'a>>,
     pub cseq: Option<CSeq<'a>>,
-    /// The first Via value.
-    pub via: Option<Via<'a>>,
+    via: Option<&'a [u8]>,
     pub user_agent: Option<SipText<'a>>,
     pub server: Option<SipText<'a>>,
     pub content_length: Option<usize>,
@@ -131,13 +132,31 @@ impl<'a> Message<'a> {
         self.request_uri()?.user
     }
 
+    pub fn from(&self) -> Option<NameAddr<'a>> {
+        self.from.map(NameAddr::parse)
+    }
+
+    pub fn to(&self) -> Option<NameAddr<'a>> {
+        self.to.map(NameAddr::parse)
+    }
+
+    /// The first Contact value.
+    pub fn contact(&self) -> Option<NameAddr<'a>> {
+        self.contact.map(NameAddr::parse)
+    }
+
+    /// The first Via value.
+    pub fn via(&self) -> Option<Via<'a>> {
+        self.via.and_then(Via::parse)
+    }
+
     /// The From user: the account a REGISTER or a scanner claims.
     pub fn from_user(&self) -> Option<SipText<'a>> {
-        self.from?.uri.user
+        self.from()?.uri.user
     }
 
     pub fn to_user(&self) -> Option<SipText<'a>> {
-        self.to?.uri.user
+        self.to()?.uri.user
     }
 }
 
@@ -219,12 +238,12 @@ pub fn parse(input: &[u8]) -> Result<Message<'_>, ParseError> {
     };
     Ok(Message {
         start,
-        from: raw.from.map(NameAddr::parse),
-        to: raw.to.map(NameAddr::parse),
-        contact: raw.contact.map(NameAddr::parse),
+        from: raw.from,
+        to: raw.to,
+        contact: raw.contact,
         call_id: text(raw.call_id),
         cseq: raw.cseq.and_then(CSeq::parse),
-        via: raw.via.and_then(Via::parse),
+        via: raw.via,
         user_agent: text(raw.user_agent),
         server: text(raw.server),
         content_length: content_length_value.flatten(),
@@ -392,10 +411,10 @@ mod tests {
         let m = parse(input).unwrap();
         assert_eq!(m.method(), Some(Method::Invite));
         assert_eq!(m.uri_user(), t("600"));
-        assert_eq!(m.via.and_then(|v| v.branch), t("b1"));
+        assert_eq!(m.via().and_then(|v| v.branch), t("b1"));
         assert_eq!((m.from_user(), m.to_user()), (t("1001"), t("600")));
         assert_eq!(m.call_id, t("abc@h"));
-        assert_eq!(m.contact.and_then(|c| c.uri.host), t("c"));
+        assert_eq!(m.contact().and_then(|c| c.uri.host), t("c"));
         assert_eq!(
             m.cseq,
             Some(CSeq {
