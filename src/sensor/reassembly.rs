@@ -38,6 +38,9 @@
 //! Only plaintext ports should be fed in: TLS is not decrypted.
 
 use std::collections::{BTreeMap, HashMap};
+
+// Randomly seeded foldhash: fast on flow keys, not predictable by senders.
+use foldhash::fast::RandomState;
 use std::net::SocketAddr;
 use std::time::Duration;
 
@@ -135,7 +138,7 @@ pub struct Stats {
 #[derive(Debug)]
 pub struct Reassembler {
     limits: Limits,
-    flows: HashMap<FlowKey, Flow>,
+    flows: HashMap<FlowKey, Flow, RandomState>,
     /// Flows by last activity, oldest first: eviction and expiry order.
     activity: BTreeMap<(Duration, u64), FlowKey>,
     serial: u64,
@@ -155,7 +158,7 @@ impl Reassembler {
     pub fn new(limits: Limits) -> Self {
         Reassembler {
             limits,
-            flows: HashMap::new(),
+            flows: HashMap::default(),
             activity: BTreeMap::new(),
             serial: 0,
             buffered: 0,

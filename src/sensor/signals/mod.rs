@@ -29,6 +29,9 @@ mod dialogs;
 mod rate;
 
 use std::collections::HashMap;
+
+// Randomly seeded foldhash, as in `dialogs.rs`.
+use foldhash::fast::RandomState;
 use std::net::{IpAddr, SocketAddr};
 use std::time::Duration;
 
@@ -87,7 +90,7 @@ pub struct Signals {
     config: SignalConfig,
     dialogs: Dialogs,
     rates: Option<Rates>,
-    reported: HashMap<(IpAddr, u8), Duration>,
+    reported: HashMap<(IpAddr, u8), Duration, RandomState>,
     stats: SignalStats,
     matured: Vec<Matured>,
 }
@@ -99,7 +102,7 @@ impl Signals {
             rates: config
                 .max_requests
                 .map(|m| Rates::new(m, config.request_window, config.max_sources)),
-            reported: HashMap::new(),
+            reported: HashMap::default(),
             stats: SignalStats::default(),
             matured: Vec::new(),
             config,

@@ -4,11 +4,14 @@
 //! across two fixed windows cannot pass at twice the rate.
 
 use std::collections::HashMap;
+
+use foldhash::fast::RandomState;
 use std::net::IpAddr;
 use std::time::Duration;
 
 pub(super) struct Rates {
-    tat_ms: HashMap<IpAddr, u64>,
+    /// foldhash, randomly seeded (see `dialogs.rs`).
+    tat_ms: HashMap<IpAddr, u64, RandomState>,
     cost_ms: u64,
     window_ms: u64,
     cap: usize,
@@ -21,7 +24,7 @@ impl Rates {
     pub fn new(max: u32, window: Duration, cap: usize) -> Self {
         let window_ms = u64::try_from(window.as_millis()).unwrap_or(u64::MAX).max(1);
         Rates {
-            tat_ms: HashMap::new(),
+            tat_ms: HashMap::default(),
             cost_ms: (window_ms / u64::from(max.max(1))).max(1),
             window_ms,
             cap,
