@@ -149,6 +149,37 @@ impl SecurityEvent {
     }
 }
 
+impl SecurityEvent {
+    /// What led to a ban, for the log and the replay: who saw it, the
+    /// event, the account and transport, and for the sensor the User-Agent
+    /// and method (already sanitized).
+    pub fn describe(&self) -> String {
+        use std::fmt::Write as _;
+        let mut out = match self.origin {
+            Origin::Ami => format!("AMI {} {}", self.service, self.kind),
+            other => format!("{other} {}", self.kind),
+        };
+        let _ = write!(
+            out,
+            " account {:?} via {}",
+            self.account,
+            self.transport.as_deref().unwrap_or("?")
+        );
+        if let Some(sip) = &self.sip {
+            if let Some(ua) = &sip.user_agent {
+                let _ = write!(out, ", User-Agent {ua:?}");
+            }
+            if let Some(m) = &sip.method {
+                let _ = write!(out, ", {m}");
+            }
+        }
+        if let Some(t) = &self.event_time {
+            let _ = write!(out, " at {t}");
+        }
+        out
+    }
+}
+
 /// Who reported an event: shown with every ban, counted in `report`.
 #[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Hash, PartialOrd, Ord)]
 pub enum Origin {

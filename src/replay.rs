@@ -18,7 +18,7 @@ use crate::ami::codec::{AmiFrame, CodecError, decode_all};
 use crate::ami::security;
 use crate::bans::{BanManager, Upsert};
 use crate::clock::Clock;
-use crate::event::{Origin, SecurityEvent};
+use crate::event::SecurityEvent;
 use crate::firewall::{DryRun, Firewall, FirewallError};
 use crate::policy::{Policy, Verdict};
 use crate::sensor::pcap_file::{CaptureError, CaptureReader};
@@ -215,7 +215,7 @@ async fn judge_all(
                     reason
                 };
                 if bans.ban_for(event.source, &reason, ban_for) == Upsert::New {
-                    report.banned.push((event.source, reason, why(&event)));
+                    report.banned.push((event.source, reason, event.describe()));
                 }
             }
             Verdict::Spared(p) => {
@@ -238,33 +238,6 @@ async fn judge_all(
     report.firewall = log.banned();
     let _ = firewall.shutdown().await;
     Ok(report)
-}
-
-/// What led to a ban: who saw it, the event, and for the sensor the
-/// User-Agent and method (already sanitized).
-fn why(event: &SecurityEvent) -> String {
-    let mut out = match event.origin {
-        Origin::Ami => format!("AMI {} {}", event.service, event.kind),
-        other => format!("{other} {}", event.kind),
-    };
-    let _ = write!(
-        out,
-        " account {:?} via {}",
-        event.account,
-        event.transport.as_deref().unwrap_or("?")
-    );
-    if let Some(sip) = &event.sip {
-        if let Some(ua) = &sip.user_agent {
-            let _ = write!(out, ", User-Agent {ua:?}");
-        }
-        if let Some(m) = &sip.method {
-            let _ = write!(out, ", {m}");
-        }
-    }
-    if let Some(t) = &event.event_time {
-        let _ = write!(out, " at {t}");
-    }
-    out
 }
 
 /// Whether `head` (a file's first bytes) opens a pcap or pcapng capture.

@@ -171,6 +171,15 @@ fn a_scanner_is_banned_on_its_first_packet_with_the_ami_link_down() {
             daemon.bans.get(PHONE.parse().unwrap()).is_none(),
             "the phone"
         );
+        // The log says what the sensor saw.
+        let want = format!(
+            "SENSOR => {SCANNER} (scanner User-Agent friendly-scanner) <- sensor Scanner account \"1000\" via UDP, User-Agent \"friendly-scanner\", REGISTER"
+        );
+        let start = Instant::now();
+        while !netns::logs().contains(&want) {
+            assert!(start.elapsed() < Duration::from_secs(5), "{want}\nnot in:\n{}", netns::logs());
+            tokio::time::sleep(Duration::from_millis(20)).await;
+        }
 
         // In the kernel: its next REGISTER gets no answer, the phone's does.
         let mut buf = [0u8; 2048];

@@ -26,7 +26,19 @@ pub(super) async fn judge_events(
     while let Some(event) = events.recv().await {
         let now_ms = bans.clock().now_ms();
         stats.event(now_ms, event.kind.name(), event.source, &event.account);
-        match policy.judge(&event, now_ms) {
+        let verdict = policy.judge(&event, now_ms);
+        // The sensor's bans say what it saw (the BLOCK line gives the reason).
+        if let Verdict::Ban { reason, .. } = &verdict
+            && event.origin == crate::event::Origin::Sensor
+            && bans.get(event.source).is_none_or(|b| !b.active)
+        {
+            tracing::info!(
+                "SENSOR => {} ({reason}) <- {}",
+                event.source,
+                event.describe()
+            );
+        }
+        match verdict {
             Verdict::Ban {
                 reason,
                 ban_for,
