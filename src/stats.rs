@@ -23,6 +23,8 @@ struct Bucket {
     /// Packets over the SIP rate limit, per source.
     limited: HashMap<IpAddr, u64>,
     limited_others: u64,
+    /// User-Agents of the sensor's events (sanitized, capped by the sensor).
+    agents: HashMap<String, u64>,
 }
 
 /// What the last 24 hours looked like.
@@ -38,6 +40,8 @@ pub struct Report {
     pub top_limited: Vec<(IpAddr, u64)>,
     /// Such packets from sources beyond the tracking bound.
     pub limited_untracked: u64,
+    /// The User-Agents the sensor's events came with, most frequent first.
+    pub top_agents: Vec<(String, u64)>,
 }
 
 #[derive(Default)]
@@ -94,6 +98,20 @@ impl Stats {
         });
     }
 
+    /// One sensor event sent with User-Agent `agent` (already sanitized).
+    pub fn user_agent(&self, now_ms: u64, agent: &str) {
+        self.with_bucket(now_ms, |b| {
+            let room = b.agents.len() < TRACKED;
+            match b.agents.get_mut(agent) {
+                Some(n) => *n += 1,
+                None if room => {
+                    b.agents.insert(agent.to_string(), 1);
+                }
+                None => {}
+            }
+        });
+    }
+
     /// `packets` from `source` dropped over the SIP rate limit.
     pub fn rate_limited(&self, now_ms: u64, source: IpAddr, packets: u64) {
         self.with_bucket(now_ms, |b| {
@@ -119,7 +137,11 @@ impl Stats {
         let mut sources: HashMap<IpAddr, u64> = HashMap::new();
         let mut accounts: HashMap<String, u64> = HashMap::new();
         let mut limited: HashMap<IpAddr, u64> = HashMap::new();
+        let mut agents: HashMap<String, u64> = HashMap::new();
         for bucket in b.iter().filter(|x| x.hour >= since) {
+            for (a, n) in &bucket.agents {
+                *agents.entry(a.clone()).or_default() += n;
+            }
             for (ip, n) in &bucket.limited {
                 let t = limited.entry(*ip).or_default();
                 *t = t.saturating_add(*n);
@@ -149,6 +171,10 @@ impl Stats {
         l.sort_by(|a, b| b.1.cmp(&a.1).then(a.0.cmp(&b.0)));
         l.truncate(top);
         r.top_limited = l;
+        let mut g: Vec<_> = agents.into_iter().collect();
+        g.sort_by(|x, y| y.1.cmp(&x.1).then(x.0.cmp(&y.0)));
+        g.truncate(top);
+        r.top_agents = g;
         r
     }
 }
@@ -183,6 +209,12 @@ impl std::fmt::Display for Report {
         }
         for (a, n) in &self.top_accounts {
             writeln!(f, "  {a:<40}{n:>10}")?;
+        }
+        if !self.top_agents.is_empty() {
+            writeln!(f, "\nTop User-Agents (SIP sensor):")?;
+            for (a, n) in &self.top_agents {
+                writeln!(f, "  {a:<40}{n:>10}")?;
+            }
         }
         if !self.top_limited.is_empty() || self.limited_untracked > 0 {
             writeln!(f, "\nPackets over the SIP rate limit, by source:")?;
@@ -245,6 +277,30 @@ mod tests {
             s.rate_limited(HOUR_MS * 2, IpAddr::from(i.to_be_bytes()), 1);
         }
         assert_eq!(s.report(HOUR_MS * 2, 3).limited_untracked, 10);
+    }
+
+    #[test]
+    fn top_user_agents_of_the_sensor_bounded() {
+        let s = Stats::default();
+        assert!(!s.report(0, 10).to_string().contains("User-Agents"));
+        for _ in 0..3 {
+            s.user_agent(0, "friendly-scanner");
+        }
+        s.user_agent(HOUR_MS, "pytest-sipreg/1.0");
+        let r = s.report(HOUR_MS, 10);
+        assert_eq!(
+            r.top_agents,
+            vec![
+                ("friendly-scanner".to_string(), 3),
+                ("pytest-sipreg/1.0".to_string(), 1)
+            ]
+        );
+        assert!(r.to_string().contains("Top User-Agents (SIP sensor):"));
+        for i in 0..(TRACKED + 10) {
+            s.user_agent(HOUR_MS * 2, &format!("agent {i}"));
+        }
+        let b = s.buckets.lock().unwrap();
+        assert!(b.back().unwrap().agents.len() <= TRACKED);
     }
 
     #[test]

@@ -181,6 +181,13 @@ fn a_scanner_is_banned_on_its_first_packet_with_the_ami_link_down() {
             tokio::time::sleep(Duration::from_millis(20)).await;
         }
 
+        // `report` names the scanner's User-Agent.
+        let report = console.command("report").await;
+        assert!(
+            report.contains("Top User-Agents (SIP sensor):") && report.contains("friendly-scanner"),
+            "{report}"
+        );
+
         // In the kernel: its next REGISTER gets no answer, the phone's does.
         let mut buf = [0u8; 2048];
         let answered = |s: &UdpSocket, buf: &mut [u8]| {

@@ -26,6 +26,9 @@ pub(super) async fn judge_events(
     while let Some(event) = events.recv().await {
         let now_ms = bans.clock().now_ms();
         stats.event(now_ms, event.kind.name(), event.source, &event.account);
+        if let Some(agent) = event.sip.as_ref().and_then(|s| s.user_agent.as_deref()) {
+            stats.user_agent(now_ms, agent);
+        }
         let verdict = policy.judge(&event, now_ms);
         // The sensor's bans say what it saw (the BLOCK line gives the reason).
         if let Verdict::Ban { reason, .. } = &verdict
