@@ -362,17 +362,25 @@ async fn replay(cli: &Cli, files: &[PathBuf]) -> Result<()> {
     if let Some(w) = warning {
         eprintln!("warning: {w}");
     }
-    let mut ami = None;
-    let mut capture = None;
+    // A capture is told by its first bytes and read by the sensor as it
+    // goes; only an AMI stream is read whole here.
+    let mut ami: Option<Vec<u8>> = None;
+    let mut capture: Option<&PathBuf> = None;
     for file in files {
-        let bytes =
-            std::fs::read(file).with_context(|| format!("cannot read {}", file.display()))?;
-        let (slot, what) = if sipban::replay::is_packet_capture(&bytes) {
-            (&mut capture, "packet captures")
+        let cannot = || format!("cannot read {}", file.display());
+        let mut head = [0u8; 4];
+        let n = std::io::Read::read(
+            &mut std::fs::File::open(file).with_context(cannot)?,
+            &mut head,
+        )
+        .with_context(cannot)?;
+        let twice = if sipban::replay::is_packet_capture(head.get(..n).unwrap_or_default()) {
+            capture.replace(file).map(|_| "packet captures")
         } else {
-            (&mut ami, "AMI streams")
+            let bytes = std::fs::read(file).with_context(cannot)?;
+            ami.replace(bytes).map(|_| "AMI streams")
         };
-        if slot.replace((file, bytes)).is_some() {
+        if let Some(what) = twice {
             anyhow::bail!(
                 "two {what} given ({}): replay takes one AMI stream and one packet capture",
                 file.display()
@@ -388,20 +396,14 @@ async fn replay(cli: &Cli, files: &[PathBuf]) -> Result<()> {
     } else {
         Policy::new(wl, hosts, c.ban_time)
     };
-    let capture = capture.map(|(path, _)| sipban::replay::CaptureInput {
+    let capture = capture.map(|path| sipban::replay::CaptureInput {
         path,
         // The config's [sip] windows and agents, whether or not it enables
         // the live sensor: a replay tests them.
         signals: c.sip.signals.clone(),
         tls_ports: c.sip.tls_ports.clone(),
     });
-    let report = sipban::replay::replay_all(
-        ami.as_ref().map(|(_, b)| b.as_slice()),
-        capture,
-        &policy,
-        c.ban_time,
-    )
-    .await?;
+    let report = sipban::replay::replay_all(ami.as_deref(), capture, &policy, c.ban_time).await?;
     print!("{report}");
     Ok(())
 }
